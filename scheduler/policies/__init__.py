@@ -1,0 +1,32 @@
+"""Policies by name. A policy is the order of queued requests plus the preemption victim."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from .base import KeyedQueue, Policy, WaitQueue
+from .fcfs import FCFS
+from .vtc import VTC
+
+POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (FCFS, VTC)}
+
+
+def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
+    """Build a policy from its name and keyword parameters, with errors naming the allowed set."""
+    if name not in POLICIES:
+        raise ConfigError(f"scheduler.policy: unknown policy {name!r}; allowed: {', '.join(sorted(POLICIES))}")
+    cls = POLICIES[name]
+    params = dict(params or {})
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"scheduler.policy_params: {', '.join(unknown)} not a parameter of {name!r}; "
+            f"allowed: {', '.join(allowed) or 'none'}"
+        )
+    return cls(**params)
+
+
+__all__ = ["POLICIES", "Policy", "WaitQueue", "KeyedQueue", "make_policy", "FCFS", "VTC"]

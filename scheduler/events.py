@@ -1,0 +1,18 @@
+"""What workers report back to the core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """A worker ran `steps` steps of its plan (at most `plan.repeat`).
+
+    `eos` names the requests whose last sampled token was end-of-sequence. With steps > 1 the
+    driver must stop the run at the first EOS, so EOS can only fall on the last step.
+    """
+
+    steps: int = 1
+    eos: frozenset[Hashable] = field(default_factory=frozenset)

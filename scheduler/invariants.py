@@ -1,0 +1,79 @@
+"""Invariants of the core, checked by tests and, with `debug_checks`, after every call.
+
+`check(scheduler)` raises `InvariantError` naming the first broken rule.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .request import RequestState
+
+if TYPE_CHECKING:
+    from .core import Scheduler
+
+
+class InvariantError(AssertionError):
+    """The core's state contradicts one of its own rules: a bug in fairbatch, not in the caller."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvariantError(message)
+
+
+def check(scheduler: "Scheduler") -> None:
+    check_requests(scheduler)
+    check_workers(scheduler)
+    check_tenants(scheduler)
+
+
+def check_requests(scheduler: "Scheduler") -> None:
+    """Every submitted request is live exactly once or ended exactly once."""
+    counts = scheduler.counts
+    live = scheduler.live
+    _require(
+        counts.submitted == counts.ended + len(live),
+        f"request conservation: submitted {counts.submitted} != ended {counts.ended} + live {len(live)}",
+    )
+    queued = [seq for queue in scheduler.queues() for seq in queue]
+    running = [seq for worker in scheduler.workers.values() for seq in worker.running]
+    placed = queued + running
+    _require(len(placed) == len({id(seq) for seq in placed}), "a request is in two places at once")
+    _require(len(placed) == len(live), f"{len(live)} live requests but {len(placed)} queued or running")
+    for seq in queued:
+        _require(seq.state is RequestState.QUEUED, f"{seq!r} is in a queue but not QUEUED")
+        _require(seq.blocks == 0 and seq.computed == 0, f"{seq!r} is queued but holds KV")
+    for seq in running:
+        _require(seq.state is RequestState.RUNNING, f"{seq!r} is on a worker but not RUNNING")
+        _require(live.get(seq.id) is seq, f"{seq!r} runs but is not live")
+        _require(0 <= seq.computed <= seq.target, f"{seq!r} computed more than its tokens")
+        _require(seq.generated <= seq.request.max_new_tokens, f"{seq!r} generated past max_new_tokens")
+
+
+def check_workers(scheduler: "Scheduler") -> None:
+    """KV conservation (used + free = total, used = sum over running) and per-worker limits."""
+    config = scheduler.config
+    for worker in scheduler.workers.values():
+        pool = worker.pool
+        held = sum(seq.blocks for seq in worker.running)
+        _require(0 <= pool.free <= pool.total, f"worker {worker.id}: free blocks {pool.free} outside [0, {pool.total}]")
+        _require(pool.used == held, f"worker {worker.id}: {pool.used} blocks used but running requests hold {held}")
+        _require(len(worker.running) <= config.max_seqs, f"worker {worker.id}: more than max_seqs running")
+        for seq in worker.running:
+            _require(seq.worker == worker.id, f"{seq!r} runs on worker {worker.id} but is bound elsewhere")
+            _require(seq.blocks >= pool.blocks_for(seq.computed), f"{seq!r} has KV beyond its blocks")
+        if worker.inflight is not None:
+            tokens = sum(n for _, n in worker.inflight)
+            _require(tokens <= config.max_batched_tokens, f"worker {worker.id}: step of {tokens} tokens over budget")
+
+
+def check_tenants(scheduler: "Scheduler") -> None:
+    """The ledger's per-tenant counts match the requests themselves."""
+    ledger = scheduler.ledger
+    queued = [0] * len(scheduler.tenants)
+    running = [0] * len(scheduler.tenants)
+    for seq in scheduler.live.values():
+        (queued if seq.state is RequestState.QUEUED else running)[seq.tenant] += 1
+    _require(queued == ledger.queued, f"ledger queued {ledger.queued} != actual {queued}")
+    _require(running == ledger.running, f"ledger running {ledger.running} != actual {running}")

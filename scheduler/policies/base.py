@@ -1,0 +1,145 @@
+"""The policy interface: the order of queued requests and the preemption victim, nothing else.
+
+A policy makes wait queues (one for the whole pool under late binding, one per worker under early
+binding) and may keep per-tenant state (VTC counters) shared by its queues. The core tells it when
+tenants get service and when they become backlogged or idle; it never asks a policy to plan.
+"""
+
+from __future__ import annotations
+
+import heapq
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Iterable, Sequence as Seq
+
+from ..request import Sequence, Tenant
+
+
+class WaitQueue(ABC):
+    """Queued requests in the order a policy admits them."""
+
+    @abstractmethod
+    def push(self, seq: Sequence) -> None: ...
+
+    @abstractmethod
+    def peek(self) -> Sequence | None:
+        """The request the policy admits next, or None when empty."""
+
+    @abstractmethod
+    def pop(self) -> Sequence:
+        """Remove and return what `peek` returned."""
+
+    @abstractmethod
+    def remove(self, seq: Sequence) -> None: ...
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __iter__(self) -> Iterable[Sequence]: ...
+
+
+class KeyedQueue(WaitQueue):
+    """A heap ordered by key(seq), then submission order; removal is lazy."""
+
+    def __init__(self, key) -> None:
+        self._key = key
+        self._heap: list[list[Any]] = []
+        self._live: dict[int, list[Any]] = {}  # seq.order -> its heap entry
+
+    def push(self, seq: Sequence) -> None:
+        entry = [self._key(seq), seq.order, seq]
+        self._live[seq.order] = entry
+        heapq.heappush(self._heap, entry)
+
+    def peek(self) -> Sequence | None:
+        heap = self._heap
+        while heap and heap[0][2] is None:
+            heapq.heappop(heap)
+        return heap[0][2] if heap else None
+
+    def pop(self) -> Sequence:
+        seq = self.peek()
+        assert seq is not None, "pop from an empty queue"
+        heapq.heappop(self._heap)
+        del self._live[seq.order]
+        return seq
+
+    def remove(self, seq: Sequence) -> None:
+        self._live.pop(seq.order)[2] = None
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __iter__(self):
+        return (entry[2] for entry in self._live.values())
+
+
+class Policy(ABC):
+    """Base of every policy. Subclasses set `name` and usually override `new_queue` and `victim`."""
+
+    name: ClassVar[str]
+
+    def bind(self, tenants: Seq[Tenant]) -> None:
+        """Called once by the scheduler with its tenants (indexed as Sequence.tenant)."""
+        self.tenants = tuple(tenants)
+
+    @abstractmethod
+    def new_queue(self) -> WaitQueue: ...
+
+    def victim(self, running: Seq[Sequence]) -> Sequence:
+        """The running request to preempt when KV runs out. Default: the latest submitted."""
+        return max(running, key=lambda seq: seq.order)
+
+    def on_backlogged(self, tenant: int, arrival: bool) -> None:
+        """`tenant` just got its first queued request (`arrival`: a new request, not a requeue)."""
+
+    def on_idle(self, tenant: int) -> None:
+        """`tenant` just lost its last queued request."""
+
+    def on_admit(self, seq: Sequence) -> None:
+        """`seq` was just admitted to a worker (again, if `seq.preemptions` > 0)."""
+
+    def on_service(self, tenant: int, prompt_tokens: int, output_tokens: int) -> None:
+        """`tenant` was served: prompt tokens processed (recompute excluded) and tokens generated."""
+
+
+class LazyMinHeap:
+    """Min-heap over integer ids whose keys only grow; stale entries are fixed when they surface.
+
+    VTC counters only increase while a tenant is backlogged, so an entry's key can only be too
+    small: when it reaches the top it is re-pushed with the current key instead of being updated
+    on every charge (which would cost a heap operation per request per step).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int]] = []
+        self._version: dict[int, int] = {}  # member -> version of its one live entry
+        self._next_version = 0
+
+    def add(self, item: int, key: float) -> None:
+        version = self._next_version
+        self._next_version += 1
+        self._version[item] = version
+        heapq.heappush(self._heap, (key, item, version))
+
+    def discard(self, item: int) -> None:
+        self._version.pop(item, None)
+
+    def __contains__(self, item: int) -> bool:
+        return item in self._version
+
+    def __len__(self) -> int:
+        return len(self._version)
+
+    def min(self, key_of) -> int | None:
+        """The member with the smallest current key_of(member); ties go to the smaller id."""
+        heap = self._heap
+        while heap:
+            key, item, version = heap[0]
+            if self._version.get(item) != version:
+                heapq.heappop(heap)
+            elif key != key_of(item):
+                heapq.heapreplace(heap, (key_of(item), item, version))
+            else:
+                return item
+        return None

@@ -1,0 +1,121 @@
+"""Virtual Token Counter (Sheng et al., OSDI'24), weighted.
+
+Each tenant has a counter of the service it received, w_p * prompt tokens + w_q * output tokens,
+divided by its weight. As in the paper, a request's prompt is charged when it is admitted (so the
+next admission in the same step already sees it; recompute after preemption is not charged) and
+each output token when it is generated. Admission takes the oldest queued request of the backlogged tenant with the
+smallest counter. A tenant that becomes backlogged with a new request has its counter lifted to at
+least the smallest counter among backlogged tenants (or, when none is, to the counter of the last
+tenant that stopped being backlogged), so idle time earns no credit. The preemption victim is the
+latest running request of the tenant with the largest counter.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from ..errors import ConfigError
+from ..request import Sequence
+from .base import LazyMinHeap, Policy, WaitQueue
+
+
+class VTC(Policy):
+    name = "vtc"
+
+    def __init__(self, w_p: float = 1.0, w_q: float = 2.0) -> None:
+        for key, value in (("w_p", w_p), ("w_q", w_q)):
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ConfigError(f"scheduler.policy_params.{key}: must be a number >= 0, got {value!r}")
+        self.w_p = float(w_p)
+        self.w_q = float(w_q)
+
+    def bind(self, tenants) -> None:
+        super().bind(tenants)
+        self.counters = [0.0] * len(self.tenants)
+        self._inverse_weight = [1.0 / tenant.weight for tenant in self.tenants]
+        self._backlogged = LazyMinHeap()
+        self._last_idle_counter = 0.0
+
+    def counter_of(self, tenant: int) -> float:
+        return self.counters[tenant]
+
+    def new_queue(self) -> "VTCQueue":
+        return VTCQueue(self)
+
+    def victim(self, running):
+        counters = self.counters
+        return max(running, key=lambda seq: (counters[seq.tenant], seq.order))
+
+    def on_backlogged(self, tenant: int, arrival: bool) -> None:
+        if arrival:
+            lowest = self._backlogged.min(self.counter_of)
+            floor = self._last_idle_counter if lowest is None else self.counters[lowest]
+            self.counters[tenant] = max(self.counters[tenant], floor)
+        self._backlogged.add(tenant, self.counters[tenant])
+
+    def on_idle(self, tenant: int) -> None:
+        self._backlogged.discard(tenant)
+        self._last_idle_counter = self.counters[tenant]
+
+    def on_admit(self, seq: Sequence) -> None:
+        if seq.preemptions == 0:
+            self._charge(seq.tenant, self.w_p * seq.request.prompt_tokens)
+
+    def on_service(self, tenant: int, prompt_tokens: int, output_tokens: int) -> None:
+        if output_tokens:
+            self._charge(tenant, self.w_q * output_tokens)
+
+    def _charge(self, tenant: int, cost: float) -> None:
+        self.counters[tenant] += cost * self._inverse_weight[tenant]
+
+
+class VTCQueue(WaitQueue):
+    """Per-tenant FIFO heaps, and the tenants with queued requests ordered by counter."""
+
+    def __init__(self, policy: VTC) -> None:
+        self._policy = policy
+        self._fifo: dict[int, list[tuple[int, Sequence]]] = {}
+        self._tenants = LazyMinHeap()
+        self._removed: set[int] = set()  # orders of lazily removed requests
+        self._size = 0
+
+    def push(self, seq: Sequence) -> None:
+        fifo = self._fifo.setdefault(seq.tenant, [])
+        heapq.heappush(fifo, (seq.order, seq))
+        if seq.tenant not in self._tenants:
+            self._tenants.add(seq.tenant, self._policy.counters[seq.tenant])
+        self._size += 1
+
+    def peek(self) -> Sequence | None:
+        tenant = self._tenants.min(self._policy.counter_of)
+        return None if tenant is None else self._head(tenant)
+
+    def pop(self) -> Sequence:
+        seq = self.peek()
+        assert seq is not None, "pop from an empty queue"
+        heapq.heappop(self._fifo[seq.tenant])
+        self._size -= 1
+        self._drop_if_empty(seq.tenant)
+        return seq
+
+    def remove(self, seq: Sequence) -> None:
+        self._removed.add(seq.order)
+        self._size -= 1
+        self._head(seq.tenant)
+        self._drop_if_empty(seq.tenant)
+
+    def _head(self, tenant: int) -> Sequence | None:
+        fifo = self._fifo[tenant]
+        while fifo and fifo[0][0] in self._removed:
+            self._removed.discard(heapq.heappop(fifo)[0])
+        return fifo[0][1] if fifo else None
+
+    def _drop_if_empty(self, tenant: int) -> None:
+        if self._head(tenant) is None:
+            self._tenants.discard(tenant)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self):
+        return (seq for fifo in self._fifo.values() for order, seq in fifo if order not in self._removed)

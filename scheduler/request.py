@@ -1,0 +1,141 @@
+"""Requests, tenants and the request lifecycle.
+
+`Request` is what a caller submits (immutable). `Sequence` is the core's mutable record of one
+request while it lives: its state, how many tokens have KV, how many it generated, its KV blocks.
+The lifecycle is data (`TRANSITIONS`); every state change goes through `Sequence.move`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Hashable
+
+from .errors import ConfigError, ProtocolError
+
+
+class RequestState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+# None is the state before submit. PREEMPTED is passed through on the way back to the queue.
+TRANSITIONS: dict[RequestState | None, frozenset[RequestState]] = {
+    None: frozenset({RequestState.QUEUED, RequestState.REJECTED}),
+    RequestState.QUEUED: frozenset({RequestState.RUNNING, RequestState.CANCELLED}),
+    RequestState.RUNNING: frozenset(
+        {RequestState.PREEMPTED, RequestState.FINISHED, RequestState.CANCELLED}
+    ),
+    RequestState.PREEMPTED: frozenset({RequestState.QUEUED, RequestState.CANCELLED}),
+    RequestState.FINISHED: frozenset(),
+    RequestState.CANCELLED: frozenset(),
+    RequestState.REJECTED: frozenset(),
+}
+
+TERMINAL = frozenset({RequestState.FINISHED, RequestState.CANCELLED, RequestState.REJECTED})
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    """Latency objectives of a tenant, in milliseconds; None means no objective."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("ttft_ms", "tpot_ms"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"slo.{key}: must be a number > 0, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A customer sharing the pool: its fair-share weight, priority class and SLO."""
+
+    name: str
+    weight: float = 1.0
+    priority: int = 0
+    slo: SLO = SLO()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"tenant.name: must be a non-empty string, got {self.name!r}")
+        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight) and self.weight > 0):
+            raise ConfigError(f"tenant {self.name!r}: weight must be a finite number > 0, got {self.weight!r}")
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            raise ConfigError(f"tenant {self.name!r}: priority must be an integer, got {self.priority!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One generation request as the caller submits it. The core never sees the true output length."""
+
+    id: Hashable
+    tenant: str
+    prompt_tokens: int
+    max_new_tokens: int
+    priority: int | None = None  # overrides the tenant's priority class when set
+
+
+class Sequence:
+    """The core's live record of one request. Read it; only the core writes it."""
+
+    __slots__ = (
+        "request", "tenant", "order", "state", "arrival", "admit_time", "first_token_time",
+        "finish_time", "finish_reason", "computed", "generated", "charged_prompt", "blocks",
+        "worker", "preemptions",
+    )
+
+    def __init__(self, request: Request, tenant: int, order: int, now: float) -> None:
+        self.request = request
+        self.tenant = tenant  # index into the scheduler's tenants
+        self.order = order  # submission order, the tie-breaker of every queue
+        self.state: RequestState | None = None
+        self.arrival = now
+        self.admit_time: float | None = None
+        self.first_token_time: float | None = None
+        self.finish_time: float | None = None
+        self.finish_reason: str | None = None
+        self.computed = 0  # tokens whose KV exists on the worker
+        self.generated = 0  # output tokens sampled (and streamed) so far
+        self.charged_prompt = 0  # prompt tokens already counted as service (recompute is free)
+        self.blocks = 0  # KV blocks held
+        self.worker: int | None = None
+        self.preemptions = 0
+
+    @property
+    def id(self) -> Hashable:
+        return self.request.id
+
+    @property
+    def target(self) -> int:
+        """Tokens that must have KV before the next token can be sampled."""
+        return self.request.prompt_tokens + self.generated
+
+    @property
+    def remaining(self) -> int:
+        """Tokens to compute before the next sample: 1 while decoding, more while prefilling."""
+        return self.target - self.computed
+
+    def move(self, state: RequestState) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise ProtocolError(
+                f"request {self.id!r}: cannot go from {self._name(self.state)} to {state.value}"
+            )
+        self.state = state
+
+    @staticmethod
+    def _name(state: RequestState | None) -> str:
+        return "new" if state is None else state.value
+
+    def __repr__(self) -> str:
+        return (
+            f"Sequence(id={self.id!r}, state={self._name(self.state)}, computed={self.computed}, "
+            f"generated={self.generated}, blocks={self.blocks}, worker={self.worker})"
+        )

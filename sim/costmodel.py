@@ -1,0 +1,284 @@
+"""Roofline step time of a batch on one simulated worker.
+
+This module owns how long a step takes and how many KV tokens a worker holds. A worker is a
+tensor-parallel group of GPUs; a step is linear layers + attention + all-reduce + a fixed overhead
+(see DESIGN.md, "Cost model"). It knows nothing about requests: callers pass token counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scheduler.errors import ConfigError
+from sim.hardware import GPUSpec, ModelSpec, get_gpu, get_model
+
+__all__ = ["RooflineCostModel", "causal_pairs", "sanity_table"]
+
+TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+SMALL_CONTEXT = 128  # context of the "decode@1" figure: small enough that KV reads are negligible
+
+
+def causal_pairs(chunk_tokens: int, context_before: int) -> float:
+    """Causal query-key pairs of a prefill chunk of q tokens after c tokens: q*c + q*(q+1)/2."""
+    q = chunk_tokens
+    return q * context_before + q * (q + 1) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class RooflineCostModel:
+    """Step time of one batch on a worker of `tensor_parallel` identical GPUs."""
+
+    gpu: GPUSpec
+    model: ModelSpec
+    tensor_parallel: int = 1
+    mfu: float = 0.6  # model FLOP utilisation for linear layers and prefill attention
+    mbu: float = 0.8  # memory bandwidth utilisation
+    step_overhead_s: float = 0.001  # fixed per-step cost (scheduling, launch, sampling)
+    allreduce_latency_s: float = 10e-6  # per all-reduce op, only when tensor_parallel > 1
+    memory_fraction: float = 0.9
+    # Per-unit coefficients, fixed at construction so step_time is a handful of multiply-adds:
+    # the simulator calls it once per event.
+    _s_per_token: float = field(init=False, repr=False, compare=False)
+    _weight_read_s: float = field(init=False, repr=False, compare=False)
+    _s_per_pair: float = field(init=False, repr=False, compare=False)
+    _s_per_kv_token: float = field(init=False, repr=False, compare=False)
+    _allreduce_s_per_token: float = field(init=False, repr=False, compare=False)
+    _fixed_s: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._validate()
+        gpu, m, tp = self.gpu, self.model, self.tensor_parallel
+        flops = gpu.peak_flops * self.mfu * tp
+        bandwidth = gpu.hbm_bandwidth * self.mbu * tp
+        # Ring all-reduce moves 2*(tp-1)/tp of the buffer through each GPU's link; two per layer
+        # (after attention and after the MLP), each of num_tokens * hidden activations.
+        ring = 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / gpu.link_bandwidth
+        allreduces = 2 * m.layers if tp > 1 else 0
+        coefficients = {
+            "_s_per_token": 2 * m.params / flops,
+            "_weight_read_s": m.weight_bytes / bandwidth,
+            "_s_per_pair": 2 * m.layers * m.heads * m.head_dim / flops,
+            "_s_per_kv_token": m.kv_bytes_per_token / bandwidth,
+            "_allreduce_s_per_token": allreduces * ring,
+            "_fixed_s": self.step_overhead_s + allreduces * self.allreduce_latency_s,
+        }
+        for name, value in coefficients.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_names(cls, gpu: str, model: str, **kwargs) -> RooflineCostModel:
+        """Build from catalogue names (`sim.hardware.GPUS` / `MODELS`); kwargs as the fields."""
+        return cls(get_gpu(gpu), get_model(model), **kwargs)
+
+    def step_time(self, num_tokens: int, prefill_attn_pairs: float, decode_context: float) -> float:
+        """Seconds for one step computing `num_tokens` tokens; 0.0 when there is nothing to run.
+
+        prefill_attn_pairs: sum of `causal_pairs` over the step's prefill chunks.
+        decode_context: sum over decoding sequences of the KV tokens each one reads.
+        """
+        if num_tokens < 0 or prefill_attn_pairs < 0 or decode_context < 0:
+            raise ValueError(
+                "step_time: num_tokens, prefill_attn_pairs and decode_context must be >= 0, got "
+                f"{num_tokens}, {prefill_attn_pairs}, {decode_context}"
+            )
+        if num_tokens == 0:
+            return 0.0
+        return (
+            self._constant_step_s(num_tokens)
+            + self._s_per_pair * prefill_attn_pairs
+            + self._s_per_kv_token * decode_context
+        )
+
+    def decode_run_time(self, num_seqs: int, context_sum: float, steps: int) -> float:
+        """Total seconds of `steps` pure-decode steps of `num_seqs` sequences.
+
+        context_sum is the summed context at the first step; it grows by num_seqs each step.
+        Only the KV read term changes between steps, so the total is a constant times `steps`
+        plus an arithmetic series.
+        """
+        if not self._check_run(num_seqs, context_sum, steps):
+            return 0.0
+        contexts = steps * context_sum + num_seqs * steps * (steps - 1) / 2
+        return steps * self._constant_step_s(num_seqs) + self._s_per_kv_token * contexts
+
+    def decode_step_times(self, num_seqs: int, context_sum: float, steps: int) -> np.ndarray:
+        """Per-step seconds of the run `decode_run_time` prices, as a float64 array of `steps`."""
+        if not self._check_run(num_seqs, context_sum, steps):
+            return np.zeros(max(steps, 0))
+        contexts = context_sum + num_seqs * np.arange(steps, dtype=np.float64)
+        return self._constant_step_s(num_seqs) + self._s_per_kv_token * contexts
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """KV tokens the worker holds once its weights are loaded (sharded over the group)."""
+        return _kv_capacity(self.gpu, self.model, self.tensor_parallel, self.memory_fraction)
+
+    def kv_blocks(self, block_size: int) -> int:
+        """Whole KV blocks of `block_size` tokens the worker holds."""
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ConfigError(f"block_size: must be an integer >= 1, got {block_size!r}")
+        return self.kv_capacity_tokens // block_size
+
+    def describe(self) -> str:
+        """One line: model, worker shape, KV capacity and the batch-1 decode step."""
+        decode_ms = self.step_time(1, 0.0, SMALL_CONTEXT) * 1e3
+        return (
+            f"{self.model.name} on {self.tensor_parallel}x {self.gpu.name}: "
+            f"{self.kv_capacity_tokens:,} KV tokens, decode@1 {decode_ms:.1f} ms"
+        )
+
+    def linear_bound(self, num_tokens: int) -> str:
+        """Which roof governs the linear layers at `num_tokens`: "compute" or "memory"."""
+        return "compute" if self._s_per_token * num_tokens > self._weight_read_s else "memory"
+
+    def _constant_step_s(self, num_tokens: int) -> float:
+        # Everything in a step except attention: linear layers, all-reduce, fixed overhead.
+        linear = max(self._s_per_token * num_tokens, self._weight_read_s)
+        return linear + self._allreduce_s_per_token * num_tokens + self._fixed_s
+
+    @staticmethod
+    def _check_run(num_seqs: int, context_sum: float, steps: int) -> bool:
+        # True when the run has work; a run of no steps or no sequences takes no time.
+        if num_seqs < 0 or context_sum < 0 or steps < 0:
+            raise ValueError(
+                "decode run: num_seqs, context_sum and steps must be >= 0, got "
+                f"{num_seqs}, {context_sum}, {steps}"
+            )
+        return num_seqs > 0 and steps > 0
+
+    def _validate(self) -> None:
+        if not isinstance(self.gpu, GPUSpec):
+            raise ConfigError(f"cluster.gpu: expected a GPUSpec, got {self.gpu!r}")
+        if not isinstance(self.model, ModelSpec):
+            raise ConfigError(f"cluster.model: expected a ModelSpec, got {self.model!r}")
+        tp = self.tensor_parallel
+        if isinstance(tp, bool) or not isinstance(tp, int) or tp not in TENSOR_PARALLEL_SIZES:
+            allowed = _join(TENSOR_PARALLEL_SIZES)
+            raise ConfigError(f"cluster.tensor_parallel: got {tp!r}; allowed: {allowed}")
+        latency = self.allreduce_latency_s
+        for key, value, allowed, ok in (
+            ("mfu", self.mfu, "(0, 1]", 0 < self.mfu <= 1),
+            ("mbu", self.mbu, "(0, 1]", 0 < self.mbu <= 1),
+            ("memory_fraction", self.memory_fraction, "(0, 1]", 0 < self.memory_fraction <= 1),
+            ("step_overhead_s", self.step_overhead_s, ">= 0", self.step_overhead_s >= 0),
+            ("allreduce_latency_s", latency, ">= 0", latency >= 0),
+        ):
+            if not ok:  # written as "in range" so NaN, for which every comparison is false, fails
+                raise ConfigError(f"cluster.{key}: got {value!r}; allowed: {allowed}")
+        if self.kv_capacity_tokens <= 0:
+            raise ConfigError(self._does_not_fit_message())
+
+    def _does_not_fit_message(self) -> str:
+        gpu, m, tp, frac = self.gpu, self.model, self.tensor_parallel, self.memory_fraction
+        fits = [n for n in TENSOR_PARALLEL_SIZES if _kv_capacity(gpu, m, n, frac) > 0]
+        allowed = f"allowed: {_join(fits)}" if fits else "no tensor_parallel fits; use a larger GPU"
+        return (
+            f"cluster.tensor_parallel: {m.name} weights do not fit on {gpu.name} at "
+            f"tensor_parallel={tp} ({m.weight_bytes / tp / 1e9:.1f} GB per GPU, "
+            f"{gpu.memory_bytes * frac / 1e9:.1f} GB usable at memory_fraction={frac}, "
+            f"no room left for KV cache); {allowed}"
+        )
+
+
+def _kv_capacity(gpu: GPUSpec, model: ModelSpec, tensor_parallel: int, fraction: float) -> int:
+    # Each GPU holds 1/tp of the weights and 1/tp of every token's KV (heads are sharded).
+    free = gpu.memory_bytes * fraction - model.weight_bytes / tensor_parallel
+    return math.floor(free / (model.kv_bytes_per_token / tensor_parallel))
+
+
+def _join(values) -> str:
+    return ", ".join(map(str, values))
+
+
+def sanity_table(gpu: str = "h100", model: str = "llama-3-8b", tensor_parallel: int = 1) -> str:
+    """A plain-text report of the roofline's figures, to check them against known measurements."""
+    cm = RooflineCostModel.from_names(gpu, model, tensor_parallel=tensor_parallel)
+    sections = [
+        _header(cm),
+        _floors(cm),
+        _decode_by_batch(cm),
+        _decode_by_context(cm),
+        _prefill_by_chunk(cm),
+        _capacity(cm),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _header(cm: RooflineCostModel) -> str:
+    g, m = cm.gpu, cm.model
+    return "\n".join(
+        [
+            f"Roofline cost model: {cm.describe()}",
+            f"  gpu   {g.name}: {g.peak_flops / 1e12:,.0f} TFLOP/s bf16 dense, "
+            f"{g.hbm_bandwidth / 1e12:.2f} TB/s HBM, {g.memory_bytes / 1e9:.0f} GB, "
+            f"link {g.link_bandwidth / 1e9:.0f} GB/s",
+            f"  model {m.name}: {m.params / 1e9:.2f}e9 params, "
+            f"{m.weight_bytes / 1e9:.2f} GB weights, "
+            f"{m.kv_bytes_per_token / 1024:.0f} KiB KV per token",
+            f"  tensor_parallel {cm.tensor_parallel}, mfu {cm.mfu:.2f}, mbu {cm.mbu:.2f}, "
+            f"step overhead {cm.step_overhead_s * 1e3:.2f} ms, "
+            f"all-reduce latency {cm.allreduce_latency_s * 1e6:.0f} us",
+        ]
+    )
+
+
+def _floors(cm: RooflineCostModel) -> str:
+    tp, m, g, chunk = cm.tensor_parallel, cm.model, cm.gpu, 512
+    per_gpu = " / tp" if tp > 1 else ""
+    ideal_decode = m.weight_bytes / tp / g.hbm_bandwidth
+    decode = cm.step_time(1, 0.0, SMALL_CONTEXT)
+    ideal_prefill = 2 * m.params * chunk / (g.peak_flops * cm.mfu * tp)
+    prefill = cm.step_time(chunk, causal_pairs(chunk, 0), 0.0)
+    rows = [
+        (f"weight bytes / HBM bandwidth{per_gpu} (ideal decode step)", _ms(ideal_decode)),
+        (f"decode step, batch 1, context {SMALL_CONTEXT}", _ms(decode)),
+        ("  ratio decode / ideal", f"{decode / ideal_decode:.2f}x"),
+        (f"prefill step, {chunk} tokens, no prior context", _ms(prefill)),
+        (f"2*params*{chunk} / (peak*mfu){per_gpu}", _ms(ideal_prefill)),
+        ("  ratio prefill / ideal", f"{prefill / ideal_prefill:.2f}x"),
+    ]
+    return "Floors\n" + "\n".join(f"  {label:<56}{value:>10}" for label, value in rows)
+
+
+def _decode_by_batch(cm: RooflineCostModel, context: int = 1024) -> str:
+    rows = []
+    for batch in (1, 8, 32, 64, 128, 256):
+        t = cm.step_time(batch, 0.0, batch * context)
+        rows.append((f"{batch:,}", f"{t * 1e3:.2f}", f"{batch / t:,.0f}", cm.linear_bound(batch)))
+    title = f"Decode step vs batch size (context {context:,} per sequence)"
+    return _table(title, ("batch", "step ms", "tokens/s", "linear"), rows)
+
+
+def _decode_by_context(cm: RooflineCostModel, batch: int = 32) -> str:
+    rows = []
+    for context in (128, 1024, 4096, 16384, 32768):
+        t = cm.step_time(batch, 0.0, batch * context)
+        rows.append((f"{context:,}", f"{t * 1e3:.2f}", f"{batch / t:,.0f}"))
+    title = f"Decode step vs context (batch {batch})"
+    return _table(title, ("context", "step ms", "tokens/s"), rows)
+
+
+def _prefill_by_chunk(cm: RooflineCostModel) -> str:
+    rows = []
+    for chunk in (128, 512, 2048, 8192):
+        t = cm.step_time(chunk, causal_pairs(chunk, 0), 0.0)
+        rows.append((f"{chunk:,}", f"{t * 1e3:.2f}", f"{chunk / t:,.0f}", cm.linear_bound(chunk)))
+    title = "Prefill step vs chunk size (no prior context)"
+    return _table(title, ("chunk", "step ms", "tokens/s", "linear"), rows)
+
+
+def _capacity(cm: RooflineCostModel) -> str:
+    rows = [("tokens", f"{cm.kv_capacity_tokens:,}"), ("16-token blocks", f"{cm.kv_blocks(16):,}")]
+    return "KV capacity\n" + "\n".join(f"  {label:<20}{value:>12}" for label, value in rows)
+
+
+def _table(title: str, head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = [title] + ["  " + "".join(f"{cell:>10}" for cell in row) for row in (head, *rows)]
+    return "\n".join(lines)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms"

@@ -1,0 +1,862 @@
+"""Workloads for the simulator: tenants, arrival processes, length distributions, trace replay.
+
+This module owns turning a tenant configuration (TOML tables or `TenantSpec` objects) into a
+`Workload`: sorted arrival times with each request's tenant, prompt length and true output length.
+It also owns reading the supported trace formats (Azure LLM 2023 CSV, Mooncake JSONL, Vidur length
+CSV, each plain or gzipped). All randomness comes from the `numpy.random.Generator` passed in, so
+the same inputs and seed always give identical arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import gc
+import gzip
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+from scheduler.errors import ConfigError
+
+__all__ = [
+    "ARRIVALS",
+    "LENGTH_KINDS",
+    "MAX_REQUESTS",
+    "LengthDist",
+    "TenantSpec",
+    "Trace",
+    "TraceError",
+    "Workload",
+    "generate",
+    "read_trace",
+]
+
+LENGTH_KINDS = ("fixed", "uniform", "lognormal", "empirical")
+ARRIVALS = ("poisson", "gamma", "constant", "onoff")
+# A guard against typos such as rate = 1e9: past this the arrays alone take gigabytes.
+MAX_REQUESTS = 50_000_000
+_Z99 = NormalDist().inv_cdf(0.99)
+
+
+class TraceError(ConfigError):
+    """A trace file is missing, of an unknown format, or has a malformed row.
+
+    `path` and `line` (1-based, None when the error is about the whole file) are kept as attributes;
+    the message always names the file, and the line when there is one.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, line: int | None = None):
+        where = "" if path is None else f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+        self.path = None if path is None else str(path)
+        self.line = line
+
+
+# ---------------------------------------------------------------------------------------------
+# small config helpers: every error names the key and what is allowed
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _number(value, key: str, rule: str = "") -> float:
+    if not _is_number(value) or not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number{' ' + rule if rule else ''}, got {value!r}")
+    return float(value)
+
+
+def _integer(value, key: str, rule: str = "") -> int:
+    if not _is_int(value):
+        raise ConfigError(f"{key}: must be an integer{' ' + rule if rule else ''}, got {value!r}")
+    return int(value)
+
+
+def _check_keys(table: Mapping, allowed: Sequence[str], key: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{key}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
+
+
+def _resolve(path, base_dir: Path | None) -> str:
+    """Relative paths in a config are relative to the config file's directory, when known."""
+    p = Path(os.fspath(path)).expanduser()
+    if base_dir is not None and not p.is_absolute():
+        p = Path(base_dir) / p
+    return str(p.resolve())
+
+
+# ---------------------------------------------------------------------------------------------
+# length distributions
+
+
+@dataclass(frozen=True, slots=True)
+class LengthDist:
+    """A distribution of token counts; every sample is an int64 >= 1.
+
+    `params` by `kind`:
+      fixed:     (value,)
+      uniform:   (min, max), both inclusive
+      lognormal: (mu, sigma) of the underlying normal; `from_config` fits them from mean and p99
+      empirical: (values, weights): a tuple of ints and a tuple of probabilities summing to 1, or
+                 None for equal weight per value (a trace's rows, so repeats keep their frequency)
+    """
+
+    kind: str
+    params: tuple
+
+    def __post_init__(self):
+        if self.kind not in LENGTH_KINDS:
+            raise ConfigError(f"LengthDist.kind: must be one of {', '.join(LENGTH_KINDS)}; got {self.kind!r}")
+        expected = {"fixed": 1, "uniform": 2, "lognormal": 2, "empirical": 2}[self.kind]
+        if not isinstance(self.params, tuple) or len(self.params) != expected:
+            raise ConfigError(f"LengthDist.params: {self.kind} takes {expected} params, got {self.params!r}")
+
+    def __repr__(self) -> str:
+        if self.kind == "empirical":  # a trace's values would flood every repr of a tenant
+            values, weights = self.params
+            return f"LengthDist(kind='empirical', n={len(values)}, weighted={weights is not None})"
+        return f"LengthDist(kind={self.kind!r}, params={self.params!r})"
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw `n` lengths (int64, each >= 1) from `rng`."""
+        if self.kind == "fixed":
+            out = np.full(n, self.params[0], dtype=np.int64)
+        elif self.kind == "uniform":
+            lo, hi = self.params
+            out = rng.integers(lo, hi + 1, size=n, dtype=np.int64)
+        elif self.kind == "lognormal":
+            mu, sigma = self.params
+            out = np.rint(rng.lognormal(mu, sigma, size=n)).astype(np.int64)
+        else:
+            values, weights = self.params
+            values = np.asarray(values, dtype=np.int64)
+            if weights is None:
+                out = values[rng.integers(0, len(values), size=n)]
+            else:
+                out = rng.choice(values, size=n, p=np.asarray(weights, dtype=np.float64))
+        # Rounding a lognormal draw can give 0; a request always has at least one token.
+        return np.maximum(out, 1)
+
+    @classmethod
+    def from_config(cls, value, key: str, base_dir: Path | None = None) -> LengthDist:
+        """Parse a length config: an int (fixed) or a table with `dist` = fixed | uniform |
+        lognormal | empirical. Errors name `key` (e.g. "tenants[0].prompt_tokens.p99")."""
+        if isinstance(value, LengthDist):
+            return value
+        if _is_int(value):
+            return cls("fixed", (_positive_int(value, key),))
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{key}: must be an integer >= 1 or a table with dist = {' | '.join(LENGTH_KINDS)}, got {value!r}"
+            )
+        dist = value.get("dist")
+        if dist not in LENGTH_KINDS:
+            raise ConfigError(f"{key}.dist: must be one of {', '.join(LENGTH_KINDS)}; got {dist!r}")
+        parser = {"fixed": _fixed, "uniform": _uniform, "lognormal": _lognormal, "empirical": _empirical}
+        return parser[dist](value, key, base_dir)
+
+
+def _positive_int(value, key: str) -> int:
+    n = _integer(value, key, ">= 1")
+    if n < 1:
+        raise ConfigError(f"{key}: must be an integer >= 1, got {n}")
+    return n
+
+
+def _require(table: Mapping, name: str, key: str, what: str):
+    if name not in table:
+        raise ConfigError(f"{key}.{name}: required ({what})")
+    return table[name]
+
+
+def _fixed(table: Mapping, key: str, base_dir) -> LengthDist:
+    _check_keys(table, ("dist", "value"), key)
+    return LengthDist("fixed", (_positive_int(_require(table, "value", key, "an integer >= 1"), f"{key}.value"),))
+
+
+def _uniform(table: Mapping, key: str, base_dir) -> LengthDist:
+    _check_keys(table, ("dist", "min", "max"), key)
+    lo = _positive_int(_require(table, "min", key, "an integer >= 1"), f"{key}.min")
+    hi = _integer(_require(table, "max", key, "an integer >= min"), f"{key}.max", f">= min ({lo})")
+    if hi < lo:
+        raise ConfigError(f"{key}.max: must be an integer >= min ({lo}), got {hi}")
+    return LengthDist("uniform", (lo, hi))
+
+
+def _lognormal(table: Mapping, key: str, base_dir) -> LengthDist:
+    _check_keys(table, ("dist", "mean", "p99"), key)
+    mean = _number(_require(table, "mean", key, "a number > 0"), f"{key}.mean", "> 0")
+    if mean <= 0:
+        raise ConfigError(f"{key}.mean: must be > 0, got {mean:g}")
+    p99 = _number(_require(table, "p99", key, "a number > mean"), f"{key}.p99", f"> mean ({mean:g})")
+    if p99 <= mean:
+        raise ConfigError(f"{key}.p99: must be > mean ({mean:g}), got {p99:g}")
+    mu, sigma = _fit_lognormal(mean, p99, key)
+    return LengthDist("lognormal", (mu, sigma))
+
+
+def _fit_lognormal(mean: float, p99: float, key: str) -> tuple[float, float]:
+    """mu, sigma with E[X] = mean and P99[X] = p99.
+
+    ln p99 - ln mean = z99*sigma - sigma^2/2, a quadratic in sigma. Its smaller root is the
+    low-variance fit; the larger one puts most of the mean in a far tail no trace shows.
+    """
+    d = math.log(p99 / mean)
+    disc = _Z99 * _Z99 - 2.0 * d
+    if disc < 0:
+        limit = math.exp(_Z99 * _Z99 / 2.0)
+        raise ConfigError(
+            f"{key}.p99: no lognormal has mean {mean:g} and p99 {p99:g}; "
+            f"p99 must be in (mean, {limit:.2f} * mean] = ({mean:g}, {limit * mean:g}]"
+        )
+    sigma = _Z99 - math.sqrt(disc)
+    return math.log(mean) - sigma * sigma / 2.0, sigma
+
+
+def _empirical(table: Mapping, key: str, base_dir) -> LengthDist:
+    _check_keys(table, ("dist", "values", "weights", "trace", "field"), key)
+    if ("values" in table) == ("trace" in table):
+        raise ConfigError(f"{key}: an empirical dist needs exactly one of 'values' or 'trace'")
+    if "trace" in table:
+        return _empirical_from_trace(table, key, base_dir)
+    values = table["values"]
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ConfigError(f"{key}.values: must be a non-empty list of integers >= 1, got {values!r}")
+    ints = tuple(_positive_int(v, f"{key}.values[{i}]") for i, v in enumerate(values))
+    if "weights" not in table:
+        return LengthDist("empirical", (ints, None))
+    return LengthDist("empirical", (ints, _weights(table["weights"], len(ints), key)))
+
+
+def _weights(weights, n: int, key: str) -> tuple:
+    if not isinstance(weights, (list, tuple)) or len(weights) != n:
+        raise ConfigError(f"{key}.weights: must be a list of {n} numbers >= 0 (one per value), got {weights!r}")
+    w = [_number(x, f"{key}.weights[{i}]", ">= 0") for i, x in enumerate(weights)]
+    for i, x in enumerate(w):
+        if x < 0:
+            raise ConfigError(f"{key}.weights[{i}]: must be >= 0, got {x:g}")
+    total = sum(w)
+    if total <= 0:
+        raise ConfigError(f"{key}.weights: must sum to > 0, got {total:g}")
+    return tuple(x / total for x in w)
+
+
+def _empirical_from_trace(table: Mapping, key: str, base_dir) -> LengthDist:
+    if "weights" in table:
+        raise ConfigError(f"{key}.weights: not allowed with 'trace' (each trace row weighs the same)")
+    path = table["trace"]
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ConfigError(f"{key}.trace: must be a non-empty path string, got {path!r}")
+    field = _require(table, "field", key, "'prompt' or 'output'")
+    if field not in ("prompt", "output"):
+        raise ConfigError(f"{key}.field: must be 'prompt' or 'output', got {field!r}")
+    trace = read_trace(_resolve(path, base_dir))
+    column = trace.prompt_tokens if field == "prompt" else trace.output_tokens
+    return LengthDist("empirical", (tuple(column.tolist()), None))
+
+
+# ---------------------------------------------------------------------------------------------
+# tenants
+
+_TENANT_KEYS = (
+    "name", "weight", "priority", "rate", "arrival", "cv", "on_s", "off_s", "prompt_tokens",
+    "output_tokens", "max_new_tokens", "slo", "trace", "share",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSpec:
+    """One tenant's traffic and service terms.
+
+    With a `trace` that has timestamps (Azure, Mooncake), arrivals and lengths come from the trace:
+    `rate`, `arrival`, `cv`, `on_s`, `off_s`, `prompt` and `output` are ignored (the trace wins).
+    With a length-only trace (Vidur), arrivals come from `arrival` at `rate` (required) and each
+    request's lengths are a random row of the trace. `share` only matters when several tenants name
+    the same timestamped trace: each row goes to one of them with probability share / sum(shares).
+    """
+
+    name: str
+    weight: float = 1.0
+    priority: int = 0
+    rate: float | None = None
+    arrival: str = "poisson"
+    cv: float = 1.0
+    on_s: float = 10.0
+    off_s: float = 10.0
+    prompt: LengthDist | None = None
+    output: LengthDist | None = None
+    max_new_tokens: int = 2048
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    trace: str | None = None
+    share: float = 1.0
+
+    @classmethod
+    def from_config(cls, table: Mapping, index: int, base_dir: Path | None = None) -> TenantSpec:
+        """Parse one `[[tenants]]` table; errors name "tenants[index].key" and the tenant."""
+        where = f"tenants[{index}]"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: must be a table, got {table!r}")
+        _check_keys(table, _TENANT_KEYS, where)
+        name = table.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}.name: required, a non-empty string; got {name!r}")
+        try:
+            spec = cls(name=name, **_tenant_fields(table, where, base_dir))
+            spec.check(index)
+        except ConfigError as err:
+            _name_tenant(err, name)
+            raise
+        return spec
+
+    def check(self, index: int) -> None:
+        """Raise ConfigError naming "tenants[index].key" if a field is out of its range."""
+        where = f"tenants[{index}]"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"{where}.name: required, a non-empty string; got {self.name!r}")
+        try:
+            self._check_ranges(where)
+            self._check_sources(where)
+        except ConfigError as err:
+            _name_tenant(err, self.name)
+            raise
+
+    def _check_ranges(self, where: str) -> None:
+        _at_least(self.weight, f"{where}.weight", 0, strict=True)
+        _integer(self.priority, f"{where}.priority", "(lower runs first)")
+        if self.rate is not None:
+            _at_least(self.rate, f"{where}.rate", 0, strict=False)
+        if self.arrival not in ARRIVALS:
+            raise ConfigError(f"{where}.arrival: must be one of {', '.join(ARRIVALS)}; got {self.arrival!r}")
+        _at_least(self.cv, f"{where}.cv", 0, strict=True)
+        _at_least(self.on_s, f"{where}.on_s", 0, strict=True)
+        _at_least(self.off_s, f"{where}.off_s", 0, strict=False)
+        _positive_int(self.max_new_tokens, f"{where}.max_new_tokens")
+        for key, value in (("ttft_ms", self.slo_ttft_ms), ("tpot_ms", self.slo_tpot_ms)):
+            if value is not None:
+                _at_least(value, f"{where}.slo.{key}", 0, strict=True)
+        _at_least(self.share, f"{where}.share", 0, strict=True)
+
+    def _check_sources(self, where: str) -> None:
+        """Arrivals and lengths must come from somewhere: the trace or rate + dists."""
+        trace = read_trace(self.trace) if self.trace is not None else None
+        if trace is not None and trace.arrival_s is not None:
+            return
+        if self.rate is None:
+            why = "with a length-only trace" if trace is not None else "unless a trace with timestamps gives arrivals"
+            raise ConfigError(f"{where}.rate: required {why}")
+        if trace is None:
+            for key, dist in (("prompt_tokens", self.prompt), ("output_tokens", self.output)):
+                if not isinstance(dist, LengthDist):
+                    raise ConfigError(f"{where}.{key}: required without a trace (an integer or a dist table)")
+
+
+def _at_least(value, key: str, bound: float, *, strict: bool) -> float:
+    op = ">" if strict else ">="
+    x = _number(value, key, f"{op} {bound:g}")
+    if x < bound or (strict and x == bound):
+        raise ConfigError(f"{key}: must be {op} {bound:g}, got {x:g}")
+    return x
+
+
+def _name_tenant(err: ConfigError, name: str) -> None:
+    """Append the tenant's name to an error message once, keeping the error's type and fields."""
+    suffix = f" (tenant {name!r})"
+    message = str(err.args[0]) if err.args else ""
+    if not message.endswith(suffix):
+        err.args = (message + suffix,)
+
+
+def _tenant_fields(table: Mapping, where: str, base_dir: Path | None) -> dict:
+    """Map TOML keys to TenantSpec fields, checking types (ranges are TenantSpec.check's job)."""
+    out: dict = {}
+    for key in ("weight", "rate", "cv", "on_s", "off_s", "share"):
+        if key in table:
+            out[key] = _number(table[key], f"{where}.{key}")
+    for key in ("priority", "max_new_tokens"):
+        if key in table:
+            out[key] = _integer(table[key], f"{where}.{key}")
+    if "arrival" in table:
+        out["arrival"] = table["arrival"]
+    for key, attr in (("prompt_tokens", "prompt"), ("output_tokens", "output")):
+        if key in table:
+            out[attr] = LengthDist.from_config(table[key], f"{where}.{key}", base_dir)
+    if "slo" in table:
+        out.update(_slo(table["slo"], f"{where}.slo"))
+    if "trace" in table:
+        path = table["trace"]
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{where}.trace: must be a non-empty path string, got {path!r}")
+        out["trace"] = _resolve(path, base_dir)
+    return out
+
+
+def _slo(table, key: str) -> dict:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{key}: must be a table with ttft_ms and/or tpot_ms, got {table!r}")
+    _check_keys(table, ("ttft_ms", "tpot_ms"), key)
+    return {f"slo_{k}": _number(v, f"{key}.{k}", "> 0") for k, v in table.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# traces
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Trace:
+    """A parsed trace; arrays are read-only because parsed traces are cached and shared.
+
+    Token counts are clamped to >= 1: a request that generates nothing still has a first token in
+    every engine's metrics (and a prompt always has at least one token). `arrival_s` counts from the
+    trace's earliest request; row order is kept as in the file.
+    """
+
+    path: str
+    arrival_s: np.ndarray | None
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    hash_ids: tuple | None = None
+
+    def __len__(self) -> int:
+        return len(self.prompt_tokens)
+
+
+_AZURE_COLUMNS = ("timestamp", "contexttokens", "generatedtokens")
+_VIDUR_COLUMNS = ("num_prefill_tokens", "num_decode_tokens")
+_MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
+_EXPECTED = (
+    "expected an Azure LLM 2023 CSV (TIMESTAMP,ContextTokens,GeneratedTokens), a Vidur lengths CSV "
+    "(num_prefill_tokens,num_decode_tokens,...) or Mooncake JSONL "
+    '({"timestamp", "input_length", "output_length", "hash_ids"})'
+)
+
+
+def read_trace(path) -> Trace:
+    """Read a trace, plain or gzipped; the format is detected from its first line.
+
+    Parsed traces are cached per (resolved path, mtime, size), so tenants sharing a file parse it once.
+    """
+    resolved = Path(os.fspath(path)).expanduser().resolve()
+    try:
+        st = resolved.stat()
+    except OSError as exc:
+        raise TraceError(f"cannot read trace file: {exc.strerror or exc}", path=resolved) from None
+    if not resolved.is_file():
+        raise TraceError("not a regular file", path=resolved)
+    return _read_trace_cached(str(resolved), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_trace_cached(path: str, mtime_ns: int, size: int) -> Trace:
+    try:
+        lines = _decode(path).splitlines()
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+        raise TraceError(f"cannot read trace file: {exc}", path=path) from None
+    with _gc_paused():
+        return _parse(path, lines)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Parsing allocates ~10^5 short-lived containers (Mooncake's hash_id lists); the cyclic GC
+    would rescan them many times over (3x the parse time). None of them form cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse(path: str, lines: list[str]) -> Trace:
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise TraceError(f"empty file; {_EXPECTED}", path=path)
+    head = lines[first].lstrip("\ufeff").strip()
+    if head.startswith("{"):
+        trace = _parse_mooncake(path, lines)
+    else:
+        trace = _parse_csv(path, lines[first:], head, first)
+    if len(trace) == 0:
+        raise TraceError("no requests after the header", path=path)
+    for array in (trace.arrival_s, trace.prompt_tokens, trace.output_tokens):
+        if array is not None:
+            array.flags.writeable = False
+    return trace
+
+
+def _decode(path: str) -> str:
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\x1f\x8b":  # gzip magic: detect by content, not by the file's suffix
+        data = gzip.decompress(data)
+    return data.decode("utf-8")
+
+
+def _parse_csv(path: str, lines: list[str], head: str, skipped: int) -> Trace:
+    """`lines` start at the header; `skipped` blank lines came before it (for line numbers)."""
+    reader = csv.reader(lines)
+    header = [h.lstrip("\ufeff").strip().lower() for h in next(reader)]
+    if all(c in header for c in _AZURE_COLUMNS):
+        columns, kind = _AZURE_COLUMNS, "azure"
+    elif all(c in header for c in _VIDUR_COLUMNS):
+        columns, kind = _VIDUR_COLUMNS, "vidur"
+    else:
+        raise TraceError(f"unknown format, header {head[:120]!r}; {_EXPECTED}", path=path, line=skipped + 1)
+    index = [header.index(c) for c in columns]
+    width = max(index) + 1
+    body = list(reader)  # one element of `lines` per row: these numeric formats quote no newlines
+    keep = [k for k, row in enumerate(body) if row and (len(row) > 1 or row[0].strip())]
+    rows = [body[k] for k in keep]
+    line_nos = [skipped + 2 + k for k in keep]
+    short = next((j for j, row in enumerate(rows) if len(row) < width), None)
+    if short is not None:
+        got = len(rows[short])
+        raise TraceError(f"expected {len(header)} fields, got {got}", path=path, line=line_nos[short])
+    cols = [[row[i] for row in rows] for i in index]
+    if kind == "azure":
+        arrival = _timestamps(path, cols[0], line_nos)
+        prompt = _token_column(path, cols[1], line_nos, "ContextTokens")
+        output = _token_column(path, cols[2], line_nos, "GeneratedTokens")
+        return Trace(path, arrival, prompt, output, None)
+    prompt = _token_column(path, cols[0], line_nos, "num_prefill_tokens")
+    output = _token_column(path, cols[1], line_nos, "num_decode_tokens")
+    return Trace(path, None, prompt, output, None)
+
+
+def _timestamps(path: str, texts: list[str], line_nos: list[int]) -> np.ndarray:
+    """Wall-clock strings -> float64 seconds from the earliest.
+
+    numpy parses ISO strings in C; Azure writes 7 fractional digits (100 ns) and datetime64[us]
+    wants at most 6, so the 7th is dropped: 0.1 us is far below any scheduling effect.
+    """
+    stripped = [t.strip() for t in texts]
+    trimmed = [t[: d + 7] if (d := t.rfind(".")) >= 0 else t for t in stripped]
+    try:
+        stamps = np.array(trimmed, dtype="datetime64[us]")
+    except ValueError:
+        for text, line in zip(trimmed, line_nos):
+            try:
+                np.datetime64(text, "us")
+            except ValueError:
+                raise TraceError(f"bad TIMESTAMP {text!r}", path=path, line=line) from None
+        raise
+    if len(stamps) == 0:
+        return np.zeros(0, dtype=np.float64)
+    bad = np.flatnonzero(np.isnat(stamps))  # numpy reads "NaT" and "" as not-a-time
+    if len(bad):
+        raise TraceError(f"bad TIMESTAMP {texts[bad[0]]!r}", path=path, line=line_nos[bad[0]])
+    micros = stamps.astype(np.int64)
+    return (micros - micros.min()).astype(np.float64) / 1e6
+
+
+def _token_column(path: str, texts: list[str], line_nos: list[int], name: str) -> np.ndarray:
+    try:
+        values = np.array(list(map(int, texts)), dtype=np.int64)
+    except ValueError:  # slow path: find the line, or accept integral floats
+        values = np.array([_parse_count(t, path, ln, name) for t, ln in zip(texts, line_nos)], dtype=np.int64)
+    _reject_negative(values, line_nos, path, name)
+    return np.maximum(values, 1)
+
+
+def _parse_count(text: str, path: str, line: int, name: str) -> int:
+    """A token count; integral floats such as "12.0" are accepted (some exports write them)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    if not math.isfinite(x) or x != int(x):
+        raise TraceError(f"{name}: expected an integer token count, got {text!r}", path=path, line=line)
+    return int(x)
+
+
+def _reject_negative(values: np.ndarray, line_nos: list[int], path: str, name: str) -> None:
+    bad = np.flatnonzero(values < 0)
+    if len(bad):
+        raise TraceError(f"{name}: must be >= 0, got {values[bad[0]]}", path=path, line=line_nos[bad[0]])
+
+
+def _parse_mooncake(path: str, lines: list[str]) -> Trace:
+    stamps: list[float] = []
+    prompt: list[int] = []
+    output: list[int] = []
+    hashes: list[tuple] = []
+    line_nos: list[int] = []
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        ts, n_in, n_out, ids = _mooncake_row(path, line_no, line)
+        stamps.append(ts)
+        prompt.append(n_in)
+        output.append(n_out)
+        hashes.append(ids)
+        line_nos.append(line_no)
+    arrival = np.array(stamps, dtype=np.float64)
+    arrival = (arrival - arrival.min()) / 1000.0 if len(arrival) else arrival
+    prompt_a = np.array(prompt, dtype=np.int64)
+    output_a = np.array(output, dtype=np.int64)
+    _reject_negative(prompt_a, line_nos, path, "input_length")
+    _reject_negative(output_a, line_nos, path, "output_length")
+    has_ids = any(hashes)
+    return Trace(path, arrival, np.maximum(prompt_a, 1), np.maximum(output_a, 1), tuple(hashes) if has_ids else None)
+
+
+def _mooncake_row(path: str, line_no: int, line: str) -> tuple[float, int, int, tuple]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise TraceError(f"invalid JSON: {exc.msg}", path=path, line=line_no) from None
+    if not isinstance(row, dict) or not all(k in row for k in _MOONCAKE_KEYS):
+        got = sorted(row) if isinstance(row, dict) else type(row).__name__
+        raise TraceError(f"expected keys {', '.join(_MOONCAKE_KEYS)}; got {got}", path=path, line=line_no)
+    ts = row["timestamp"]
+    if not _is_number(ts) or not math.isfinite(ts):
+        raise TraceError(f"timestamp: expected a number of ms, got {ts!r}", path=path, line=line_no)
+    counts = []
+    for key in ("input_length", "output_length"):
+        if type(row[key]) is not int:  # json gives int or float; bool is excluded by `is`
+            raise TraceError(f"{key}: expected an integer, got {row[key]!r}", path=path, line=line_no)
+        counts.append(row[key])
+    ids = row.get("hash_ids", [])
+    # map(type) runs in C; a Python check per id would triple the parse time.
+    if type(ids) is not list or not set(map(type, ids)) <= {int}:
+        raise TraceError("hash_ids: expected a list of integers", path=path, line=line_no)
+    return float(ts), counts[0], counts[1], tuple(ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# workloads
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Workload:
+    """Requests sorted by arrival.
+
+    `output_tokens` is the true output length, where the simulated worker emits EOS; the scheduler
+    never sees it and stops a request at `max_new_tokens` if that comes first. `hash_ids` is None
+    unless a tenant replays a trace with prefix-block hashes (Mooncake); then it holds one tuple per
+    request (empty for requests without hashes).
+    """
+
+    tenants: tuple[TenantSpec, ...]
+    arrival_s: np.ndarray
+    tenant: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    max_new_tokens: np.ndarray
+    hash_ids: tuple | None = None
+
+    def __post_init__(self):
+        n = len(self.arrival_s)
+        arrays = (self.tenant, self.prompt_tokens, self.output_tokens, self.max_new_tokens)
+        if any(len(a) != n for a in arrays) or (self.hash_ids is not None and len(self.hash_ids) != n):
+            raise ValueError("Workload: every per-request array must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One tenant's requests before the merge, in generation order."""
+
+    arrival_s: np.ndarray
+    prompt: np.ndarray
+    output: np.ndarray
+    hash_ids: tuple | None = None
+
+
+def generate(
+    tenants: Sequence[TenantSpec],
+    rng: np.random.Generator,
+    *,
+    duration_s: float | None = None,
+    requests: int | None = None,
+    load: float = 1.0,
+) -> Workload:
+    """Generate every tenant's requests and merge them by arrival (stable: ties keep tenant order,
+    then generation order).
+
+    Give exactly one of `duration_s` (arrivals in [0, duration_s)) or `requests` (the first N
+    arrivals over all tenants). `load` multiplies every rate and divides trace timestamps. Traces are
+    replayed once, not looped. Tenants are processed in order and each draws arrivals, then prompt
+    lengths, then output lengths, so a seed fixes the result.
+    """
+    tenants = tuple(tenants)
+    horizon, count = _check_generate(tenants, duration_s, requests, load)
+    splits: dict[str, np.ndarray] = {}
+    parts = [_tenant_part(i, t, tenants, rng, horizon, count, load, splits) for i, t in enumerate(tenants)]
+    return _merge(tenants, parts, count)
+
+
+def _check_generate(tenants: tuple, duration_s, requests, load) -> tuple[float, int | None]:
+    if not tenants:
+        raise ConfigError("tenants: at least one tenant is required")
+    if (duration_s is None) == (requests is None):
+        raise ConfigError("generate: give exactly one of duration_s or requests")
+    load = _at_least(load, "load", 0, strict=True)
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(tenants):
+        if not isinstance(spec, TenantSpec):
+            raise ConfigError(f"tenants[{i}]: must be a TenantSpec, got {type(spec).__name__}")
+        spec.check(i)
+        if spec.name in seen:
+            raise ConfigError(f"tenants[{i}].name: duplicate {spec.name!r} (also tenants[{seen[spec.name]}])")
+        seen[spec.name] = i
+    if requests is not None:
+        n = _positive_int(requests, "requests")
+        if n > MAX_REQUESTS:
+            raise ConfigError(f"requests: must be <= {MAX_REQUESTS:,}, got {n:,}")
+        return math.inf, n
+    horizon = _at_least(duration_s, "duration_s", 0, strict=True)
+    _check_expected(tenants, horizon, load)
+    return horizon, None
+
+
+def _check_expected(tenants: tuple, horizon: float, load: float) -> None:
+    expected = 0.0
+    for spec in tenants:
+        if _has_timestamps(spec):
+            expected += len(read_trace(spec.trace))
+        else:
+            expected += spec.rate * load * _on_time(spec, horizon)
+    if expected > MAX_REQUESTS:
+        raise ConfigError(
+            f"duration_s: rates x duration_s give ~{expected:,.0f} requests, above the {MAX_REQUESTS:,} "
+            "limit; check tenants[*].rate, load and duration_s"
+        )
+
+
+def _has_timestamps(spec: TenantSpec) -> bool:
+    return spec.trace is not None and read_trace(spec.trace).arrival_s is not None
+
+
+def _on_time(spec: TenantSpec, horizon: float) -> float:
+    """Seconds of [0, horizon) during which the tenant's arrival process is on."""
+    if spec.arrival != "onoff" or math.isinf(horizon):
+        return horizon
+    period = spec.on_s + spec.off_s
+    cycles = math.floor(horizon / period)
+    return cycles * spec.on_s + min(horizon - cycles * period, spec.on_s)
+
+
+def _tenant_part(index, spec, tenants, rng, horizon, count, load, splits) -> _Part:
+    if _has_timestamps(spec):
+        return _replay(index, spec, tenants, rng, horizon, load, splits)
+    arrival = _arrivals(spec, rng, spec.rate * load, horizon, count)
+    n = len(arrival)
+    if spec.trace is not None:  # length-only trace: random rows keep each row's prompt/output pair
+        trace = read_trace(spec.trace)
+        rows = rng.integers(0, len(trace), size=n)
+        return _Part(arrival, trace.prompt_tokens[rows], trace.output_tokens[rows])
+    return _Part(arrival, spec.prompt.sample(rng, n), spec.output.sample(rng, n))
+
+
+def _replay(index, spec, tenants, rng, horizon, load, splits) -> _Part:
+    """This tenant's rows of a timestamped trace, split among the tenants that share the file."""
+    trace = read_trace(spec.trace)
+    # Trace.path is resolved, so differently spelled paths to one file form one group.
+    group = [i for i, t in enumerate(tenants) if t.trace is not None and read_trace(t.trace).path == trace.path]
+    if len(group) == 1:
+        mine = np.arange(len(trace))
+    else:
+        if trace.path not in splits:  # drawn once, at the group's first tenant, so order is fixed
+            shares = np.array([tenants[i].share for i in group], dtype=np.float64)
+            splits[trace.path] = rng.choice(len(group), size=len(trace), p=shares / shares.sum())
+        mine = np.flatnonzero(splits[trace.path] == group.index(index))
+    arrival = trace.arrival_s[mine] / load
+    keep = arrival < horizon
+    mine = mine[keep]
+    hashes = None if trace.hash_ids is None else tuple(trace.hash_ids[i] for i in mine)
+    return _Part(arrival[keep], trace.prompt_tokens[mine], trace.output_tokens[mine], hashes)
+
+
+def _arrivals(spec: TenantSpec, rng, rate: float, horizon: float, count: int | None) -> np.ndarray:
+    """Arrival times of one synthetic tenant: all in [0, horizon), or its first `count`."""
+    if rate == 0:
+        return np.zeros(0, dtype=np.float64)
+    if spec.arrival == "constant":
+        n = count if count is not None else math.ceil(horizon * rate) + 1
+        times = np.arange(1, n + 1, dtype=np.float64) / rate
+    elif spec.arrival == "onoff":
+        # A Poisson process paused during off windows is a Poisson process in "on time" (memoryless),
+        # mapped to wall time by inserting the off windows.
+        on_times = _renewal(rng, _exponential(rate), _on_time(spec, horizon), count, rate)
+        cycle = np.floor(on_times / spec.on_s)
+        times = cycle * (spec.on_s + spec.off_s) + (on_times - cycle * spec.on_s)
+    elif spec.arrival == "gamma":
+        times = _renewal(rng, _gamma(rate, spec.cv), horizon, count, rate)
+    else:
+        times = _renewal(rng, _exponential(rate), horizon, count, rate)
+    return times[:count] if count is not None else times[times < horizon]
+
+
+def _exponential(rate: float):
+    return lambda rng, n: rng.exponential(1.0 / rate, size=n)
+
+
+def _gamma(rate: float, cv: float):
+    shape = 1.0 / (cv * cv)
+    return lambda rng, n: rng.gamma(shape, 1.0 / (rate * shape), size=n)
+
+
+def _renewal(rng, gaps, horizon: float, count: int | None, rate: float) -> np.ndarray:
+    """Cumulative sums of gaps, drawn in chunks until `count` times or one past `horizon`."""
+    if count is not None:
+        return np.cumsum(gaps(rng, count))
+    expected = rate * horizon
+    # Mean + a few standard deviations usually ends in one chunk; the loop covers bursty tails.
+    chunk = int(expected + 4.0 * math.sqrt(expected)) + 64
+    pieces, last = [], 0.0
+    while last < horizon:
+        times = last + np.cumsum(gaps(rng, chunk))
+        pieces.append(times)
+        last = float(times[-1])
+    return np.concatenate(pieces)
+
+
+def _merge(tenants: tuple, parts: list[_Part], count: int | None) -> Workload:
+    arrival = np.concatenate([p.arrival_s for p in parts]).astype(np.float64)
+    tenant = np.concatenate([np.full(len(p.arrival_s), i, dtype=np.int32) for i, p in enumerate(parts)])
+    max_new = np.concatenate(
+        [np.full(len(p.arrival_s), t.max_new_tokens, dtype=np.int64) for t, p in zip(tenants, parts)]
+    )
+    order = np.argsort(arrival, kind="stable")
+    if count is not None:
+        if len(order) < count:
+            raise ConfigError(
+                f"requests: asked for {count:,} but the tenants give only {len(order):,} "
+                "(traces are replayed once; rates of 0 give none)"
+            )
+        order = order[:count]
+    hashes = None
+    if any(p.hash_ids is not None for p in parts):
+        flat = [h for p in parts for h in (p.hash_ids or ((),) * len(p.arrival_s))]
+        hashes = tuple(flat[i] for i in order)
+    return Workload(
+        tenants=tenants,
+        arrival_s=arrival[order],
+        tenant=tenant[order],
+        prompt_tokens=np.concatenate([p.prompt for p in parts]).astype(np.int64)[order],
+        output_tokens=np.concatenate([p.output for p in parts]).astype(np.int64)[order],
+        max_new_tokens=max_new[order],
+        hash_ids=hashes,
+    )

@@ -1,0 +1,362 @@
+"""Roofline cost model: figures against known measurements, closed forms against loops, errors."""
+
+import dataclasses
+import math
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.errors import ConfigError
+from sim.costmodel import RooflineCostModel, causal_pairs, sanity_table
+from sim.hardware import GPUS, MODELS, get_gpu, get_model
+
+# Combinations whose weights fit, so every one builds.
+WORKERS = {
+    (gpu, model, tp): RooflineCostModel(get_gpu(gpu), get_model(model), tensor_parallel=tp)
+    for gpu, model, tp in [
+        ("h100", "llama-3-8b", 1),
+        ("h100", "llama-3-8b", 2),
+        ("h100", "llama-3-70b", 4),
+        ("a100-80gb", "llama-3-70b", 8),
+        ("h200", "qwen2.5-14b", 2),
+        ("l40s", "mistral-7b", 1),
+        ("l40s", "mistral-7b", 4),
+    ]
+}
+workers = st.sampled_from(sorted(WORKERS)).map(WORKERS.__getitem__)
+
+
+def cost(gpu="h100", model="llama-3-8b", **kwargs):
+    return RooflineCostModel(get_gpu(gpu), get_model(model), **kwargs)
+
+
+def reference_step_time(cm, num_tokens, pairs, context):
+    """The DESIGN.md / issue formula, written out term by term, independent of the module."""
+    g, m, tp = cm.gpu, cm.model, cm.tensor_parallel
+    flops, bandwidth = g.peak_flops * cm.mfu, g.hbm_bandwidth * cm.mbu
+    linear = max(2 * m.params * num_tokens / flops, m.params * m.dtype_bytes / bandwidth) / tp
+    attention = 4 * m.layers * m.heads * m.head_dim * pairs / flops
+    attention += 2 * m.layers * m.kv_heads * m.head_dim * m.dtype_bytes * context / bandwidth
+    allreduce = 0.0
+    if tp > 1:
+        buffer = num_tokens * m.hidden * m.dtype_bytes
+        per_op = 2 * (tp - 1) / tp * buffer / g.link_bandwidth + cm.allreduce_latency_s
+        allreduce = 2 * m.layers * per_op
+    return linear + attention / tp + allreduce + cm.step_overhead_s
+
+
+# --- known figures: Llama-3-8B on one H100 -------------------------------------------------------
+
+
+def test_decode_batch_one_is_a_weight_read_plus_overhead():
+    cm, m, g = cost(), get_model("llama-3-8b"), get_gpu("h100")
+    expected = m.weight_bytes / (g.hbm_bandwidth * 0.8) + 0.001
+    t = cm.step_time(1, 0.0, 100)
+    assert 6.5e-3 < t < 7.5e-3
+    assert t == pytest.approx(expected, rel=1e-2)
+    assert t > expected  # the KV read of 100 tokens is small but not free
+
+
+def test_prefill_512_is_compute_bound():
+    cm, m, g = cost(), get_model("llama-3-8b"), get_gpu("h100")
+    compute = 2 * m.params * 512 / (g.peak_flops * 0.6)
+    assert compute > m.weight_bytes / (g.hbm_bandwidth * 0.8)
+    assert cm.linear_bound(512) == "compute"
+    t = cm.step_time(512, causal_pairs(512, 0), 0.0)
+    assert t == pytest.approx(compute + 0.001, rel=0.02)
+    assert t > compute + 0.001  # plus causal attention
+
+
+def test_decode_is_flat_while_memory_bound_then_linear():
+    cm = cost()
+    assert cm.linear_bound(8) == "memory"
+    assert cm.step_time(8, 0.0, 0.0) == pytest.approx(cm.step_time(1, 0.0, 0.0), rel=1e-9)
+    # Far past the ridge point the step is proportional to tokens (overhead aside).
+    ratio = (cm.step_time(8192, 0, 0) - 0.001) / (cm.step_time(4096, 0, 0) - 0.001)
+    assert ratio == pytest.approx(2.0, rel=1e-9)
+
+
+def test_kv_capacity_llama_8b_h100():
+    cm = cost()
+    assert cm.kv_capacity_tokens == math.floor((80e9 * 0.9 - 8.03e9 * 2) / 131072) == 426_788
+    assert cm.kv_blocks(16) == 26_674
+
+
+def test_describe():
+    assert cost().describe() == "llama-3-8b on 1x h100: 426,788 KV tokens, decode@1 7.0 ms"
+    assert cost("h100", "llama-3-70b", tensor_parallel=4).describe().startswith(
+        "llama-3-70b on 4x h100: "
+    )
+
+
+# --- the formula --------------------------------------------------------------------------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    workers,
+    st.integers(1, 16384),
+    st.floats(0, 1e8, allow_nan=False),
+    st.floats(0, 1e7, allow_nan=False),
+)
+def test_step_time_matches_the_written_formula(cm, tokens, pairs, context):
+    assert cm.step_time(tokens, pairs, context) == pytest.approx(
+        reference_step_time(cm, tokens, pairs, context), rel=1e-12
+    )
+
+
+def test_causal_pairs():
+    assert causal_pairs(1, 0) == 1
+    assert causal_pairs(3, 0) == 6  # 1 + 2 + 3
+    assert causal_pairs(2, 10) == 11 + 12
+    # Two chunks cost the same attention as the whole prompt at once.
+    assert causal_pairs(300, 0) + causal_pairs(212, 300) == causal_pairs(512, 0)
+
+
+def test_empty_step_takes_no_time():
+    assert cost().step_time(0, 0.0, 0.0) == 0.0
+    assert cost(tensor_parallel=2).step_time(0, 0.0, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("args", [(-1, 0, 0), (1, -1.0, 0), (1, 0, -5)])
+def test_negative_step_inputs_raise(args):
+    with pytest.raises(ValueError):
+        cost().step_time(*args)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    workers,
+    st.integers(1, 8192),
+    st.integers(1, 512),
+    st.floats(0, 1e7, allow_nan=False),
+    st.floats(0, 1e6, allow_nan=False),
+    st.floats(1, 1e6, allow_nan=False),
+)
+def test_step_time_grows_with_every_input(cm, tokens, more, pairs, context, extra):
+    base = cm.step_time(tokens, pairs, context)
+    assert cm.step_time(tokens + more, pairs, context) >= base
+    assert cm.step_time(tokens, pairs + extra, context) > base
+    assert cm.step_time(tokens, pairs, context + extra) > base
+
+
+def test_step_time_grows_with_context_in_the_table_range():
+    cm = cost()
+    times = [cm.step_time(32, 0.0, 32 * c) for c in (128, 1024, 4096, 16384, 32768)]
+    assert times == sorted(times) and len(set(times)) == len(times)
+
+
+def test_tensor_parallel_is_faster_for_a_big_batch():
+    batch = 256
+    times = {tp: cost(tensor_parallel=tp).step_time(batch, 0.0, batch * 1024) for tp in (1, 2, 4, 8)}
+    assert times[1] > times[2] > times[4] > times[8]
+    # All-reduce and the fixed overhead keep the speed-up below linear.
+    assert times[2] > times[1] / 2
+
+
+def test_tensor_parallel_pays_for_allreduce():
+    one, two = cost(tensor_parallel=1), cost(tensor_parallel=2)
+    slow_link = dataclasses.replace(get_gpu("h100"), link_bandwidth=1e9)
+    slow = RooflineCostModel(slow_link, get_model("llama-3-8b"), tensor_parallel=2)
+    assert slow.step_time(512, 0.0, 0.0) > two.step_time(512, 0.0, 0.0)
+    # tp=1 runs no all-reduce, so the link does not matter.
+    one_slow = RooflineCostModel(slow_link, get_model("llama-3-8b"), tensor_parallel=1)
+    assert one_slow.step_time(512, 0.0, 0.0) == one.step_time(512, 0.0, 0.0)
+    no_latency = cost(tensor_parallel=2, allreduce_latency_s=0.0)
+    assert two.step_time(1, 0.0, 0.0) - no_latency.step_time(1, 0.0, 0.0) == pytest.approx(
+        2 * 32 * 10e-6
+    )
+
+
+# --- multi-step decode runs ---------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(workers, st.integers(0, 512), st.integers(0, 4_000_000), st.integers(0, 300))
+def test_decode_run_time_equals_the_loop(cm, num_seqs, context_sum, steps):
+    loop = sum(cm.step_time(num_seqs, 0.0, context_sum + i * num_seqs) for i in range(steps))
+    assert math.isclose(cm.decode_run_time(num_seqs, context_sum, steps), loop, rel_tol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(workers, st.integers(1, 512), st.floats(0, 4e6, allow_nan=False), st.integers(1, 300))
+def test_decode_step_times_are_the_steps_of_the_run(cm, num_seqs, context_sum, steps):
+    times = cm.decode_step_times(num_seqs, context_sum, steps)
+    assert isinstance(times, np.ndarray) and times.shape == (steps,) and times.dtype == np.float64
+    assert math.isclose(times.sum(), cm.decode_run_time(num_seqs, context_sum, steps), rel_tol=1e-9)
+    expected = [cm.step_time(num_seqs, 0.0, context_sum + i * num_seqs) for i in (0, steps - 1)]
+    np.testing.assert_allclose(times[[0, -1]], expected, rtol=1e-12)
+    assert np.all(np.diff(times) > 0)  # each step reads num_seqs more KV tokens
+
+
+def test_empty_decode_runs():
+    cm = cost()
+    assert cm.decode_run_time(0, 0, 10) == 0.0
+    assert cm.decode_run_time(8, 1000, 0) == 0.0
+    assert cm.decode_step_times(0, 0, 5).tolist() == [0.0] * 5
+    assert cm.decode_step_times(8, 1000, 0).shape == (0,)
+
+
+@pytest.mark.parametrize("args", [(-1, 0, 1), (1, -1, 1), (1, 0, -1)])
+def test_negative_run_inputs_raise(args):
+    with pytest.raises(ValueError):
+        cost().decode_run_time(*args)
+    with pytest.raises(ValueError):
+        cost().decode_step_times(*args)
+
+
+# --- capacity and validation --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", sorted(WORKERS), ids=lambda k: "-".join(map(str, k)))
+def test_capacity_formula(key):
+    gpu, model, tp = key
+    g, m, cm = GPUS[gpu], MODELS[model], WORKERS[key]
+    expected = math.floor((g.memory_bytes * 0.9 - m.weight_bytes / tp) / (m.kv_bytes_per_token / tp))
+    assert cm.kv_capacity_tokens == expected > 0
+    assert cm.kv_blocks(16) == expected // 16
+    assert cm.kv_blocks(1) == expected
+
+
+def test_capacity_follows_memory_fraction():
+    assert cost(memory_fraction=0.5).kv_capacity_tokens < cost().kv_capacity_tokens
+
+
+@pytest.mark.parametrize("bad", [0, -16, 2.0, True])
+def test_bad_block_size(bad):
+    with pytest.raises(ConfigError, match="block_size"):
+        cost().kv_blocks(bad)
+
+
+def test_70b_does_not_fit_on_one_h100():
+    with pytest.raises(ConfigError) as info:
+        cost("h100", "llama-3-70b")
+    message = str(info.value)
+    assert message.startswith("cluster.tensor_parallel:")
+    assert "llama-3-70b" in message and "h100" in message and "do not fit" in message
+    assert "allowed: 2, 4, 8" in message
+
+
+def test_70b_fits_on_four_h100():
+    cm = cost("h100", "llama-3-70b", tensor_parallel=4)
+    assert cm.kv_capacity_tokens > 100_000
+
+
+def test_nothing_fits_message():
+    tiny = dataclasses.replace(get_gpu("l40s"), memory_bytes=1e9)
+    with pytest.raises(ConfigError, match="no tensor_parallel fits"):
+        RooflineCostModel(tiny, get_model("llama-3-70b"), tensor_parallel=8)
+
+
+@pytest.mark.parametrize("bad", [0, 3, 16, -1, 2.0, True, "2"])
+def test_bad_tensor_parallel(bad):
+    with pytest.raises(ConfigError) as info:
+        cost(tensor_parallel=bad)
+    assert str(info.value).startswith("cluster.tensor_parallel:")
+    assert "allowed: 1, 2, 4, 8" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "field, bad",
+    [
+        ("mfu", 0.0),
+        ("mfu", 1.5),
+        ("mfu", float("nan")),
+        ("mbu", -0.1),
+        ("mbu", 1.01),
+        ("memory_fraction", 0.0),
+        ("memory_fraction", 2.0),
+        ("step_overhead_s", -1e-3),
+        ("allreduce_latency_s", -1e-6),
+    ],
+)
+def test_bad_ranges_name_the_key(field, bad):
+    with pytest.raises(ConfigError, match=rf"^cluster\.{field}: .*allowed: "):
+        cost(**{field: bad})
+
+
+def test_edges_of_ranges_are_allowed():
+    cm = cost(mfu=1.0, mbu=1.0, memory_fraction=1.0, step_overhead_s=0.0, allreduce_latency_s=0.0)
+    assert cm.step_time(1, 0.0, 0.0) == pytest.approx(8.03e9 * 2 / 3.35e12)
+
+
+def test_specs_must_be_specs():
+    with pytest.raises(ConfigError, match="cluster.gpu"):
+        RooflineCostModel("h100", get_model("llama-3-8b"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="cluster.model"):
+        RooflineCostModel(get_gpu("h100"), "llama-3-8b")  # type: ignore[arg-type]
+
+
+def test_from_names():
+    assert RooflineCostModel.from_names("h100", "llama-3-8b", mfu=0.5) == cost(mfu=0.5)
+    with pytest.raises(ConfigError, match="cluster.gpu"):
+        RooflineCostModel.from_names("tpu", "llama-3-8b")
+
+
+def test_frozen_hashable_and_picklable():
+    cm = cost(tensor_parallel=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cm.mfu = 0.5  # type: ignore[misc]
+    copy = pickle.loads(pickle.dumps(cm))
+    assert copy == cm and hash(copy) == hash(cm)
+    assert copy.step_time(300, 1e5, 1e5) == cm.step_time(300, 1e5, 1e5)
+    assert cost(mbu=0.7) != cost()
+
+
+# --- the printed report -------------------------------------------------------------------------
+
+
+def _section(report, title):
+    block = report.split(title, 1)[1].split("\n\n", 1)[0]
+    return [line.split() for line in block.strip().splitlines()[2:]]
+
+
+def test_sanity_table_key_lines():
+    report = sanity_table()
+    assert report == sanity_table("h100", "llama-3-8b", 1)
+    assert report.startswith("Roofline cost model: llama-3-8b on 1x h100: 426,788 KV tokens")
+    for line in [
+        "weight bytes / HBM bandwidth (ideal decode step)",
+        "decode step, batch 1, context 128",
+        "ratio decode / ideal",
+        "prefill step, 512 tokens",
+        "2*params*512 / (peak*mfu)",
+        "ratio prefill / ideal",
+        "Decode step vs batch size (context 1,024 per sequence)",
+        "Decode step vs context (batch 32)",
+        "Prefill step vs chunk size",
+        "KV capacity",
+        "16-token blocks",
+    ]:
+        assert line in report, line
+    assert "4.79 ms" in report  # 16.06 GB / 3.35 TB/s
+    assert "13.86 ms" in report  # 2 * 8.03e9 * 512 / (989e12 * 0.6)
+    assert "426,788" in report and "26,674" in report
+
+
+def test_sanity_table_rows():
+    report = sanity_table()
+    batch = _section(report, "Decode step vs batch size")
+    assert [row[0] for row in batch] == ["1", "8", "32", "64", "128", "256"]
+    steps = [float(row[1]) for row in batch]
+    assert steps == sorted(steps)
+    assert float(batch[0][1]) == pytest.approx(cost().step_time(1, 0, 1024) * 1e3, abs=0.005)
+    assert batch[-1][3] == "compute" and batch[0][3] == "memory"
+    context = _section(report, "Decode step vs context")
+    assert [row[0] for row in context] == ["128", "1,024", "4,096", "16,384", "32,768"]
+    assert [float(r[1]) for r in context] == sorted(float(r[1]) for r in context)
+    chunks = _section(report, "Prefill step vs chunk size")
+    assert [row[0] for row in chunks] == ["128", "512", "2,048", "8,192"]
+
+
+def test_sanity_table_other_workers():
+    report = sanity_table("h100", "llama-3-70b", 4)
+    assert "llama-3-70b on 4x h100" in report
+    assert "weight bytes / HBM bandwidth / tp" in report
+    with pytest.raises(ConfigError, match="cluster.tensor_parallel"):
+        sanity_table("h100", "llama-3-70b")
+    with pytest.raises(ConfigError, match="cluster.model"):
+        sanity_table("h100", "gpt-5")

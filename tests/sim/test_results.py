@@ -1,0 +1,314 @@
+"""Tests of sim.results: metrics on hand-built runs with known answers, and the statistics helpers."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.errors import ConfigError
+from sim.results import (
+    OUTCOMES,
+    REASONS,
+    RECORD_DTYPE,
+    RunData,
+    TenantInfo,
+    Timeline,
+    WorkerStats,
+    format_report,
+    jain_index,
+    max_service_gap,
+    summarize,
+    weighted_percentile,
+)
+
+NAN = math.nan
+
+
+def records(*rows: dict) -> np.ndarray:
+    """Rows with defaults: a finished request of tenant 0 unless a row says otherwise."""
+    out = np.zeros(len(rows), dtype=RECORD_DTYPE)
+    for i, row in enumerate(rows):
+        full = {"id": i, "tenant": 0, "worker": 0, "arrival": 0.0, "admit": NAN, "first_token": NAN,
+                "finish": NAN, "prompt_tokens": 0, "output_tokens": 0, "outcome": 0, "reason": -1,
+                "preemptions": 0} | row
+        full["outcome"] = OUTCOMES.index(full["outcome"]) if isinstance(full["outcome"], str) else full["outcome"]
+        full["reason"] = REASONS.index(full["reason"]) if isinstance(full["reason"], str) else full["reason"]
+        out[i] = tuple(full[name] for name in RECORD_DTYPE.names)
+    return out
+
+
+def run(recs, tenants=(TenantInfo("a"),), duration=4.0, workers=(), timeline=None, itl=((), ())):
+    return RunData(
+        records=recs,
+        itl_values=np.asarray(itl[0], dtype=np.float64),
+        itl_weights=np.asarray(itl[1], dtype=np.int64),
+        duration_s=duration,
+        tenants=tuple(tenants),
+        workers=tuple(workers),
+        timeline=timeline or Timeline.empty(len(tenants)),
+    )
+
+
+def rejected(tenant=0, reason="queue_full", prompt=7):
+    return {"tenant": tenant, "outcome": "rejected", "reason": reason, "worker": -1, "prompt_tokens": prompt}
+
+
+# Three finished requests: TTFT 500/200/1000 ms, TPOT 100/200/- ms, E2EL 1500/1200/1000 ms.
+THREE = (
+    {"arrival": 0.0, "admit": 0.1, "first_token": 0.5, "finish": 1.5, "prompt_tokens": 100, "output_tokens": 11},
+    {"arrival": 1.0, "admit": 1.0, "first_token": 1.2, "finish": 2.2, "prompt_tokens": 50, "output_tokens": 6},
+    {"arrival": 2.0, "admit": 2.5, "first_token": 3.0, "finish": 3.0, "prompt_tokens": 10, "output_tokens": 1},
+)
+
+
+def test_latencies_and_throughputs_of_three_requests():
+    cancelled = {"arrival": 0.5, "admit": 0.6, "first_token": 0.7, "prompt_tokens": 40, "output_tokens": 2,
+                 "outcome": "cancelled"}
+    s = summarize(run(records(*THREE, rejected(), cancelled)))["summary"]
+    assert (s["requests"], s["completed"], s["rejected"], s["cancelled"], s["unfinished"]) == (5, 3, 1, 1, 0)
+    assert s["mean_ttft_ms"] == pytest.approx(1700 / 3)
+    assert s["median_ttft_ms"] == pytest.approx(500)
+    assert s["p90_ttft_ms"] == pytest.approx(900)  # linear between 500 and 1000, like np.percentile
+    assert s["mean_tpot_ms"] == pytest.approx(150)
+    assert s["median_tpot_ms"] == pytest.approx(150)
+    assert s["p99_tpot_ms"] == pytest.approx(199)
+    assert s["mean_e2el_ms"] == pytest.approx(3700 / 3)
+    assert s["median_e2el_ms"] == pytest.approx(1200)
+    assert s["mean_queue_ms"] == pytest.approx(175)  # 100, 0, 500 and the cancelled one's 100
+    assert s["request_throughput"] == pytest.approx(0.75)
+    assert s["output_throughput"] == pytest.approx(18 / 4)
+    assert s["total_token_throughput"] == pytest.approx((160 + 18) / 4)
+    assert s["mean_itl_ms"] is None  # no gaps handed over
+
+
+def test_itl_is_weighted_by_counts():
+    s = summarize(run(records(*THREE), itl=([0.010, 0.020, 0.5], [3, 1, 0])))["summary"]
+    assert s["mean_itl_ms"] == pytest.approx(12.5)
+    assert s["median_itl_ms"] == pytest.approx(10.0)
+    assert s["p99_itl_ms"] == pytest.approx(float(np.percentile([10, 10, 10, 20], 99)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-1e6, 1e6, allow_nan=False), st.integers(0, 6)), min_size=1, max_size=30)
+    .filter(lambda xs: sum(w for _, w in xs) > 0),
+    st.floats(0, 100),
+    st.sampled_from(["inverted_cdf", "linear"]),
+)
+def test_weighted_percentile_equals_percentile_of_repeat(pairs, q, method):
+    values, weights = np.array([v for v, _ in pairs]), np.array([w for _, w in pairs])
+    expected = np.percentile(np.repeat(values, weights), q, method=method)
+    assert weighted_percentile(values, weights, q, method=method) == expected
+
+
+def test_weighted_percentile_edges():
+    assert weighted_percentile([3.0, 1.0, 2.0], [1, 1, 1], 0) == 1.0
+    assert weighted_percentile([3.0, 1.0, 2.0], [1, 1, 1], 100) == 3.0
+    assert weighted_percentile([5.0, 1.0], [0, 2], 100) == 1.0  # zero weight is absent
+    assert math.isnan(weighted_percentile([], [], 50))
+    assert list(weighted_percentile([1.0, 2.0], [1, 3], [0, 50, 100])) == [1.0, 2.0, 2.0]
+    with pytest.raises(ValueError):
+        weighted_percentile([1.0], [1], 101)
+    with pytest.raises(ValueError):
+        weighted_percentile([1.0], [-1], 50)
+
+
+def test_jain_index():
+    assert jain_index([5.0, 5.0, 5.0]) == 1.0
+    assert jain_index([1.0, 0.0, 0.0, 0.0]) == pytest.approx(0.25)
+    assert jain_index([1.0, 3.0]) == pytest.approx(0.8)
+    assert jain_index([7.0]) == 1.0
+    assert jain_index([0.0, 0.0]) == 1.0
+    assert jain_index([]) is None
+
+
+def test_jain_uses_normalised_service_of_tenants_that_submitted():
+    tenants = (TenantInfo("a", 1.0), TenantInfo("b", 2.0), TenantInfo("idle", 1.0))
+    recs = records(
+        {"tenant": 0, "admit": 0.0, "first_token": 0.1, "finish": 0.2, "prompt_tokens": 10, "output_tokens": 5},
+        {"tenant": 1, "admit": 0.0, "first_token": 0.1, "finish": 0.2, "prompt_tokens": 20, "output_tokens": 10},
+    )
+    out = summarize(run(recs, tenants))
+    assert out["tenants"]["a"]["service"] == 20.0  # 1 * 10 + 2 * 5
+    assert out["tenants"]["b"]["normalised_service"] == 20.0  # (20 + 20) / 2
+    assert out["fairness"]["jain_index"] == 1.0  # "idle" submitted nothing: not counted
+    assert out["fairness"]["jain_tenants"] == 2
+
+
+def timeline(service, backlogged) -> Timeline:
+    w = np.asarray(service, dtype=np.float64).T
+    return Timeline(np.arange(w.shape[0], dtype=np.float64), w, np.asarray(backlogged, dtype=bool).T)
+
+
+def test_max_service_gap_takes_max_minus_min_inside_a_run():
+    # D = W_a - W_b = 0, 5, 1: the gap is 5, though the run's endpoints differ by 1.
+    gap = max_service_gap(timeline([[0, 5, 6], [0, 0, 5]], [[1, 1, 1], [1, 1, 1]]))
+    assert (gap.gap, gap.pair) == (5.0, (0, 1))
+
+
+def test_max_service_gap_is_broken_by_a_sample_not_backlogged():
+    service = [[0, 5, 6, 7, 8, 12, 16],          # a
+               [0, 0, 5, 9, 9, 9, 9],            # b: D = 0, 5, 1, -2, -1, 3, 7
+               [0, 0, 0, 100, 100, 100, 100]]    # c: backlogged with a at one sample only
+    backlogged = [[1, 1, 1, 1, 1, 1, 1],
+                  [1, 1, 1, 0, 1, 1, 1],
+                  [0, 0, 0, 1, 0, 0, 0]]
+    gap = max_service_gap(timeline(service, backlogged))
+    # Runs of (a, b): samples 0-2 (gap 5) and 4-6 (D -1..7: gap 8). Across the break it would be 9.
+    assert (gap.gap, gap.pair) == (8.0, (0, 1))
+    fairness = summarize(run(records(), [TenantInfo(n) for n in "abc"],
+                             timeline=timeline(service, backlogged)))["fairness"]
+    assert fairness["max_service_gap"] == 8.0
+    assert fairness["service_gap_pair"] == ["a", "b"]
+    assert fairness["max_service_gap_note"] is None
+
+
+def test_max_service_gap_none_when_never_backlogged_together():
+    gap = max_service_gap(timeline([[0, 1], [0, 9]], [[1, 0], [0, 1]]))
+    assert (gap.gap, gap.pair) == (None, None)
+
+
+def brute_gap(w, bl):
+    best = None
+    for f, g in itertools.combinations(range(w.shape[1]), 2):
+        for t1 in range(w.shape[0]):
+            for t2 in range(t1, w.shape[0]):
+                if bl[t1:t2 + 1, f].all() and bl[t1:t2 + 1, g].all():
+                    d = abs((w[t2, f] - w[t1, f]) - (w[t2, g] - w[t1, g]))
+                    best = d if best is None else max(best, d)
+    return best
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda t: st.tuples(
+    st.lists(st.lists(st.integers(0, 9), min_size=t, max_size=t), min_size=1, max_size=8),
+    st.lists(st.lists(st.booleans(), min_size=t, max_size=t), min_size=8, max_size=8))))
+def test_max_service_gap_matches_brute_force(data):
+    steps, flags = data
+    w = np.cumsum(np.array(steps, dtype=np.float64), axis=0)
+    bl = np.array(flags[:len(steps)], dtype=bool)
+    assert max_service_gap(Timeline(np.arange(len(w), dtype=float), w, bl)).gap == brute_gap(w, bl)
+
+
+def test_max_service_gap_restricted_to_heaviest_tenants():
+    n = 203
+    w = np.vstack([np.zeros(n), np.arange(n, dtype=np.float64)])  # tenant i ends with service i
+    tl = Timeline(np.arange(2.0), w, np.ones((2, n), dtype=bool))
+    gap = max_service_gap(tl)
+    assert (gap.considered, gap.backlogged) == (200, 203)
+    assert gap.pair == (3, 202) and gap.gap == 199.0  # tenants 0-2 are dropped
+    fairness = summarize(run(records(), [TenantInfo(f"t{i}") for i in range(n)], timeline=tl))["fairness"]
+    assert "200 of 203" in fairness["max_service_gap_note"]
+    assert fairness["service_gap_pair"] == ["t3", "t202"]
+
+
+def test_goodput_and_slo_attainment():
+    tenants = (TenantInfo("slo", slo_ttft_ms=600, slo_tpot_ms=150), TenantInfo("free"),
+               TenantInfo("tpot_only", slo_tpot_ms=1.0))
+    rows = [*THREE, *({**r, "tenant": 1} for r in THREE), {**THREE[2], "tenant": 2}]
+    out = summarize(run(records(*rows), tenants))
+    # "slo": only the first request meets both (the second misses TPOT, the third TTFT).
+    assert out["tenants"]["slo"]["request_goodput"] == pytest.approx(0.25)
+    assert out["tenants"]["slo"]["slo_attainment"] == pytest.approx(1 / 3)
+    assert out["tenants"]["free"]["slo_attainment"] == 1.0
+    assert out["tenants"]["tpot_only"]["slo_attainment"] == 1.0  # one output token: TPOT met trivially
+    assert out["summary"]["request_goodput"] == pytest.approx(5 / 4)
+    assert out["summary"]["slo_attainment"] == pytest.approx(5 / 7)
+
+
+def test_per_tenant_counts_service_and_rejections():
+    tenants = (TenantInfo("a", 2.0), TenantInfo("b"))
+    recs = records(*THREE, rejected(1, "rate_limited"), rejected(1, "rate_limited"), rejected(1, "prompt_too_long"),
+                   rejected(0, "queue_full"),
+                   {"tenant": 1, "admit": 1.0, "prompt_tokens": 30, "output_tokens": 4, "outcome": "unfinished",
+                    "first_token": 1.5})
+    out = summarize(run(recs, tenants))
+    a, b = out["tenants"]["a"], out["tenants"]["b"]
+    assert b["rejected_by_reason"] == {"rate_limited": 2, "prompt_too_long": 1}
+    assert a["rejected_by_reason"] == {"queue_full": 1}
+    assert out["summary"]["rejected_by_reason"] == {"rate_limited": 2, "queue_full": 1, "prompt_too_long": 1}
+    assert (a["submitted"], a["completed"], a["rejected"]) == (4, 3, 1)
+    assert (b["submitted"], b["completed"], b["rejected"], b["unfinished"]) == (4, 0, 3, 1)
+    # Rejected prompts never ran, so they are not service.
+    assert (a["prompt_tokens"], a["output_tokens"], a["service"]) == (160, 18, 196.0)
+    assert (b["prompt_tokens"], b["output_tokens"], b["service"]) == (30, 4, 38.0)
+    assert a["normalised_service"] == 98.0
+    assert a["service_share"] == pytest.approx(196 / 234)
+    assert a["median_ttft_ms"] == pytest.approx(500)
+    assert b["median_ttft_ms"] is None
+
+
+def test_utilisation_from_worker_stats():
+    workers = (WorkerStats(busy_s=3.0, steps=10, seq_steps=40, token_steps=500, kv_block_seconds=200.0,
+                           kv_blocks_total=100, preemptions=2),
+               WorkerStats(busy_s=1.0, steps=30, seq_steps=40, token_steps=100, kv_block_seconds=0.0,
+                           kv_blocks_total=100, preemptions=1))
+    out = summarize(run(records(*THREE), workers=workers))
+    s = out["summary"]
+    assert s["utilisation"] == pytest.approx(0.5)
+    assert s["mean_batch_size"] == pytest.approx(2.0)
+    assert s["kv_usage_mean"] == pytest.approx(0.25)
+    assert s["preemptions"] == 3
+    assert out["workers"][0] == {"utilisation": 0.75, "steps": 10, "mean_batch_size": 4.0,
+                                 "kv_usage_mean": 0.5, "preemptions": 2}
+
+
+def test_result_is_strict_json():
+    tenants = (TenantInfo("a", slo_ttft_ms=100), TenantInfo("b"))
+    out = summarize(run(records(*THREE, rejected(1)), tenants, itl=([0.01], [5]),
+                        workers=(WorkerStats(1.0, 1, 1, 1, 1.0, 0, 0),),
+                        timeline=timeline([[0, 1], [0, 2]], [[1, 1], [1, 1]])))
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+
+
+def test_empty_run_gives_none_and_a_report():
+    for recs in (records(), records(rejected(), rejected(reason="no_workers"))):
+        out = summarize(run(recs, duration=0.0))
+        s = out["summary"]
+        json.dumps(out, allow_nan=False)
+        for key in ("mean_ttft_ms", "p99_tpot_ms", "median_itl_ms", "p90_e2el_ms", "request_throughput",
+                    "slo_attainment", "utilisation", "mean_batch_size"):
+            assert s[key] is None, key
+        assert out["fairness"]["max_service_gap"] is None
+        report = format_report(out, title="empty")
+        assert "TTFT" in report and all(len(line) <= 110 for line in report.splitlines())
+    assert out["summary"]["rejected_by_reason"] == {"queue_full": 1, "no_workers": 1}
+
+
+def test_report_tables_are_readable():
+    tenants = [TenantInfo("interactive", 2.0, 500, 100), TenantInfo("batch-with-a-very-long-tenant-name")]
+    rows = [{**r, "tenant": t, "output_tokens": r["output_tokens"] * 1000} for r in THREE for t in (0, 1)]
+    out = summarize(run(records(*rows, rejected(1, "rate_limited")), tenants, itl=([0.01], [3]),
+                        workers=(WorkerStats(2.0, 10, 25, 300, 100.0, 50, 1),),
+                        timeline=timeline([[0, 10], [0, 20]], [[1, 1], [1, 1]])))
+    report = format_report(out, title="fcfs vs vtc")
+    lines = report.splitlines()
+    assert lines[0] == "fcfs vs vtc"
+    assert all(len(line) <= 110 for line in lines)
+    assert "rate_limited 1" in report
+    assert "9,000.0 output tok/s" in report  # 2 * 18,000 tokens in 4 s
+    assert any(line.startswith("interactive") for line in lines)
+    assert any(line.startswith("batch-with-a-very-l~") for line in lines)
+    assert "Jain" in report and "(interactive vs batch-with-a-very-long-tenant-name)" in report
+
+
+def test_report_limits_tenant_rows():
+    tenants = [TenantInfo(f"t{i}") for i in range(5)]
+    recs = records(*({**THREE[0], "tenant": i % 5} for i in range(12)))
+    report = format_report(summarize(run(recs, tenants)), max_tenants=2)
+    assert "3 more tenants not shown" in report
+    shown = [line.split()[0] for line in report.splitlines() if line[:2] in {f"t{i}" for i in range(5)}]
+    assert shown == ["t0", "t1"]
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ConfigError):
+        TenantInfo("a", weight=0.0)
+    with pytest.raises(ValueError, match="tenant index"):
+        run(records({"tenant": 3}))
+    with pytest.raises(ValueError, match="unique"):
+        run(records(), tenants=(TenantInfo("a"), TenantInfo("a")))
