@@ -60,7 +60,7 @@ class RooflineCostModel:
         coefficients = {
             "_s_per_token": 2 * m.params / flops,
             "_weight_read_s": m.weight_bytes / bandwidth,
-            "_s_per_pair": 2 * m.layers * m.heads * m.head_dim / flops,
+            "_s_per_pair": 4 * m.layers * m.heads * m.head_dim / flops,
             "_s_per_kv_token": m.kv_bytes_per_token / bandwidth,
             "_allreduce_s_per_token": allreduces * ring,
             "_fixed_s": self.step_overhead_s + allreduces * self.allreduce_latency_s,

@@ -187,34 +187,33 @@ def max_service_gap(timeline: Timeline, max_tenants: int = GAP_MAX_TENANTS) -> S
     if cand.size > max_tenants:
         heaviest = np.argsort(-w[-1, cand], kind="stable")[:max_tenants]
         cand = np.sort(cand[heaviest])
+    # Tenant-major copies: each tenant's samples contiguous, so one tenant against many is one block.
+    wt, bt = np.ascontiguousarray(w[:, cand].T), np.ascontiguousarray(bl[:, cand].T)
     best, pair = -np.inf, None
     block = max(1, _GAP_BLOCK // max(w.shape[0], 1))
-    for i, f in enumerate(cand[:-1]):
-        others = cand[i + 1:]
-        for start in range(0, others.size, block):
-            g = others[start:start + block]
-            gaps = _pair_gaps(w[:, f], bl[:, f], w[:, g], bl[:, g])
+    for i in range(cand.size - 1):
+        for lo in range(i + 1, cand.size, block):
+            hi = min(lo + block, cand.size)
+            gaps = _pair_gaps(wt[i], bt[i], wt[lo:hi], bt[lo:hi])
             j = int(np.argmax(gaps))
             if gaps[j] > best:
-                best, pair = float(gaps[j]), (int(f), int(g[j]))
+                best, pair = float(gaps[j]), (int(cand[i]), int(cand[lo + j]))
     return ServiceGap(best if pair else None, pair, int(cand.size), int(n_backlogged))
 
 
 def _pair_gaps(w_f, bl_f, w_g, bl_g) -> np.ndarray:
-    """Gap of tenant f against each column of w_g; -inf for a column never backlogged with f."""
-    s, k = w_g.shape
-    # Tenant-major with one False sample appended per tenant, so no run crosses two tenants.
-    both = np.zeros((k, s + 1), dtype=bool)
-    both[:, :s] = (bl_f[:, None] & bl_g).T
-    idx = np.flatnonzero(both)
+    """Gap of tenant f against each row of w_g (tenant-major); -inf for a tenant never backlogged with f."""
+    k, s = w_g.shape
+    idx = np.flatnonzero(bl_g & bl_f)
     out = np.full(k, -np.inf)
     if idx.size == 0:
         return out
-    col, row = np.divmod(idx, s + 1)
-    d = w_f[row] - w_g[row, col]
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(idx) != 1) + 1))
+    d = (w_f - w_g).ravel()[idx]
+    # A run ends where a sample is skipped or where one tenant's row ends and the next begins.
+    ends = (np.diff(idx) != 1) | (idx[1:] % s == 0)
+    starts = np.concatenate(([0], np.flatnonzero(ends) + 1))
     run_gap = np.maximum.reduceat(d, starts) - np.minimum.reduceat(d, starts)
-    np.maximum.at(out, col[starts], run_gap)
+    np.maximum.at(out, idx[starts] // s, run_gap)
     return out
 
 
@@ -466,8 +465,9 @@ def _fairness_line(f: dict) -> str:
 
 
 def _utilisation_line(s: dict) -> str:
-    return _clip(f"{'Utilisation':<12}busy {_pct(s['utilisation'])}, mean batch {_num(s['mean_batch_size'], 1)}, "
-                 f"KV {_pct(s['kv_usage_mean'])}, preemptions {_num(s['preemptions'])}")
+    return _clip(f"{'Utilisation':<12}busy {_pct(s['utilisation'])}, "
+                 f"mean batch {_num(s['mean_batch_size'], 1)}, KV {_pct(s['kv_usage_mean'])}, "
+                 f"preemptions {_num(s['preemptions'])}")
 
 
 def _num(x, digits: int = 0) -> str:

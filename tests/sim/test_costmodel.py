@@ -151,7 +151,9 @@ def test_step_time_grows_with_context_in_the_table_range():
 
 def test_tensor_parallel_is_faster_for_a_big_batch():
     batch = 256
-    times = {tp: cost(tensor_parallel=tp).step_time(batch, 0.0, batch * 1024) for tp in (1, 2, 4, 8)}
+    times = {
+        tp: cost(tensor_parallel=tp).step_time(batch, 0.0, batch * 1024) for tp in (1, 2, 4, 8)
+    }
     assert times[1] > times[2] > times[4] > times[8]
     # All-reduce and the fixed overhead keep the speed-up below linear.
     assert times[2] > times[1] / 2
@@ -215,7 +217,8 @@ def test_negative_run_inputs_raise(args):
 def test_capacity_formula(key):
     gpu, model, tp = key
     g, m, cm = GPUS[gpu], MODELS[model], WORKERS[key]
-    expected = math.floor((g.memory_bytes * 0.9 - m.weight_bytes / tp) / (m.kv_bytes_per_token / tp))
+    free = g.memory_bytes * 0.9 - m.weight_bytes / tp
+    expected = math.floor(free / (m.kv_bytes_per_token / tp))
     assert cm.kv_capacity_tokens == expected > 0
     assert cm.kv_blocks(16) == expected // 16
     assert cm.kv_blocks(1) == expected
