@@ -14,9 +14,11 @@ import csv
 import functools
 import gc
 import gzip
+import itertools
 import json
 import math
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -463,7 +465,7 @@ def read_trace(path) -> Trace:
 def _read_trace_cached(path: str, mtime_ns: int, size: int) -> Trace:
     try:
         lines = _decode(path).splitlines()
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise TraceError(f"cannot read trace file: {exc}", path=path) from None
     with _gc_paused():
         return _parse(path, lines)
@@ -595,20 +597,14 @@ def _reject_negative(values: np.ndarray, line_nos: list[int], path: str, name: s
 
 
 def _parse_mooncake(path: str, lines: list[str]) -> Trace:
-    stamps: list[float] = []
-    prompt: list[int] = []
-    output: list[int] = []
-    hashes: list[tuple] = []
-    line_nos: list[int] = []
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        ts, n_in, n_out, ids = _mooncake_row(path, line_no, line)
-        stamps.append(ts)
-        prompt.append(n_in)
-        output.append(n_out)
-        hashes.append(ids)
-        line_nos.append(line_no)
+    numbered = [(k, line) for k, line in enumerate(lines, start=1) if line.strip()]
+    line_nos = [k for k, _ in numbered]
+    columns = _mooncake_fast(numbered)
+    if columns is None:  # something is malformed: check row by row to name the line
+        for k, line in numbered:
+            _mooncake_row(path, k, line)
+        raise TraceError("malformed JSONL trace", path=path)
+    stamps, prompt, output, hashes = columns
     arrival = np.array(stamps, dtype=np.float64)
     arrival = (arrival - arrival.min()) / 1000.0 if len(arrival) else arrival
     prompt_a = np.array(prompt, dtype=np.int64)
@@ -616,7 +612,32 @@ def _parse_mooncake(path: str, lines: list[str]) -> Trace:
     _reject_negative(prompt_a, line_nos, path, "input_length")
     _reject_negative(output_a, line_nos, path, "output_length")
     has_ids = any(hashes)
-    return Trace(path, arrival, np.maximum(prompt_a, 1), np.maximum(output_a, 1), tuple(hashes) if has_ids else None)
+    return Trace(path, arrival, np.maximum(prompt_a, 1), np.maximum(output_a, 1), hashes if has_ids else None)
+
+
+def _mooncake_fast(numbered: list[tuple[int, str]]):
+    """Columns of a well-formed JSONL trace, or None if any row is malformed.
+
+    One json.loads over the whole file and type checks through map() run in C: 3x faster than
+    a Python check per row and per hash id.
+    """
+    try:
+        rows = json.loads("[" + ",".join(line for _, line in numbered) + "]")
+        if len(rows) != len(numbered):  # two objects on one line
+            return None
+        stamps = [r["timestamp"] for r in rows]
+        prompt = [r["input_length"] for r in rows]
+        output = [r["output_length"] for r in rows]
+        ids = [r.get("hash_ids", []) for r in rows]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not set(map(type, stamps)) <= {int, float} or not all(map(math.isfinite, stamps)):
+        return None
+    if not set(map(type, prompt)) | set(map(type, output)) <= {int}:
+        return None
+    if not set(map(type, ids)) <= {list} or not set(map(type, itertools.chain.from_iterable(ids))) <= {int}:
+        return None
+    return stamps, prompt, output, tuple(map(tuple, ids))
 
 
 def _mooncake_row(path: str, line_no: int, line: str) -> tuple[float, int, int, tuple]:
@@ -636,7 +657,6 @@ def _mooncake_row(path: str, line_no: int, line: str) -> tuple[float, int, int, 
             raise TraceError(f"{key}: expected an integer, got {row[key]!r}", path=path, line=line_no)
         counts.append(row[key])
     ids = row.get("hash_ids", [])
-    # map(type) runs in C; a Python check per id would triple the parse time.
     if type(ids) is not list or not set(map(type, ids)) <= {int}:
         raise TraceError("hash_ids: expected a list of integers", path=path, line=line_no)
     return float(ts), counts[0], counts[1], tuple(ids)
