@@ -76,7 +76,7 @@ class Simulation:
         self.config = config
         rng = np.random.default_rng(config.seed)
         self.workload = workload if workload is not None else generate(
-            config.tenants, rng, duration_s=config.duration_s, requests=config.requests)
+            config.tenants, rng, duration_s=config.duration_s, requests=config.requests, load=config.load)
         specs = self.workload.tenants
         self.tenant_names = [spec.name for spec in specs]
         tenants = [Tenant(s.name, s.weight, s.priority, SLO(s.slo_ttft_ms, s.slo_tpot_ms)) for s in specs]
@@ -89,8 +89,11 @@ class Simulation:
         for worker in self.workers:
             self.scheduler.add_worker(worker.id, blocks, 0.0)
         self.records = self._empty_records()
-        self._emitted = np.zeros(len(self.workload), dtype=np.int64)
-        self._last_token = np.zeros(len(self.workload))
+        # Plain lists: per-token bookkeeping indexes them one element at a time, where numpy is slow.
+        self._emitted = [0] * len(self.workload)
+        self._last_token = [0.0] * len(self.workload)
+        self._output_tokens = self.workload.output_tokens.tolist()
+        self._first_token = [math.nan] * len(self.workload)
         self._itl: Counter[float] = Counter()
         self._samples: list[tuple[float, list[float], list[bool]]] = []
         self._last_event = 0.0
@@ -155,7 +158,7 @@ class Simulation:
         worker.account(plan, seconds, self.scheduler.workers[worker.id].pool.used)
         eos = frozenset(
             item.request_id for item in plan.items
-            if item.samples and self._emitted[item.request_id] + 1 >= self.workload.output_tokens[item.request_id]
+            if item.samples and self._emitted[item.request_id] + 1 >= self._output_tokens[item.request_id]
         )
         self.loop.at(now + seconds, self._finish_step, worker, eos)
         if plan.preempted:
@@ -175,7 +178,7 @@ class Simulation:
     def _tokens(self, output: Emitted, now: float) -> None:
         rid = output.request_id
         if output.first:
-            self.records["first_token"][rid] = now
+            self._first_token[rid] = now
         else:
             self._itl[now - self._last_token[rid]] += output.count
         self._emitted[rid] += output.count
@@ -191,6 +194,7 @@ class Simulation:
 
     def _run_data(self) -> RunData:
         self.records["output_tokens"] = self._emitted
+        self.records["first_token"] = self._first_token
         times, service, backlogged = zip(*self._samples)
         timeline = Timeline(np.array(times), np.array(service, dtype=float), np.array(backlogged, dtype=bool))
         gaps = sorted(self._itl.items())

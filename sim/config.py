@@ -108,6 +108,7 @@ class SimConfig:
     seed: int = 0
     duration_s: float | None = 180.0
     requests: int | None = None
+    load: float = 1.0  # multiplies every tenant's rate (and speeds up trace timestamps)
     horizon_s: float | None = None  # hard stop of simulated time; None drains every request
     sample_interval_s: float = 1.0  # how often per-tenant service is sampled for fairness metrics
     cluster: ClusterConfig = ClusterConfig()
@@ -116,7 +117,7 @@ class SimConfig:
     tenants: tuple[TenantSpec, ...] = ()
 
 
-TOP_KEYS = ("seed", "duration_s", "requests", "horizon_s", "sample_interval_s", "cluster", "scheduler", "tenants")
+TOP_KEYS = ("seed", "duration_s", "requests", "load", "horizon_s", "sample_interval_s", "cluster", "scheduler", "tenants")
 CLUSTER_KEYS = tuple(f.name for f in dataclasses.fields(ClusterConfig))
 SCHEDULER_KEYS = ("policy", "policy_params", "placement", "max_batched_tokens", "max_seqs", "block_size",
                   "kv_watermark", "service_weights")
@@ -159,6 +160,7 @@ def config_from_dict(table: Mapping[str, Any], base_dir: Path | None = None) -> 
         seed=_integer(table.get("seed", 0), "seed"),
         duration_s=duration,
         requests=requests,
+        load=_positive(table.get("load", 1.0), "load"),
         horizon_s=None if horizon is None else _positive(horizon, "horizon_s"),
         sample_interval_s=_positive(table.get("sample_interval_s", 1.0), "sample_interval_s"),
         cluster=_cluster(table.get("cluster", {})),

@@ -1,0 +1,90 @@
+"""The `fairbatch` command line: `simulate` a configuration, print the `costmodel` sanity report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from scheduler.errors import ConfigError
+
+from .cluster import simulate
+from .config import DEFAULT_CONFIG, config_to_dict, load_config
+from .costmodel import sanity_table
+from .results import format_report, summarize
+
+# CLI flag -> dotted config key it overrides
+OVERRIDES = {
+    "policy": "scheduler.policy",
+    "placement": "scheduler.placement",
+    "workers": "cluster.workers",
+    "gpu": "cluster.gpu",
+    "model": "cluster.model",
+    "tensor_parallel": "cluster.tensor_parallel",
+    "duration": "duration_s",
+    "requests": "requests",
+    "seed": "seed",
+    "load": "load",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fairbatch", description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sim = commands.add_parser("simulate", help="run one simulation and print its summary")
+    sim.add_argument("--config", type=Path, help="TOML scenario (default: the built-in 4-tenant pool)")
+    sim.add_argument("--policy", help="queue policy, e.g. fcfs or vtc")
+    sim.add_argument("--placement", help="global, round_robin or least_loaded")
+    sim.add_argument("--workers", type=int, help="number of workers in the pool")
+    sim.add_argument("--gpu", help="h100, a100-80gb, h200 or l40s")
+    sim.add_argument("--model", help="llama-3-8b, llama-3-70b, mistral-7b or qwen2.5-14b")
+    sim.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, help="GPUs per worker")
+    sim.add_argument("--duration", type=float, help="seconds of arrivals (replaces requests)")
+    sim.add_argument("--requests", type=int, help="number of requests (replaces duration)")
+    sim.add_argument("--seed", type=int, help="seed of every random draw")
+    sim.add_argument("--load", type=float, help="multiply every tenant's arrival rate by this")
+    sim.add_argument("--json", type=Path, help="also write config, summary, tenants, fairness, workers here")
+    sim.add_argument("--print-config", action="store_true", help="print the built-in default config and exit")
+    cost = commands.add_parser("costmodel", help="print the cost model's sanity figures")
+    cost.add_argument("--gpu", default="h100")
+    cost.add_argument("--model", default="llama-3-8b")
+    cost.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1)
+    return parser
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    if args.print_config:
+        print(DEFAULT_CONFIG, end="")
+        return 0
+    overrides = {OVERRIDES[k]: v for k, v in vars(args).items() if k in OVERRIDES and v is not None}
+    config = load_config(args.config, overrides)
+    result = summarize(simulate(config))
+    title = f"{config.policy.policy} / {config.policy.placement} on {config.cluster.workers}x " \
+            f"{config.cluster.gpu} {config.cluster.model} (seed {config.seed})"
+    print(format_report(result, title))
+    if args.json is not None:
+        document = {"config": config_to_dict(config), **result}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["simulate", *(argv or [])])
+    try:
+        if args.command == "costmodel":
+            print(sanity_table(args.gpu, args.model, args.tensor_parallel))
+            return 0
+        return run_simulate(args)
+    except ConfigError as err:
+        print(f"fairbatch: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

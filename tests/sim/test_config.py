@@ -1,0 +1,99 @@
+import pytest
+
+from scheduler.errors import ConfigError
+from sim.config import DEFAULT_CONFIG, config_from_dict, config_to_dict, load_config
+
+from conftest import small_config
+
+SCENARIOS = __import__("pathlib").Path(__file__).resolve().parents[2] / "benchmarks" / "scenarios"
+
+
+def test_default_config_loads_with_four_tenants_on_two_h100s():
+    config = load_config()
+    assert [t.name for t in config.tenants] == ["enterprise", "startup", "research", "hobbyist"]
+    assert (config.cluster.workers, config.cluster.gpu, config.cluster.model) == (2, "h100", "llama-3-8b")
+    assert "[[tenants]]" in DEFAULT_CONFIG
+
+
+def test_overrides_replace_file_values_and_requests_replaces_duration():
+    config = load_config(None, {"scheduler.policy": "fcfs", "cluster.workers": 3, "requests": 50})
+    assert config.policy.policy == "fcfs"
+    assert config.cluster.workers == 3
+    assert (config.requests, config.duration_s) == (50, None)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scheduler": {"policy": "lottery"}}, r"scheduler\.policy: unknown policy 'lottery'; allowed: fcfs, vtc"),
+        ({"scheduler": {"placement": "random"}}, r"scheduler\.placement: unknown placement 'random'; allowed:"),
+        ({"scheduler": {"policy_params": {"alpha": 1}}}, r"scheduler\.policy_params: alpha not a parameter"),
+        ({"scheduler": {"max_seqs": 0}}, r"scheduler\.max_seqs: must be an integer >= 1"),
+        ({"scheduler": {"max_seqs": 300, "max_batched_tokens": 256}}, r"scheduler\.max_seqs: must be <="),
+        ({"scheduler": {"bogus": 1}}, r"scheduler: unknown key 'bogus'"),
+        ({"cluster": {"workers": 0}}, r"cluster\.workers: must be an integer >= 1, got 0"),
+        ({"cluster": {"gpu": "tpu"}}, r"cluster\.gpu: unknown GPU 'tpu'; allowed: a100-80gb, h100, h200, l40s"),
+        ({"cluster": {"model": "gpt-5"}}, r"cluster\.model: unknown model 'gpt-5'"),
+        ({"cluster": {"model": "llama-3-70b"}}, r"do not fit"),
+        ({"duration_s": -1}, r"duration_s: must be > 0"),
+        ({"load": 0}, r"load: must be > 0"),
+        ({"tenants": []}, r"tenants: at least one"),
+        ({"colour": "blue"}, r"config: unknown key 'colour'"),
+    ],
+)
+def test_bad_config_names_the_key_and_the_allowed_values(change, message):
+    with pytest.raises(ConfigError, match=message):
+        small_config(**change)
+
+
+def test_requests_must_be_positive_and_exclusive_with_duration():
+    with pytest.raises(ConfigError, match=r"requests: must be >= 1"):
+        load_config(None, {"requests": 0})
+    with pytest.raises(ConfigError, match=r"duration_s, requests: give one of them"):
+        small_config(requests=10)
+
+
+def test_bad_tenant_values_name_the_tenant_and_key():
+    bad = {"name": "carol", "rate": -1.0, "prompt_tokens": 10, "output_tokens": 10}
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.rate: must be >= 0.*carol"):
+        small_config(tenants=[bad])
+    bad = {"name": "dave", "weight": 0, "rate": 1.0, "prompt_tokens": 10, "output_tokens": 10}
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.weight.*dave"):
+        small_config(tenants=[bad])
+
+
+def test_duplicate_tenant_names_are_refused():
+    t = {"name": "same", "rate": 1.0, "prompt_tokens": 10, "output_tokens": 10}
+    with pytest.raises(ConfigError, match="used twice"):
+        small_config(tenants=[t, t])
+
+
+def test_missing_and_malformed_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seed = = 1\n")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config(bad)
+
+
+def test_trace_paths_resolve_relative_to_the_config_file(tmp_path):
+    (tmp_path / "t.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.0000000,10,5\n")
+    (tmp_path / "c.toml").write_text('[[tenants]]\nname = "x"\ntrace = "t.csv"\n')
+    config = load_config(tmp_path / "c.toml")
+    assert config.tenants[0].trace == str((tmp_path / "t.csv").resolve())
+
+
+def test_config_round_trips_to_a_json_able_dict():
+    import json
+
+    document = config_to_dict(small_config())
+    json.dumps(document, allow_nan=False)
+    assert document["scheduler"]["max_batched_tokens"] == 1024
+    assert document["tenants"][1]["name"] == "b"
+
+
+@pytest.mark.parametrize("scenario", sorted(p.name for p in SCENARIOS.glob("*.toml")))
+def test_example_scenarios_load(scenario, shared_data):
+    config = load_config(SCENARIOS / scenario)
+    assert config.tenants
