@@ -349,6 +349,8 @@ class Scheduler:
     def _check_result(self, worker_id: int, inflight, result: StepResult) -> None:
         if not isinstance(result.steps, int) or result.steps != 1:
             raise WorkerError(f"worker {worker_id}: ran {result.steps!r} steps of a plan that allows 1")
+        if not result.eos:
+            return
         sampling = {seq.id for seq, tokens in inflight if tokens == seq.remaining or seq.state is not RUNNING}
         unexpected = set(result.eos) - sampling
         if unexpected:
@@ -359,20 +361,24 @@ class Scheduler:
 
     def _advance_sequence(self, seq: Sequence, tokens: int, result: StepResult, now: float, outputs) -> None:
         seq.computed += tokens
+        tenant = seq.tenant
         prompt = seq.request.prompt_tokens
-        charged = max(0, min(seq.computed, prompt) - seq.charged_prompt)
-        seq.charged_prompt += charged
-        sampled = 1 if seq.computed == seq.target else 0
-        seq.generated += sampled
-        self.ledger.prompt_tokens[seq.tenant] += charged
-        self.ledger.output_tokens[seq.tenant] += sampled
-        self.policy.on_service(seq.tenant, charged, sampled)
-        if not sampled:
+        if seq.charged_prompt < prompt:  # recompute of what was charged before is free
+            charged = max(0, min(seq.computed, prompt) - seq.charged_prompt)
+            seq.charged_prompt += charged
+            self.ledger.prompt_tokens[tenant] += charged
+        else:
+            charged = 0
+        if seq.computed != prompt + seq.generated:  # a prefill chunk that samples nothing yet
+            self.policy.on_service(tenant, charged, 0)
             return
+        seq.generated += 1
+        self.ledger.output_tokens[tenant] += 1
+        self.policy.on_service(tenant, charged, 1)
         first = seq.first_token_time is None
         if first:
             seq.first_token_time = now
-        outputs.append(Emitted(seq.id, sampled, first))
+        outputs.append(Emitted(seq.id, 1, first))
         if seq.id in result.eos:
             reason = "eos"
         elif seq.generated >= seq.request.max_new_tokens:
