@@ -7,10 +7,15 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from .base import KeyedQueue, Policy, WaitQueue
+from .deadline import EDF, LeastSlack
+from .drr import DRR
 from .fcfs import FCFS
-from .vtc import VTC
+from .priority import Priority
+from .vtc import LCF, VTC
 
-POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (FCFS, VTC)}
+POLICIES: dict[str, type[Policy]] = {
+    cls.name: cls for cls in (FCFS, Priority, VTC, LCF, DRR, EDF, LeastSlack)
+}
 
 
 def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
@@ -29,4 +34,7 @@ def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
     return cls(**params)
 
 
-__all__ = ["POLICIES", "Policy", "WaitQueue", "KeyedQueue", "make_policy", "FCFS", "VTC"]
+__all__ = [
+    "POLICIES", "Policy", "WaitQueue", "KeyedQueue", "make_policy",
+    "FCFS", "Priority", "VTC", "LCF", "DRR", "EDF", "LeastSlack",
+]

@@ -34,7 +34,7 @@ class VTC(Policy):
         self.counters = [0.0] * len(self.tenants)
         self._inverse_weight = [1.0 / tenant.weight for tenant in self.tenants]
         self._backlogged = LazyMinHeap()
-        self._last_idle_counter = 0.0
+        self._last_idle: int | None = None  # the tenant that most recently stopped being backlogged
 
     def counter_of(self, tenant: int) -> float:
         return self.counters[tenant]
@@ -49,13 +49,16 @@ class VTC(Policy):
     def on_backlogged(self, tenant: int, arrival: bool) -> None:
         if arrival:
             lowest = self._backlogged.min(self.counter_of)
-            floor = self._last_idle_counter if lowest is None else self.counters[lowest]
+            if lowest is not None:
+                floor = self.counters[lowest]
+            else:  # its counter now, service received since it left the queue included
+                floor = 0.0 if self._last_idle is None else self.counters[self._last_idle]
             self.counters[tenant] = max(self.counters[tenant], floor)
         self._backlogged.add(tenant, self.counters[tenant])
 
     def on_idle(self, tenant: int) -> None:
         self._backlogged.discard(tenant)
-        self._last_idle_counter = self.counters[tenant]
+        self._last_idle = tenant
 
     def on_admit(self, seq: Sequence) -> None:
         if seq.preemptions == 0:
@@ -119,3 +122,13 @@ class VTCQueue(WaitQueue):
 
     def __iter__(self):
         return (seq for fifo in self._fifo.values() for order, seq in fifo if order not in self._removed)
+
+
+class LCF(VTC):
+    """Least counter first: VTC without the lift, so a tenant returning from idle is owed its idle
+    time and starves the others until it has caught up (the baseline of the VTC paper)."""
+
+    name = "lcf"
+
+    def on_backlogged(self, tenant: int, arrival: bool) -> None:
+        self._backlogged.add(tenant, self.counters[tenant])

@@ -1,0 +1,114 @@
+"""Weighted deficit round robin (Shreedhar and Varghese, 1995) on tokens.
+
+Backlogged tenants take turns. On its turn a tenant's deficit grows by quantum x weight; it admits
+requests while the head's cost (w_p x prompt tokens, nothing for recompute) fits in its deficit,
+then the turn passes on. Output tokens are charged as generated (w_q each), so a tenant whose
+requests generate a lot goes into debt and waits more turns. A tenant that stops being backlogged
+keeps its debt but loses its credit. The preemption victim is the latest request of the tenant
+with the smallest deficit.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+
+from ..errors import ConfigError
+from ..request import Sequence
+from .base import Policy, WaitQueue
+
+
+class DRR(Policy):
+    name = "drr"
+
+    def __init__(self, quantum: float = 1024.0, w_p: float = 1.0, w_q: float = 2.0) -> None:
+        for key, value, low in (("quantum", quantum, 0), ("w_p", w_p, -1), ("w_q", w_q, -1)):
+            if not (isinstance(value, (int, float)) and value > low and value >= 0):
+                rule = "> 0" if key == "quantum" else ">= 0"
+                raise ConfigError(f"scheduler.policy_params.{key}: must be a number {rule}, got {value!r}")
+        self.quantum = float(quantum)
+        self.w_p = float(w_p)
+        self.w_q = float(w_q)
+
+    def bind(self, tenants) -> None:
+        super().bind(tenants)
+        self.deficit = [0.0] * len(self.tenants)
+
+    def cost(self, seq: Sequence) -> float:
+        return self.w_p * seq.request.prompt_tokens if seq.preemptions == 0 else 0.0
+
+    def new_queue(self) -> "DRRQueue":
+        return DRRQueue(self)
+
+    def victim(self, running):
+        return max(running, key=lambda seq: (-self.deficit[seq.tenant], seq.order))
+
+    def on_idle(self, tenant: int) -> None:
+        self.deficit[tenant] = min(self.deficit[tenant], 0.0)
+
+    def on_service(self, tenant: int, prompt_tokens: int, output_tokens: int) -> None:
+        if output_tokens:
+            self.deficit[tenant] -= self.w_q * output_tokens
+
+
+class DRRQueue(WaitQueue):
+    def __init__(self, policy: DRR) -> None:
+        self._policy = policy
+        self._fifo: dict[int, list[tuple[int, Sequence]]] = {}
+        self._active: deque[int] = deque()  # backlogged tenants in turn order
+        self._granted = False  # the tenant at the front has had its quantum this turn
+        self._removed: set[int] = set()
+        self._size = 0
+
+    def push(self, seq: Sequence) -> None:
+        fifo = self._fifo.setdefault(seq.tenant, [])
+        if self._head(seq.tenant) is None:
+            self._active.append(seq.tenant)
+        heapq.heappush(fifo, (seq.order, seq))
+        self._size += 1
+
+    def peek(self) -> Sequence | None:
+        policy, active = self._policy, self._active
+        while active:
+            tenant = active[0]
+            if not self._granted:
+                policy.deficit[tenant] += policy.quantum * policy.tenants[tenant].weight
+                self._granted = True
+            head = self._head(tenant)
+            if policy.cost(head) <= policy.deficit[tenant]:
+                return head
+            active.rotate(-1)
+            self._granted = False
+        return None
+
+    def pop(self) -> Sequence:
+        seq = self.peek()
+        assert seq is not None, "pop from an empty queue"
+        heapq.heappop(self._fifo[seq.tenant])
+        self._policy.deficit[seq.tenant] -= self._policy.cost(seq)
+        self._size -= 1
+        self._drop_if_empty(seq.tenant)
+        return seq
+
+    def remove(self, seq: Sequence) -> None:
+        self._removed.add(seq.order)
+        self._size -= 1
+        self._drop_if_empty(seq.tenant)
+
+    def _head(self, tenant: int) -> Sequence | None:
+        fifo = self._fifo.get(tenant)
+        while fifo and fifo[0][0] in self._removed:
+            self._removed.discard(heapq.heappop(fifo)[0])
+        return fifo[0][1] if fifo else None
+
+    def _drop_if_empty(self, tenant: int) -> None:
+        if self._head(tenant) is None:
+            if self._active and self._active[0] == tenant:
+                self._granted = False
+            self._active.remove(tenant)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self):
+        return (seq for fifo in self._fifo.values() for order, seq in fifo if order not in self._removed)
