@@ -8,6 +8,7 @@ tenants get service and when they become backlogged or idle; it never asks a pol
 from __future__ import annotations
 
 import heapq
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterable, Sequence as Seq
 
@@ -67,6 +68,9 @@ class KeyedQueue(WaitQueue):
     def remove(self, seq: Sequence) -> None:
         self._live.pop(seq.order)[2] = None
 
+    def __contains__(self, seq: Sequence) -> bool:
+        return seq.order in self._live
+
     def __len__(self) -> int:
         return len(self._live)
 
@@ -78,6 +82,7 @@ class Policy(ABC):
     """Base of every policy. Subclasses set `name` and usually override `new_queue` and `victim`."""
 
     name: ClassVar[str]
+    now: float = -math.inf  # the core's current time, set by the core before every decision
 
     def bind(self, tenants: Seq[Tenant]) -> None:
         """Called once by the scheduler with its tenants (indexed as Sequence.tenant)."""
