@@ -16,7 +16,7 @@ import numpy as np
 from scheduler.actions import Emitted, Finished, Rejected, StepPlan
 from scheduler.core import Scheduler
 from scheduler.events import StepResult
-from scheduler.policies import make_policy
+from scheduler.policies import Policy, make_policy
 from scheduler.request import SLO, Request, Tenant
 
 from .config import SimConfig
@@ -72,7 +72,7 @@ class SimWorker:
 class Simulation:
     """One run of a SimConfig: call `run()` once for its RunData."""
 
-    def __init__(self, config: SimConfig, workload: Workload | None = None) -> None:
+    def __init__(self, config: SimConfig, workload: Workload | None = None, policy: Policy | None = None) -> None:
         self.config = config
         rng = np.random.default_rng(config.seed)
         self.workload = workload if workload is not None else generate(
@@ -80,7 +80,8 @@ class Simulation:
         specs = self.workload.tenants
         self.tenant_names = [spec.name for spec in specs]
         tenants = [Tenant(s.name, s.weight, s.priority, SLO(s.slo_ttft_ms, s.slo_tpot_ms)) for s in specs]
-        policy = make_policy(config.policy.policy, config.policy.policy_params)
+        if policy is None:
+            policy = make_policy(config.policy.policy, config.policy.policy_params)
         self.scheduler = Scheduler(tenants, policy, config.policy.placement, config.scheduler)
         self.loop = EventLoop()
         cost = config.cluster.cost_model()
@@ -97,6 +98,9 @@ class Simulation:
         self._itl: Counter[float] = Counter()
         self._samples: list[tuple[float, list[float], list[bool]]] = []
         self._last_event = 0.0
+        # (time, worker) whenever a worker went idle while requests waited in the queue it serves:
+        # never under late binding if the core is work-conserving.
+        self.idle_while_waiting: list[tuple[float, int]] = []
 
     def _empty_records(self) -> np.ndarray:
         wl = self.workload
@@ -145,6 +149,8 @@ class Simulation:
         plan = self.scheduler.plan(worker.id, now)
         if not plan:
             worker.idle = True
+            if self._waiting_for(worker.id):
+                self.idle_while_waiting.append((now, worker.id))
             return
         worker.idle = False
         records = self.records
@@ -163,6 +169,12 @@ class Simulation:
         self.loop.at(now + seconds, self._finish_step, worker, eos)
         if plan.preempted:
             self._wake_idle()  # preempted requests went back to a queue another worker may serve
+
+    def _waiting_for(self, worker_id: int) -> bool:
+        scheduler = self.scheduler
+        if scheduler.placement.late_binding:
+            return scheduler.num_waiting > 0
+        return len(scheduler.workers[worker_id].queue) > 0
 
     def _finish_step(self, worker: SimWorker, eos: frozenset) -> None:
         now = self.loop.now
@@ -211,5 +223,5 @@ class Simulation:
         )
 
 
-def simulate(config: SimConfig, workload: Workload | None = None) -> RunData:
-    return Simulation(config, workload).run()
+def simulate(config: SimConfig, workload: Workload | None = None, policy: Policy | None = None) -> RunData:
+    return Simulation(config, workload, policy).run()

@@ -1,0 +1,183 @@
+"""A kit for property-testing schedulers and policies, yours included.
+
+Hypothesis strategies generate tenants and workloads; `run_policy` simulates a workload under any
+policy (a name, or an instance of your own `scheduler.policies.Policy` subclass) on a small
+simulated pool; the checkers assert the bounds fairbatch promises and raise AssertionError with
+what broke:
+
+- `check_conservation`: every request ends exactly once (finished, or rejected with a reason);
+- `check_work_conserving`: no worker idles while a request waits in the queue it serves;
+- `check_service_gap`: two tenants backlogged together receive service within a bound
+  (`vtc_bound` states VTC's);
+- `check_no_overtaking`: no request is admitted after one that arrived a stated time later than it
+  (the starvation bound of priority with aging).
+
+Needs hypothesis (`pip install 'fairbatch[test]'`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+from scheduler.core import SchedulerConfig
+from scheduler.policies import Policy
+
+from .cluster import Simulation
+from .config import SimConfig
+from .results import OUTCOMES, REASONS, RunData, max_service_gap
+from .workload import LengthDist, TenantSpec, Workload
+
+FINISHED = OUTCOMES.index("finished")
+REJECTED = OUTCOMES.index("rejected")
+
+
+# ----- strategies -------------------------------------------------------------------------------
+
+
+@st.composite
+def tenant_specs(draw, min_size: int = 2, max_size: int = 4, weighted: bool = True, priorities: bool = False):
+    """Tenants named t0, t1, ... with weights in [0.5, 4] (or 1) and priorities in [0, 3] (or 0)."""
+    n = draw(st.integers(min_size, max_size))
+    weight = st.sampled_from([0.5, 1.0, 2.0, 3.0, 4.0]) if weighted else st.just(1.0)
+    priority = st.integers(0, 3) if priorities else st.just(0)
+    return tuple(
+        TenantSpec(f"t{i}", weight=draw(weight), priority=draw(priority), rate=1.0,
+                   prompt=LengthDist("fixed", (1,)), output=LengthDist("fixed", (1,)))
+        for i in range(n)
+    )
+
+
+@st.composite
+def workloads(draw, tenants=None, max_requests: int = 60, max_prompt: int = 1024, max_output: int = 128,
+              horizon_s: float = 5.0, max_new_tokens: int | None = None):
+    """Requests at arbitrary times in [0, horizon_s) from the tenants, with arbitrary lengths."""
+    specs = draw(tenant_specs() if tenants is None else tenants)
+    n = draw(st.integers(1, max_requests))
+    times = draw(st.lists(st.floats(0, horizon_s, exclude_max=True), min_size=n, max_size=n))
+    who = draw(st.lists(st.integers(0, len(specs) - 1), min_size=n, max_size=n))
+    prompts = draw(st.lists(st.integers(1, max_prompt), min_size=n, max_size=n))
+    outputs = draw(st.lists(st.integers(1, max_output), min_size=n, max_size=n))
+    return make_workload(specs, times, who, prompts, outputs, max_new_tokens or max_output)
+
+
+@st.composite
+def backlogged_workloads(draw, tenants=None, per_tenant: int = 40, max_prompt: int = 512, max_output: int = 64):
+    """Every tenant submits `per_tenant` requests at t=0: all stay backlogged for a long time."""
+    specs = draw(tenant_specs() if tenants is None else tenants)
+    n = per_tenant * len(specs)
+    prompts = draw(st.lists(st.integers(1, max_prompt), min_size=n, max_size=n))
+    outputs = draw(st.lists(st.integers(1, max_output), min_size=n, max_size=n))
+    who = [i % len(specs) for i in range(n)]
+    return make_workload(specs, [0.0] * n, who, prompts, outputs, max_output)
+
+
+def make_workload(specs, times, tenants, prompts, outputs, max_new_tokens: int) -> Workload:
+    order = np.argsort(np.asarray(times, dtype=float), kind="stable")
+    return Workload(
+        tenants=tuple(specs),
+        arrival_s=np.asarray(times, dtype=float)[order],
+        tenant=np.asarray(tenants, dtype=np.int32)[order],
+        prompt_tokens=np.asarray(prompts, dtype=np.int64)[order],
+        output_tokens=np.asarray(outputs, dtype=np.int64)[order],
+        max_new_tokens=np.full(len(order), max_new_tokens, dtype=np.int64),
+    )
+
+
+# ----- running ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    simulation: Simulation
+    data: RunData
+
+
+def run_policy(policy: str | Policy, workload: Workload, *, workers: int = 1, kv_tokens: int | None = None,
+               scheduler: SchedulerConfig | None = None, placement: str = "global",
+               sample_interval_s: float = 0.01, gpu: str = "h100", model: str = "llama-3-8b") -> Run:
+    """Simulate `workload` under `policy` on `workers` simulated GPUs until every request ends.
+
+    `kv_tokens` shrinks each worker's KV cache to about that many tokens (small caches make
+    preemption and the service-gap bound bite).
+    """
+    config = SimConfig(sample_interval_s=sample_interval_s, tenants=workload.tenants)
+    config = replace(config, cluster=replace(config.cluster, workers=workers, gpu=gpu, model=model),
+                     scheduler=scheduler or SchedulerConfig(max_batched_tokens=512, max_seqs=16))
+    config = replace(config, policy=replace(config.policy, placement=placement))
+    if kv_tokens is not None:
+        config = replace(config, cluster=replace(config.cluster, memory_fraction=_memory_fraction(config, kv_tokens)))
+    if isinstance(policy, str):
+        config = replace(config, policy=replace(config.policy, policy=policy))
+        policy = None
+    simulation = Simulation(config, workload, policy)
+    return Run(simulation, simulation.run())
+
+
+def _memory_fraction(config: SimConfig, kv_tokens: int) -> float:
+    cost = config.cluster.cost_model()
+    per_token = cost.model.kv_bytes_per_token / cost.tensor_parallel
+    weights = cost.model.weight_bytes / cost.tensor_parallel
+    return (weights + (kv_tokens + 0.5) * per_token) / cost.gpu.memory_bytes
+
+
+# ----- checkers ---------------------------------------------------------------------------------
+
+
+def check_conservation(run: Run) -> None:
+    """Every request finished or was rejected with a reason; outputs never exceed max_new_tokens."""
+    rec = run.data.records
+    ended = (rec["outcome"] == FINISHED) | ((rec["outcome"] == REJECTED) & (rec["reason"] >= 0))
+    assert ended.all(), f"requests {rec['id'][~ended][:10].tolist()} did not end (outcomes {rec['outcome'][~ended][:10]})"
+    finished = rec[rec["outcome"] == FINISHED]
+    limit = run.simulation.workload.max_new_tokens[finished["id"]]
+    assert (finished["output_tokens"] <= limit).all(), "a request generated more than max_new_tokens"
+    assert (finished["output_tokens"] >= 1).all(), "a finished request emitted no token"
+    assert run.simulation.scheduler.live == {}, f"{len(run.simulation.scheduler.live)} requests still live"
+
+
+def check_work_conserving(run: Run) -> None:
+    """No worker went idle while a request waited in a queue it serves."""
+    idle = run.simulation.idle_while_waiting
+    assert not idle, f"worker idled while requests waited, at (time, worker) {idle[:5]}"
+
+
+def vtc_bound(workload: Workload, kv_tokens: int, w_p: float = 1.0, w_q: float = 2.0) -> float:
+    """VTC's bound on the service gap of two tenants backlogged together on one worker.
+
+    Sheng et al. prove |W_f - W_g| <= 2U for U = max(w_p * L_input, w_q * M), L_input the longest
+    prompt and M the most tokens a running batch holds (here the KV capacity). With weights the
+    counters are service / weight; a counter moves by at most U / w in one admission or while the
+    batch is full, so the weight-normalised gap is bounded by 2U / min(w) over the tenants.
+    """
+    longest = int(workload.prompt_tokens.max())
+    u = max(w_p * longest, w_q * kv_tokens)
+    return 2 * u / min(spec.weight for spec in workload.tenants)
+
+
+def check_service_gap(run: Run, bound: float) -> float:
+    """The largest gap in weight-normalised service between two tenants backlogged together."""
+    gap = max_service_gap(run.data.timeline)
+    value = 0.0 if gap.gap is None else gap.gap
+    assert value <= bound, f"service gap {value:.1f} between tenants {gap.pair} exceeds the bound {bound:.1f}"
+    return value
+
+
+def check_no_overtaking(run: Run, slack_s: Callable[[int], float]) -> None:
+    """No request is admitted after another that arrived more than slack_s(its index) later.
+
+    For priority with aging a, slack_s(i) = (p_i - p_min) / a is the starvation bound: request i
+    waits only for requests that arrived before arrival_i + slack_s(i).
+    """
+    rec = run.data.records
+    admitted = rec[~np.isnan(rec["admit"])]
+    for row in admitted:
+        later = admitted["arrival"] > row["arrival"] + slack_s(int(row["id"])) + 1e-9
+        overtakers = admitted[later & (admitted["admit"] < row["admit"])]
+        assert not len(overtakers), (
+            f"request {row['id']} (arrived {row['arrival']:.3f}, admitted {row['admit']:.3f}) was overtaken by "
+            f"{overtakers['id'][:5].tolist()} that arrived after {row['arrival'] + slack_s(int(row['id'])):.3f}"
+        )
