@@ -11,6 +11,10 @@ from .request import Request
 
 def invalid_fields(request: Request) -> str | None:
     """A description of what is wrong with the request's own fields, or None."""
+    try:
+        hash(request.id)
+    except TypeError:
+        return f"id: must be hashable, got {request.id!r}"
     for key in ("prompt_tokens", "max_new_tokens"):
         value = getattr(request, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

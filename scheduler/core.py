@@ -123,10 +123,9 @@ class Scheduler:
     def submit(self, request: Request, now: float) -> Admitted | Rejected:
         self._advance(now)
         self.counts.submitted += 1
-        tenant = self._tenant_index.get(request.tenant)
-        refusal = refuse_reason(
-            request, tenant is not None, request.id in self._live, len(self._workers), self.max_sequence_tokens
-        )
+        tenant = self._tenant_index.get(request.tenant) if _hashable(request.tenant) else None
+        duplicate = _hashable(request.id) and request.id in self._live
+        refusal = refuse_reason(request, tenant is not None, duplicate, len(self._workers), self.max_sequence_tokens)
         if refusal is not None:
             self.counts.rejected += 1
             return Rejected(request.id, *refusal)
@@ -147,7 +146,7 @@ class Scheduler:
             self._queue_of(seq).remove(seq)
             self._dequeued(seq)
         else:
-            self._leave_worker(seq)
+            self._leave_worker(seq, ended=True)
         self._end(seq, RequestState.CANCELLED, now)
         self.counts.cancelled += 1
         self._debug_check()
@@ -269,6 +268,7 @@ class Scheduler:
         if not now >= self.now:  # also refuses NaN
             raise ProtocolError(f"time went backwards or is not a number: now={now!r} after {self.now!r}")
         self.now = now
+        self.policy.now = now
 
     def _worker(self, worker_id: int) -> WorkerState:
         worker = self._workers.get(worker_id)
@@ -332,12 +332,13 @@ class Scheduler:
         self._enqueue(seq, arrival=False)
         return seq.id
 
-    def _leave_worker(self, seq: Sequence) -> None:
+    def _leave_worker(self, seq: Sequence, ended: bool = False) -> None:
         worker = self._workers.get(seq.worker)
         if worker is not None:  # absent when its worker is being removed
             worker.running.remove(seq)
             worker.pool.release(seq.blocks)
-            worker.released.append(seq.id)
+            if ended:  # a preempted request is reported in its plan's `preempted`, not here
+                worker.released.append(seq.id)
         seq.blocks = 0
         self.ledger.running[seq.tenant] -= 1
 
@@ -385,7 +386,8 @@ class Scheduler:
             reason = "length"
         else:
             return
-        self._leave_worker(seq)
+        seq.finish_reason = reason
+        self._leave_worker(seq, ended=True)
         self._end(seq, RequestState.FINISHED, now)
         self.counts.finished += 1
         outputs.append(Finished(seq.id, reason, seq.generated))
@@ -393,3 +395,11 @@ class Scheduler:
     def _debug_check(self) -> None:
         if self.config.debug_checks:
             invariants.check(self)
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True

@@ -24,7 +24,11 @@ def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
         raise ConfigError(f"scheduler.policy: unknown policy {name!r}; allowed: {', '.join(sorted(POLICIES))}")
     cls = POLICIES[name]
     params = dict(params or {})
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    # A policy without its own __init__ inherits object's (*args, **kwargs): it takes no parameters.
+    allowed = [
+        param for param, p in inspect.signature(cls.__init__).parameters.items() if param != "self" and p.kind in keyword
+    ]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ConfigError(
