@@ -31,6 +31,7 @@ class Rejected:
     request_id: Hashable
     reason: RejectReason
     detail: str = ""
+    retry_after: float | None = None  # seconds until a retry could pass a rate limit, when known
 
 
 @dataclass(frozen=True, slots=True)

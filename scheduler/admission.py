@@ -1,12 +1,20 @@
 """Admission control: which submitted requests enter a queue, and why the others are refused.
 
-Every refusal is a `Rejected` with one `RejectReason`; nothing is dropped silently.
+Every refusal is a `Rejected` with one `RejectReason`; nothing is dropped silently. Checks run in
+a fixed order (tenant, fields, duplicates, workers, size, queue caps, rate limits) and rate-limit
+buckets are only drawn from by requests that pass everything else.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
 from .actions import RejectReason
-from .request import Request
+from .request import Quota, Request, Tenant
+
+Refusal = tuple[RejectReason, str, float | None]  # reason, detail, retry_after seconds
 
 
 def invalid_fields(request: Request) -> str | None:
@@ -26,7 +34,7 @@ def invalid_fields(request: Request) -> str | None:
 
 def refuse_reason(request: Request, known_tenant: bool, duplicate: bool, workers: int,
                   max_tokens: int) -> tuple[RejectReason, str] | None:
-    """The first reason to refuse `request`, checked in a fixed order, or None to admit it.
+    """The first structural reason to refuse `request` (before quotas), or None.
 
     `max_tokens` is the longest sequence (prompt + max_new_tokens) every worker can hold alone.
     """
@@ -45,3 +53,89 @@ def refuse_reason(request: Request, known_tenant: bool, duplicate: bool, workers
             f"prompt_tokens + max_new_tokens = {total} exceeds the {max_tokens} tokens a worker's KV cache holds"
         )
     return None
+
+
+class TokenBucket:
+    """`rate` units per second into a bucket of `burst` units; starts full."""
+
+    __slots__ = ("rate", "burst", "level", "last")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.level = burst
+        self.last = -math.inf
+
+    def refill(self, now: float) -> float:
+        if now > self.last:
+            self.level = min(self.burst, self.level + (now - self.last) * self.rate)
+            self.last = now
+        return self.level
+
+    def wait(self, amount: float) -> float | None:
+        """Seconds until `amount` is available (after refill); None if it never fits the bucket."""
+        if amount > self.burst:
+            return None
+        return max(0.0, (amount - self.level) / self.rate)
+
+
+def _bucket(rate: float | None, burst: float | None, minimum: float) -> TokenBucket | None:
+    if rate is None:
+        return None
+    return TokenBucket(rate, burst if burst is not None else max(rate, minimum))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTotals:
+    """What waits in the queues now: per tenant and in all."""
+
+    requests: Sequence[int]
+    tokens: Sequence[int]
+
+
+class Admission:
+    """Per-tenant rate limits and queue caps, plus pool-wide queue caps."""
+
+    def __init__(self, tenants: Sequence[Tenant], max_queued: int | None = None,
+                 max_queued_tokens: int | None = None) -> None:
+        self._quotas: list[Quota] = [t.quota for t in tenants]
+        self._requests = [_bucket(q.requests_per_s, q.request_burst, 1.0) for q in self._quotas]
+        self._tokens = [_bucket(q.tokens_per_s, q.token_burst, 1.0) for q in self._quotas]
+        self.max_queued = max_queued
+        self.max_queued_tokens = max_queued_tokens
+
+    def check(self, request: Request, tenant: int, now: float, queued: QueueTotals) -> Refusal | None:
+        """Refuse, or admit and draw from the tenant's buckets."""
+        refusal = self._queue_cap(request, tenant, queued) or self._rate_limit(request, tenant, now)
+        if refusal is None:
+            for bucket, cost in self._costs(request, tenant):
+                bucket.level -= cost
+        return refusal
+
+    def _queue_cap(self, request: Request, tenant: int, queued: QueueTotals) -> Refusal | None:
+        quota = self._quotas[tenant]
+        prompt = request.prompt_tokens
+        caps = (
+            (quota.max_queued, queued.requests[tenant] + 1, "the tenant's queued requests"),
+            (quota.max_queued_tokens, queued.tokens[tenant] + prompt, "the tenant's queued prompt tokens"),
+            (self.max_queued, sum(queued.requests) + 1, "the pool's queued requests"),
+            (self.max_queued_tokens, sum(queued.tokens) + prompt, "the pool's queued prompt tokens"),
+        )
+        for cap, would_be, what in caps:
+            if cap is not None and would_be > cap:
+                return RejectReason.QUEUE_FULL, f"{what} would be {would_be}, over the cap of {cap}", None
+        return None
+
+    def _rate_limit(self, request: Request, tenant: int, now: float) -> Refusal | None:
+        for bucket, cost in self._costs(request, tenant):
+            if bucket.refill(now) < cost:
+                wait = bucket.wait(cost)
+                if wait is None:
+                    return (RejectReason.RATE_LIMITED,
+                            f"a request costing {cost:g} can never fit a bucket of {bucket.burst:g}", None)
+                return RejectReason.RATE_LIMITED, f"retry in {wait:.3f} s", wait
+        return None
+
+    def _costs(self, request: Request, tenant: int):
+        pairs = ((self._requests[tenant], 1.0), (self._tokens[tenant], request.prompt_tokens + request.max_new_tokens))
+        return [(bucket, cost) for bucket, cost in pairs if bucket is not None]

@@ -16,7 +16,7 @@ from typing import Hashable, Iterable, Sequence as Seq
 
 from . import invariants
 from .actions import Admitted, Emitted, Finished, Rejected, RejectReason, StepPlan
-from .admission import refuse_reason
+from .admission import Admission, QueueTotals, refuse_reason
 from .errors import ConfigError, ProtocolError, WorkerError
 from .events import StepResult
 from .kv import BlockPool
@@ -36,6 +36,8 @@ class SchedulerConfig:
     block_size: int = 16  # tokens per KV block
     kv_watermark: float = 0.01  # fraction of a worker's blocks kept free when admitting
     service_weights: tuple[float, float] = (1.0, 2.0)  # (w_p, w_q): cost of a prompt / output token
+    max_queued: int | None = None  # requests waiting in all queues together; None: no cap
+    max_queued_tokens: int | None = None  # prompt tokens waiting in all queues together
     debug_checks: bool = False  # check every invariant after every call (slow; for tests)
 
     def __post_init__(self) -> None:
@@ -52,6 +54,10 @@ class SchedulerConfig:
             raise ConfigError(f"scheduler.kv_watermark: must be in [0, 1), got {self.kv_watermark!r}")
         if len(self.service_weights) != 2 or min(self.service_weights) < 0:
             raise ConfigError(f"scheduler.service_weights: must be two numbers >= 0, got {self.service_weights!r}")
+        for key in ("max_queued", "max_queued_tokens"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"scheduler.{key}: must be an integer >= 1 or unset, got {value!r}")
 
 
 class WorkerState:
@@ -71,10 +77,12 @@ class WorkerState:
 class TenantLedger:
     """Per-tenant counts the core keeps whatever the policy: queued, running, tokens served."""
 
-    __slots__ = ("queued", "running", "prompt_tokens", "output_tokens")
+    __slots__ = ("queued", "queued_tokens", "running", "prompt_tokens", "output_tokens", "rejected")
 
     def __init__(self, n: int) -> None:
         self.queued = [0] * n
+        self.queued_tokens = [0] * n  # prompt tokens of the queued requests
+        self.rejected: dict[tuple[int, RejectReason], int] = {}  # (tenant, reason) -> count
         self.running = [0] * n
         self.prompt_tokens = [0] * n  # prompt tokens processed, recompute excluded
         self.output_tokens = [0] * n  # output tokens generated
@@ -110,6 +118,7 @@ class Scheduler:
         self.policy.bind(self.tenants)
         self.placement = make_placement(placement) if isinstance(placement, str) else placement
         self.ledger = TenantLedger(len(self.tenants))
+        self.admission = Admission(self.tenants, self.config.max_queued, self.config.max_queued_tokens)
         self.counts = Counts()
         self.now = -math.inf
         self._live: dict[Hashable, Sequence] = {}
@@ -126,15 +135,25 @@ class Scheduler:
         tenant = self._tenant_index.get(request.tenant) if _hashable(request.tenant) else None
         duplicate = _hashable(request.id) and request.id in self._live
         refusal = refuse_reason(request, tenant is not None, duplicate, len(self._workers), self.max_sequence_tokens)
+        if refusal is None:
+            queued = QueueTotals(self.ledger.queued, self.ledger.queued_tokens)
+            refusal = self.admission.check(request, tenant, now, queued)
         if refusal is not None:
-            self.counts.rejected += 1
-            return Rejected(request.id, *refusal)
+            return self._reject(request, tenant, *refusal)
         seq = Sequence(request, tenant, next(self._order), now)
         seq.move(QUEUED)
         self._live[request.id] = seq
         self._enqueue(seq, arrival=True)
         self._debug_check()
         return Admitted(request.id)
+
+    def _reject(self, request: Request, tenant: int | None, reason: RejectReason, detail: str,
+                retry_after: float | None = None) -> Rejected:
+        self.counts.rejected += 1
+        if tenant is not None:
+            key = (tenant, reason)
+            self.ledger.rejected[key] = self.ledger.rejected.get(key, 0) + 1
+        return Rejected(request.id, reason, detail, retry_after)
 
     def cancel(self, request_id: Hashable, now: float) -> bool:
         """End a queued or running request at once, freeing its KV. False if it is not live."""
@@ -300,6 +319,7 @@ class Scheduler:
         queue = self._workers[seq.worker].queue if stay else self._place(seq)
         tenant = seq.tenant
         self.ledger.queued[tenant] += 1
+        self.ledger.queued_tokens[tenant] += seq.request.prompt_tokens
         if self.ledger.queued[tenant] == 1:
             self.policy.on_backlogged(tenant, arrival)
         queue.push(seq)
@@ -307,6 +327,7 @@ class Scheduler:
     def _dequeued(self, seq: Sequence) -> None:
         tenant = seq.tenant
         self.ledger.queued[tenant] -= 1
+        self.ledger.queued_tokens[tenant] -= seq.request.prompt_tokens
         if self.ledger.queued[tenant] == 0:
             self.policy.on_idle(tenant)
 

@@ -72,8 +72,12 @@ def check_tenants(scheduler: "Scheduler") -> None:
     """The ledger's per-tenant counts match the requests themselves."""
     ledger = scheduler.ledger
     queued = [0] * len(scheduler.tenants)
+    queued_tokens = [0] * len(scheduler.tenants)
     running = [0] * len(scheduler.tenants)
     for seq in scheduler.live.values():
         (queued if seq.state is RequestState.QUEUED else running)[seq.tenant] += 1
+        if seq.state is RequestState.QUEUED:
+            queued_tokens[seq.tenant] += seq.request.prompt_tokens
     _require(queued == ledger.queued, f"ledger queued {ledger.queued} != actual {queued}")
+    _require(queued_tokens == ledger.queued_tokens, f"ledger queued tokens {ledger.queued_tokens} != {queued_tokens}")
     _require(running == ledger.running, f"ledger running {ledger.running} != actual {running}")

@@ -54,14 +54,49 @@ class SLO:
                 raise ConfigError(f"slo.{key}: must be a number > 0, got {value!r}")
 
 
+def _optional_positive(owner: str, key: str, value) -> None:
+    if value is not None and not (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    ):
+        raise ConfigError(f"{owner}{key}: must be a number > 0 or unset, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A tenant's admission limits; None means unlimited.
+
+    Rates are token buckets: `requests_per_s` refills a bucket of `request_burst` requests (default:
+    one second's worth, at least 1); `tokens_per_s` refills a bucket of `token_burst` tokens
+    (default: one second's worth), and each request costs prompt_tokens + max_new_tokens, what it
+    may consume. Caps bound what the tenant has waiting in queues: `max_queued` requests and
+    `max_queued_tokens` prompt tokens.
+    """
+
+    requests_per_s: float | None = None
+    request_burst: float | None = None
+    tokens_per_s: float | None = None
+    token_burst: float | None = None
+    max_queued: int | None = None
+    max_queued_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("requests_per_s", "request_burst", "tokens_per_s", "token_burst"):
+            _optional_positive("quota.", key, getattr(self, key))
+        for key in ("max_queued", "max_queued_tokens"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"quota.{key}: must be an integer >= 1 or unset, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
-    """A customer sharing the pool: its fair-share weight, priority class and SLO."""
+    """A customer sharing the pool: its fair-share weight, priority class, SLO and quota."""
 
     name: str
     weight: float = 1.0
     priority: int = 0
     slo: SLO = SLO()
+    quota: Quota = Quota()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

@@ -79,7 +79,7 @@ class Simulation:
             config.tenants, rng, duration_s=config.duration_s, requests=config.requests, load=config.load)
         specs = self.workload.tenants
         self.tenant_names = [spec.name for spec in specs]
-        tenants = [Tenant(s.name, s.weight, s.priority, SLO(s.slo_ttft_ms, s.slo_tpot_ms)) for s in specs]
+        tenants = [Tenant(s.name, s.weight, s.priority, SLO(s.slo_ttft_ms, s.slo_tpot_ms), s.quota) for s in specs]
         if policy is None:
             policy = make_policy(config.policy.policy, config.policy.policy_params)
         self.scheduler = Scheduler(tenants, policy, config.policy.placement, config.scheduler)

@@ -120,7 +120,7 @@ class SimConfig:
 TOP_KEYS = ("seed", "duration_s", "requests", "load", "horizon_s", "sample_interval_s", "cluster", "scheduler", "tenants")
 CLUSTER_KEYS = tuple(f.name for f in dataclasses.fields(ClusterConfig))
 SCHEDULER_KEYS = ("policy", "policy_params", "placement", "max_batched_tokens", "max_seqs", "block_size",
-                  "kv_watermark", "service_weights")
+                  "kv_watermark", "service_weights", "max_queued", "max_queued_tokens")
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SimConfig:
@@ -227,7 +227,8 @@ def _policy(table: Any) -> PolicyConfig:
 
 
 def _scheduler(table: Mapping[str, Any]) -> SchedulerConfig:
-    values = {k: table[k] for k in ("max_batched_tokens", "max_seqs", "block_size", "kv_watermark") if k in table}
+    keys = ("max_batched_tokens", "max_seqs", "block_size", "kv_watermark", "max_queued", "max_queued_tokens")
+    values = {k: table[k] for k in keys if k in table}
     if "service_weights" in table:
         values["service_weights"] = tuple(table["service_weights"])
     return SchedulerConfig(**values)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scheduler.actions import RejectReason
 from scheduler.errors import ConfigError
 
 RECORD_DTYPE = np.dtype([
@@ -24,7 +25,7 @@ RECORD_DTYPE = np.dtype([
     ("preemptions", np.int32),
 ])
 OUTCOMES = ("finished", "rejected", "cancelled", "unfinished")
-REASONS = ("rate_limited", "queue_full", "prompt_too_long", "unknown_tenant", "invalid_request", "no_workers")
+REASONS = tuple(reason.value for reason in RejectReason)
 FINISHED, REJECTED, CANCELLED, UNFINISHED = range(len(OUTCOMES))
 
 LATENCIES = ("ttft", "tpot", "itl", "e2el", "queue")

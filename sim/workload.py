@@ -27,6 +27,7 @@ from statistics import NormalDist
 import numpy as np
 
 from scheduler.errors import ConfigError
+from scheduler.request import Quota
 
 __all__ = [
     "ARRIVALS",
@@ -275,8 +276,9 @@ def _empirical_from_trace(table: Mapping, key: str, base_dir) -> LengthDist:
 
 _TENANT_KEYS = (
     "name", "weight", "priority", "rate", "arrival", "cv", "on_s", "off_s", "prompt_tokens",
-    "output_tokens", "max_new_tokens", "slo", "trace", "share",
+    "output_tokens", "max_new_tokens", "slo", "trace", "share", "rate_limit", "max_queued", "max_queued_tokens",
 )
+_RATE_LIMIT_KEYS = ("requests_per_s", "request_burst", "tokens_per_s", "token_burst")
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +305,7 @@ class TenantSpec:
     max_new_tokens: int = 2048
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
+    quota: Quota = Quota()  # admission limits: rate_limit = {...}, max_queued, max_queued_tokens
     trace: str | None = None
     share: float = 1.0
 
@@ -398,12 +401,33 @@ def _tenant_fields(table: Mapping, where: str, base_dir: Path | None) -> dict:
             out[attr] = LengthDist.from_config(table[key], f"{where}.{key}", base_dir)
     if "slo" in table:
         out.update(_slo(table["slo"], f"{where}.slo"))
+    quota = _quota(table, where)
+    if quota is not None:
+        out["quota"] = quota
     if "trace" in table:
         path = table["trace"]
         if not isinstance(path, str) or not path:
             raise ConfigError(f"{where}.trace: must be a non-empty path string, got {path!r}")
         out["trace"] = _resolve(path, base_dir)
     return out
+
+
+def _quota(table: Mapping, where: str) -> Quota | None:
+    limits = table.get("rate_limit", {})
+    if not isinstance(limits, Mapping):
+        raise ConfigError(f"{where}.rate_limit: must be a table with {', '.join(_RATE_LIMIT_KEYS)}, got {limits!r}")
+    _check_keys(limits, _RATE_LIMIT_KEYS, f"{where}.rate_limit")
+    fields = {key: _number(value, f"{where}.rate_limit.{key}", "> 0") for key, value in limits.items()}
+    for key in ("max_queued", "max_queued_tokens"):
+        if key in table:
+            fields[key] = _integer(table[key], f"{where}.{key}", ">= 1")
+    if not fields:
+        return None
+    try:
+        return Quota(**fields)
+    except ConfigError as err:
+        prefix = f"{where}.rate_limit." if not str(err).startswith("quota.max") else f"{where}."
+        raise ConfigError(str(err).replace("quota.", prefix, 1)) from None
 
 
 def _slo(table, key: str) -> dict:
