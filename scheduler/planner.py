@@ -47,12 +47,14 @@ def form_step(
 ) -> dict[Sequence, int]:
     """Choose the step's requests and their token counts; returns {sequence: tokens}."""
     chosen: dict[Sequence, int] = {}
+    slots = budget.seqs
     decodes = [seq for seq in running if seq.remaining == 1]
     prefills = [seq for seq in running if seq.remaining > 1]
     for seq in decodes:
         if seq.state is RequestState.RUNNING and _grow_kv(seq, running, pool, policy, budget, chosen, hooks):
             budget.tokens -= 1
             chosen[seq] = 1
+    preempted_any = budget.seqs > slots  # each preemption gave a slot back
     for seq in prefills:
         if budget.tokens == 0:
             break
@@ -60,7 +62,7 @@ def form_step(
             tokens = min(seq.remaining, budget.tokens)
             budget.tokens -= tokens
             chosen[seq] = tokens
-    if queue is not None:
+    if queue is not None and not preempted_any:  # admitting right after a preemption would thrash
         _admit(queue, pool, budget, chosen, hooks)
     return chosen
 

@@ -297,6 +297,22 @@ def test_preemption_by_recompute_emits_no_token_twice_and_charges_prompt_once(
         assert s.policy.counters == [24.0, 0.0, 12.0]
 
 
+def test_a_step_that_preempts_admits_nothing(make_scheduler, make_request):
+    s = preemption_scenario(make_scheduler, make_request, "priority")
+    now = 0.0
+    worker = s.workers[0]
+    while worker.pool.free or all(seq.computed % 4 for seq in worker.running):  # until a decode needs a block
+        now += 1.0
+        s.plan(0, now)
+        s.complete(0, StepResult(), now)
+    s.submit(make_request("urgent", tenant="b", prompt=1, max_new=1, priority=-5), now)
+    plan = s.plan(0, now + 1.0)
+    assert plan.preempted == ("new",)
+    assert plan.admitted == ()  # "urgent" heads the queue and fits the freed blocks, yet waits a step
+    s.complete(0, StepResult(), now + 1.0)
+    assert s.plan(0, now + 2.0).admitted == ("urgent",)
+
+
 def test_preempted_plan_reports_victim_only_in_preempted(make_scheduler, make_request):
     s = preemption_scenario(make_scheduler, make_request, "fcfs")
     now = 0.0

@@ -170,7 +170,7 @@ class Driver:
         self.check_plan(worker, plan)
         if idle_with_work:
             assert plan, "a worker with nothing running returned an empty plan while its queue was not empty"
-        if len(queue):
+        if len(queue) and not plan.preempted:  # a step that preempts admits nothing (no thrashing)
             head = queue.peek()
             pool = state.pool
             assert (
