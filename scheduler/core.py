@@ -21,7 +21,7 @@ from .errors import ConfigError, ProtocolError, WorkerError
 from .events import StepResult
 from .kv import BlockPool
 from .placement import Placement, make_placement
-from .planner import StepBudget, StepHooks, form_step, to_items
+from .planner import StepBudget, StepHooks, form_step, repeat_limit, to_items
 from .policies import Policy, WaitQueue, make_policy
 from .request import Request, RequestState, Sequence, Tenant
 
@@ -63,7 +63,7 @@ class SchedulerConfig:
 class WorkerState:
     """One worker as the core sees it: its KV pool, running requests, own queue, step in flight."""
 
-    __slots__ = ("id", "pool", "running", "queue", "inflight", "released")
+    __slots__ = ("id", "pool", "running", "queue", "inflight", "repeat", "released")
 
     def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None) -> None:
         self.id = worker_id
@@ -71,6 +71,7 @@ class WorkerState:
         self.running: list[Sequence] = []
         self.queue = queue  # None under late binding: the worker pulls from the global queue
         self.inflight: list[tuple[Sequence, int]] | None = None
+        self.repeat = 1  # the in-flight plan's repeat
         self.released: list[Hashable] = []  # requests ended here since the last plan
 
 
@@ -186,9 +187,12 @@ class Scheduler:
         budget = StepBudget(self.config.max_batched_tokens, self.config.max_seqs - len(worker.running))
         queue = self._pool_queue if self.placement.late_binding else worker.queue
         chosen = form_step(worker.running, worker.pool, queue, self.policy, budget, hooks)
-        plan = StepPlan(worker_id, to_items(chosen), tuple(preempted), 1, tuple(admitted), tuple(worker.released))
+        repeat = repeat_limit(worker.running, chosen, worker.pool, queue, budget, bool(preempted)) if chosen else 1
+        plan = StepPlan(worker_id, to_items(chosen), tuple(preempted), repeat, tuple(admitted),
+                        tuple(worker.released))
         worker.released.clear()
         worker.inflight = list(chosen.items()) if chosen else None
+        worker.repeat = repeat
         self._debug_check()
         return plan
 
@@ -198,12 +202,18 @@ class Scheduler:
         worker = self._worker(worker_id)
         if worker.inflight is None:
             raise ProtocolError(f"worker {worker_id}: complete() called with no plan in flight")
-        inflight, worker.inflight = worker.inflight, None
-        self._check_result(worker_id, inflight, result)
+        inflight = worker.inflight
+        self._check_result(worker_id, inflight, result, worker.repeat)
+        if result.final:
+            worker.inflight = None
+        else:
+            worker.repeat -= result.steps
         outputs: list[Emitted | Finished] = []
         for seq, tokens in inflight:
             if seq.state is RUNNING:  # a request cancelled while its step ran is simply dropped
-                self._advance_sequence(seq, tokens, result, now, outputs)
+                if result.steps > 1:
+                    self._grow_for_run(seq, worker.pool, result.steps)
+                self._advance_sequence(seq, tokens + result.steps - 1, result, now, outputs)
         self._debug_check()
         return outputs
 
@@ -368,9 +378,11 @@ class Scheduler:
         seq.finish_time = now
         del self._live[seq.id]
 
-    def _check_result(self, worker_id: int, inflight, result: StepResult) -> None:
-        if not isinstance(result.steps, int) or result.steps != 1:
-            raise WorkerError(f"worker {worker_id}: ran {result.steps!r} steps of a plan that allows 1")
+    def _check_result(self, worker_id: int, inflight, result: StepResult, repeat: int) -> None:
+        if not isinstance(result.steps, int) or not 1 <= result.steps <= repeat:
+            raise WorkerError(f"worker {worker_id}: ran {result.steps!r} steps of a plan that allows 1 to {repeat}")
+        if not result.final and (result.eos or result.steps >= repeat):
+            raise WorkerError(f"worker {worker_id}: a progress report must leave steps to run and name no EOS")
         if not result.eos:
             return
         sampling = {seq.id for seq, tokens in inflight if tokens == seq.remaining or seq.state is not RUNNING}
@@ -381,7 +393,16 @@ class Scheduler:
                 "which sampled no token in this step"
             )
 
+    @staticmethod
+    def _grow_for_run(seq: Sequence, pool: BlockPool, steps: int) -> None:
+        """The blocks the later steps of a multi-step run grew into (repeat_limit ensured they were free)."""
+        need = pool.blocks_for(seq.computed + steps) - seq.blocks
+        if need > 0:
+            pool.allocate(need)
+            seq.blocks += need
+
     def _advance_sequence(self, seq: Sequence, tokens: int, result: StepResult, now: float, outputs) -> None:
+        """`tokens` were computed for seq (over result.steps steps); every step after a first sample samples."""
         seq.computed += tokens
         tenant = seq.tenant
         prompt = seq.request.prompt_tokens
@@ -391,16 +412,17 @@ class Scheduler:
             self.ledger.prompt_tokens[tenant] += charged
         else:
             charged = 0
-        if seq.computed != prompt + seq.generated:  # a prefill chunk that samples nothing yet
+        sampled = seq.computed - (prompt + seq.generated) + 1  # tokens past the pending target, plus its own
+        if sampled <= 0:  # a prefill chunk that samples nothing yet
             self.policy.on_service(tenant, charged, 0)
             return
-        seq.generated += 1
-        self.ledger.output_tokens[tenant] += 1
-        self.policy.on_service(tenant, charged, 1)
+        seq.generated += sampled
+        self.ledger.output_tokens[tenant] += sampled
+        self.policy.on_service(tenant, charged, sampled)
         first = seq.first_token_time is None
         if first:
             seq.first_token_time = now
-        outputs.append(Emitted(seq.id, 1, first))
+        outputs.append(Emitted(seq.id, sampled, first))
         if seq.id in result.eos:
             reason = "eos"
         elif seq.generated >= seq.request.max_new_tokens:

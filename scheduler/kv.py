@@ -47,3 +47,44 @@ class BlockPool:
         if self.free + blocks > self.total:
             raise ProtocolError(f"KV pool: releasing {blocks} blocks would exceed the total {self.total}")
         self.free += blocks
+
+
+class DecodeGrowth:
+    """When a batch of decoding sequences needs new KV blocks over a run of identical steps.
+
+    A sequence with `context` tokens cached holds blocks_for(context + 1) blocks for the step that
+    computes its next token, so it next needs a block `offset` = blocks * block_size - context
+    steps later (1 <= offset <= block_size), then every block_size steps. Counting sequences by
+    offset mod block_size gives the blocks a whole run needs in O(block_size), not O(batch x steps).
+    """
+
+    __slots__ = ("block_size", "by_offset", "batch", "_prefix")
+
+    def __init__(self, contexts, block_size: int) -> None:
+        self.block_size = block_size
+        self.by_offset = [0] * block_size  # index offset % block_size
+        for context in contexts:
+            offset = -(-(context + 1) // block_size) * block_size - context
+            self.by_offset[offset % block_size] += 1
+        self.batch = sum(self.by_offset)
+        # _prefix[r] = blocks allocated at steps 1..r, for r < block_size
+        self._prefix = [0] * block_size
+        for r in range(1, block_size):
+            self._prefix[r] = self._prefix[r - 1] + self.by_offset[r]
+
+    def allocated(self, steps: int) -> int:
+        """Blocks allocated during a run of `steps` steps (the first step's are already held)."""
+        full, rest = divmod(steps - 1, self.block_size)
+        return full * self.batch + self._prefix[rest]
+
+    def at_step(self, step: int) -> int:
+        """Blocks allocated at step `step` (1-based within the run, step >= 1)."""
+        return self.by_offset[step % self.block_size]
+
+    def max_steps(self, free: int) -> int:
+        """The longest run whose allocations fit in `free` blocks (at least 1)."""
+        if self.batch == 0:
+            return 1 << 62
+        full, left = divmod(free, self.batch)
+        rest = max(r for r in range(self.block_size) if self._prefix[r] <= left)
+        return full * self.block_size + rest + 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .actions import ScheduledItem
-from .kv import BlockPool
+from .kv import BlockPool, DecodeGrowth
 from .policies.base import Policy, WaitQueue
 from .request import RequestState, Sequence
 
@@ -100,6 +100,30 @@ def _admit(queue: WaitQueue, pool: BlockPool, budget: StepBudget, chosen, hooks)
         budget.tokens -= tokens
         budget.seqs -= 1
         chosen[seq] = tokens
+
+
+def repeat_limit(running: list[Sequence], chosen: dict[Sequence, int], pool: BlockPool,
+                 queue: WaitQueue | None, budget: StepBudget, preempted: bool) -> int:
+    """How many identical steps the plan may run before any decision could differ (DESIGN, Multi-step).
+
+    Only a batch of pure decodes repeats, and only while: no request reaches max_new_tokens
+    before the last step, the blocks the decodes grow into are free (so no preemption), and no
+    queued request could be admitted (the queue is empty, or every sequence slot is taken; a
+    request that arrives later is the driver's to cut the run for). EOS is the driver's to cut too.
+    """
+    if preempted or len(chosen) != len(running):
+        return 1
+    if queue is not None and len(queue) and budget.seqs > 0:
+        return 1  # the head is blocked by KV, and the policy's order may change under it
+    steps = 1 << 62
+    for seq, tokens in chosen.items():
+        if tokens != 1 or seq.remaining != 1:
+            return 1  # a prefill chunk: the next step differs
+        steps = min(steps, seq.request.max_new_tokens - seq.generated)
+    if steps <= 1:
+        return 1
+    growth = DecodeGrowth((seq.computed for seq in chosen), pool.block_size)
+    return min(steps, growth.max_steps(pool.free))
 
 
 def to_items(chosen: dict[Sequence, int]) -> tuple[ScheduledItem, ...]:

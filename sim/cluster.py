@@ -21,6 +21,7 @@ from scheduler.request import SLO, Request, Tenant
 
 from .config import SimConfig
 from .costmodel import RooflineCostModel, causal_pairs
+from scheduler.kv import DecodeGrowth
 from .engine import EventLoop
 from .results import REASONS, RECORD_DTYPE, RunData, TenantInfo, Timeline, WorkerStats
 from .workload import Workload, generate
@@ -28,16 +29,38 @@ from .workload import Workload, generate
 FINISHED, REJECTED, UNFINISHED = 0, 1, 3
 
 
+class StepRun:
+    """A plan in execution: `steps` identical steps ending at `ends` (absolute times)."""
+
+    __slots__ = ("plan", "start", "ends", "steps", "reported", "kv_used", "growth", "version")
+
+    def __init__(self, plan: StepPlan, start: float, durations: np.ndarray, kv_used: int,
+                 growth: DecodeGrowth | None, version: int) -> None:
+        self.plan = plan
+        self.start = start
+        # np.cumsum adds left to right, so these equal the times of stepping one at a time.
+        self.ends = np.cumsum(np.concatenate(([start], durations)))[1:]
+        self.steps = len(durations)
+        self.reported = 0  # steps whose tokens the core has been told of
+        self.kv_used = kv_used  # blocks in use during the first step
+        self.growth = growth  # how decodes grow into new blocks during later steps
+        self.version = version
+
+    def steps_done(self, now: float) -> int:
+        return int(np.searchsorted(self.ends[: self.steps], now, side="right"))
+
+
 class SimWorker:
     """One simulated worker: step times from the cost model, and what it executed."""
 
-    __slots__ = ("id", "cost", "idle", "busy_s", "steps", "seq_steps", "token_steps", "kv_block_seconds",
-                 "kv_blocks_total", "preemptions")
+    __slots__ = ("id", "cost", "run", "version", "busy_s", "steps", "seq_steps", "token_steps",
+                 "kv_block_seconds", "kv_blocks_total", "preemptions")
 
     def __init__(self, worker_id: int, cost: RooflineCostModel, kv_blocks: int) -> None:
         self.id = worker_id
         self.cost = cost
-        self.idle = True
+        self.run: StepRun | None = None  # None while idle
+        self.version = 0  # bumped when a run is cut short, so its old finish event is ignored
         self.busy_s = 0.0
         self.steps = 0
         self.seq_steps = 0
@@ -46,7 +69,8 @@ class SimWorker:
         self.kv_blocks_total = kv_blocks
         self.preemptions = 0
 
-    def step_time(self, plan: StepPlan) -> float:
+    def durations(self, plan: StepPlan, steps: int) -> np.ndarray:
+        """Step times of `steps` repeats of `plan` (steps > 1 only for pure decode batches)."""
         tokens = pairs = context = 0
         for item in plan.items:
             tokens += item.num_tokens
@@ -54,15 +78,23 @@ class SimWorker:
                 context += item.context + 1
             else:
                 pairs += causal_pairs(item.num_tokens, item.context)
-        return self.cost.step_time(tokens, pairs, context)
+        if steps == 1:
+            return np.array([self.cost.step_time(tokens, pairs, context)])
+        return self.cost.decode_step_times(tokens, context, steps)
 
-    def account(self, plan: StepPlan, seconds: float, kv_used: int) -> None:
-        self.busy_s += seconds
-        self.steps += 1
-        self.seq_steps += len(plan.items)
-        self.token_steps += plan.num_tokens
-        self.kv_block_seconds += kv_used * seconds
-        self.preemptions += len(plan.preempted)
+    def account(self, run: StepRun) -> None:
+        steps, durations = run.steps, np.diff(run.ends[: run.steps], prepend=run.start)
+        used = np.full(steps, float(run.kv_used))
+        if run.growth is not None and steps > 1:
+            at_step = [run.growth.at_step(i) for i in range(1, min(steps, run.growth.block_size + 1))]
+            period = np.resize(np.array(at_step or [0], dtype=float), steps - 1)
+            used[1:] += np.cumsum(period)
+        self.busy_s += float(durations.sum())
+        self.steps += steps
+        self.seq_steps += len(run.plan.items) * steps
+        self.token_steps += run.plan.num_tokens + (steps - 1) * len(run.plan.items)
+        self.kv_block_seconds += float(used @ durations)
+        self.preemptions += len(run.plan.preempted)
 
     def stats(self) -> WorkerStats:
         return WorkerStats(self.busy_s, self.steps, self.seq_steps, self.token_steps, self.kv_block_seconds,
@@ -98,6 +130,7 @@ class Simulation:
         self._itl: Counter[float] = Counter()
         self._samples: list[tuple[float, list[float], list[bool]]] = []
         self._last_event = 0.0
+        self._sync_before_decisions = config.fast_forward and self.scheduler.policy.uses_service
         # (time, worker) whenever a worker went idle while requests waited in the queue it serves:
         # never under late binding if the core is work-conserving.
         self.idle_while_waiting: list[tuple[float, int]] = []
@@ -130,29 +163,45 @@ class Simulation:
         wl, now = self.workload, self.loop.now
         self._last_event = now
         request = Request(i, self.tenant_names[wl.tenant[i]], int(wl.prompt_tokens[i]), int(wl.max_new_tokens[i]))
+        if self._sync_before_decisions:
+            self._sync()
         verdict = self.scheduler.submit(request, now)
         if isinstance(verdict, Rejected):
             self.records["outcome"][i] = REJECTED
             self.records["reason"][i] = REASONS.index(verdict.reason.value)
         else:
-            self._wake_idle()
+            self._queue_grew(self.scheduler.sequence(i).worker)
         if i + 1 < len(wl):
             self.loop.at(float(wl.arrival_s[i + 1]), self._arrive, i + 1)
 
-    def _wake_idle(self) -> None:
-        for worker in self.workers:
-            if worker.idle:
+    def _queue_grew(self, worker_id: int | None = None) -> None:
+        """A request joined the queue `worker_id` serves (None: the global queue): wake or cut runs."""
+        max_seqs = self.scheduler.config.max_seqs
+        for worker in self.workers if worker_id is None else (self.workers[worker_id],):
+            if worker.run is None:
                 self._start_step(worker)
+            elif len(self.scheduler.workers[worker.id].running) < max_seqs:
+                self._cut(worker)
+
+    def _cut(self, worker: SimWorker) -> None:
+        """End the worker's run at the first step boundary from now, so its next plan sees the queue."""
+        run = worker.run
+        steps = int(np.searchsorted(run.ends[: run.steps], self.loop.now, side="left")) + 1
+        if steps < run.steps:
+            run.steps = steps
+            worker.version += 1
+            self.loop.at(float(run.ends[steps - 1]), self._finish_step, worker, worker.version)
 
     def _start_step(self, worker: SimWorker) -> None:
         now = self.loop.now
+        if self._sync_before_decisions:
+            self._sync()
         plan = self.scheduler.plan(worker.id, now)
         if not plan:
-            worker.idle = True
+            worker.run = None
             if self._waiting_for(worker.id):
                 self.idle_while_waiting.append((now, worker.id))
             return
-        worker.idle = False
         records = self.records
         for rid in plan.admitted:
             if math.isnan(records["admit"][rid]):
@@ -160,15 +209,22 @@ class Simulation:
             records["worker"][rid] = worker.id
         for rid in plan.preempted:
             records["preemptions"][rid] += 1
-        seconds = worker.step_time(plan)
-        worker.account(plan, seconds, self.scheduler.workers[worker.id].pool.used)
-        eos = frozenset(
-            item.request_id for item in plan.items
-            if item.samples and self._emitted[item.request_id] + 1 >= self._output_tokens[item.request_id]
-        )
-        self.loop.at(now + seconds, self._finish_step, worker, eos)
+        steps = self._steps(plan)
+        growth = None
+        if steps > 1:
+            growth = DecodeGrowth((item.context for item in plan.items), self.scheduler.config.block_size)
+        pool = self.scheduler.workers[worker.id].pool
+        worker.run = StepRun(plan, now, worker.durations(plan, steps), pool.used, growth, worker.version)
+        self.loop.at(float(worker.run.ends[-1]), self._finish_step, worker, worker.version)
         if plan.preempted:
-            self._wake_idle()  # preempted requests went back to a queue another worker may serve
+            self._queue_grew(None if self.scheduler.placement.late_binding else worker.id)
+
+    def _steps(self, plan: StepPlan) -> int:
+        """Steps to run: the plan's repeat, cut at the first EOS (the worker knows true lengths)."""
+        if plan.repeat == 1 or not self.config.fast_forward:
+            return 1
+        emitted, true_length = self._emitted, self._output_tokens
+        return min(plan.repeat, min(true_length[i.request_id] - emitted[i.request_id] for i in plan.items))
 
     def _waiting_for(self, worker_id: int) -> bool:
         scheduler = self.scheduler
@@ -176,27 +232,60 @@ class Simulation:
             return scheduler.num_waiting > 0
         return len(scheduler.workers[worker_id].queue) > 0
 
-    def _finish_step(self, worker: SimWorker, eos: frozenset) -> None:
+    def _finish_step(self, worker: SimWorker, version: int) -> None:
+        if version != worker.version:
+            return  # this run was cut short; its new finish event is the one that counts
+        self._last_event = self.loop.now
+        run = worker.run
+        worker.account(run)
+        emitted, true_length, steps = self._emitted, self._output_tokens, run.steps - run.reported
+        eos = frozenset(
+            item.request_id for item in run.plan.items
+            if item.samples and emitted[item.request_id] + steps >= true_length[item.request_id]
+        )
+        self._report(worker, run.steps, eos)
+        self._start_step(worker)
+
+    def _sync(self) -> None:
+        """Tell the core of every step that ended by now in runs still going, as stepping one at a
+        time would have: decisions that read service (VTC counters) must see it."""
         now = self.loop.now
-        self._last_event = now
-        for output in self.scheduler.complete(worker.id, StepResult(1, eos), now):
+        for worker in self.workers:
+            run = worker.run
+            if run is not None and run.steps > 1:
+                done = min(run.steps_done(now), run.steps - 1)
+                if done > run.reported:
+                    self._report(worker, done, None)
+
+    def _report(self, worker: SimWorker, upto: int, eos: frozenset | None) -> None:
+        """Report steps run.reported..upto-1 of the worker's run; eos None for progress, not the end."""
+        run, now = worker.run, self.loop.now
+        done = run.reported
+        result = StepResult(upto - done, frozenset() if eos is None else eos, final=eos is not None)
+        if upto - done > 1:
+            for gap in np.diff(run.ends[done:upto]).tolist():
+                self._itl[gap] += len(run.plan.items)
+        run.reported = upto
+        first_end = float(run.ends[done])
+        for output in self.scheduler.complete(worker.id, result, now):
             if isinstance(output, Emitted):
-                self._tokens(output, now)
+                self._tokens(output, first_end, float(run.ends[upto - 1]))
             elif isinstance(output, Finished):
                 self.records["finish"][output.request_id] = now
                 self.records["outcome"][output.request_id] = FINISHED
-        self._start_step(worker)
 
-    def _tokens(self, output: Emitted, now: float) -> None:
+    def _tokens(self, output: Emitted, first_end: float, last_end: float) -> None:
+        """Record a request's tokens: the first of them came at first_end, the last at last_end."""
         rid = output.request_id
         if output.first:
-            self._first_token[rid] = now
+            self._first_token[rid] = first_end
         else:
-            self._itl[now - self._last_token[rid]] += output.count
+            self._itl[first_end - self._last_token[rid]] += 1
         self._emitted[rid] += output.count
-        self._last_token[rid] = now
+        self._last_token[rid] = last_end
 
     def _sample(self) -> None:
+        self._sync()
         scheduler = self.scheduler
         self._samples.append((self.loop.now, scheduler.tenant_service(), [q > 0 for q in scheduler.ledger.queued]))
         if self.loop.pending():  # keep sampling only while something else is still to happen

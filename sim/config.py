@@ -111,13 +111,14 @@ class SimConfig:
     load: float = 1.0  # multiplies every tenant's rate (and speeds up trace timestamps)
     horizon_s: float | None = None  # hard stop of simulated time; None drains every request
     sample_interval_s: float = 1.0  # how often per-tenant service is sampled for fairness metrics
+    fast_forward: bool = True  # run the core's `repeat` identical decode steps as one event
     cluster: ClusterConfig = ClusterConfig()
     policy: PolicyConfig = PolicyConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     tenants: tuple[TenantSpec, ...] = ()
 
 
-TOP_KEYS = ("seed", "duration_s", "requests", "load", "horizon_s", "sample_interval_s", "cluster", "scheduler", "tenants")
+TOP_KEYS = ("seed", "duration_s", "requests", "load", "horizon_s", "sample_interval_s", "fast_forward", "cluster", "scheduler", "tenants")
 CLUSTER_KEYS = tuple(f.name for f in dataclasses.fields(ClusterConfig))
 SCHEDULER_KEYS = ("policy", "policy_params", "placement", "max_batched_tokens", "max_seqs", "block_size",
                   "kv_watermark", "service_weights", "max_queued", "max_queued_tokens")
@@ -163,6 +164,7 @@ def config_from_dict(table: Mapping[str, Any], base_dir: Path | None = None) -> 
         load=_positive(table.get("load", 1.0), "load"),
         horizon_s=None if horizon is None else _positive(horizon, "horizon_s"),
         sample_interval_s=_positive(table.get("sample_interval_s", 1.0), "sample_interval_s"),
+        fast_forward=_boolean(table.get("fast_forward", True), "fast_forward"),
         cluster=_cluster(table.get("cluster", {})),
         policy=_policy(table.get("scheduler", {})),
         scheduler=_scheduler(table.get("scheduler", {})),
@@ -170,6 +172,12 @@ def config_from_dict(table: Mapping[str, Any], base_dir: Path | None = None) -> 
     )
     config.cluster.cost_model()  # fails early, naming the key, if the model does not fit the GPU
     return config
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    return value
 
 
 def _positive(value: Any, key: str) -> float:

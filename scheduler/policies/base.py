@@ -82,6 +82,9 @@ class Policy(ABC):
     """Base of every policy. Subclasses set `name` and usually override `new_queue` and `victim`."""
 
     name: ClassVar[str]
+    # True when the order or the victim depends on service received (counters, deficits): a driver
+    # that runs steps ahead must report them before the core decides anything (see sim.cluster).
+    uses_service: ClassVar[bool] = False
     now: float = -math.inf  # the core's current time, set by the core before every decision
 
     def bind(self, tenants: Seq[Tenant]) -> None:

@@ -20,6 +20,7 @@ from .base import Policy, WaitQueue
 
 class DRR(Policy):
     name = "drr"
+    uses_service = True
 
     def __init__(self, quantum: float = 1024.0, w_p: float = 1.0, w_q: float = 2.0) -> None:
         for key, value, low in (("quantum", quantum, 0), ("w_p", w_p, -1), ("w_q", w_q, -1)):

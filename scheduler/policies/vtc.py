@@ -21,6 +21,7 @@ from .base import LazyMinHeap, Policy, WaitQueue
 
 class VTC(Policy):
     name = "vtc"
+    uses_service = True
 
     def __init__(self, w_p: float = 1.0, w_q: float = 2.0) -> None:
         for key, value in (("w_p", w_p), ("w_q", w_q)):
