@@ -49,7 +49,8 @@ class ScheduledItem:
 
     @property
     def is_decode(self) -> bool:
-        return self.num_tokens == 1 and self.context > 0
+        """One token on top of the cache: a decode (or a one-token prompt, which costs the same)."""
+        return self.num_tokens == 1
 
 
 @dataclass(frozen=True, slots=True)

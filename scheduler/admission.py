@@ -78,6 +78,10 @@ class TokenBucket:
             return None
         return max(0.0, (amount - self.level) / self.rate)
 
+    def holds(self, amount: float) -> bool:
+        # A relative tolerance, so that a retry exactly `wait` seconds later passes despite rounding.
+        return self.level >= amount * (1 - 1e-12)
+
 
 def _bucket(rate: float | None, burst: float | None, minimum: float) -> TokenBucket | None:
     if rate is None:
@@ -108,7 +112,7 @@ class Admission:
         """Refuse, or admit and draw from the tenant's buckets."""
         refusal = self._queue_cap(request, tenant, queued) or self._rate_limit(request, tenant, now)
         if refusal is None:
-            for bucket, cost in self._costs(request, tenant):
+            for bucket, cost, _ in self._costs(request, tenant):
                 bucket.level -= cost
         return refusal
 
@@ -127,15 +131,23 @@ class Admission:
         return None
 
     def _rate_limit(self, request: Request, tenant: int, now: float) -> Refusal | None:
-        for bucket, cost in self._costs(request, tenant):
-            if bucket.refill(now) < cost:
-                wait = bucket.wait(cost)
-                if wait is None:
-                    return (RejectReason.RATE_LIMITED,
-                            f"a request costing {cost:g} can never fit a bucket of {bucket.burst:g}", None)
-                return RejectReason.RATE_LIMITED, f"retry in {wait:.3f} s", wait
-        return None
+        """Refuse when a bucket is short; retry_after is when every bucket holds the cost (None: never)."""
+        short, waits = [], []
+        for bucket, cost, unit in self._costs(request, tenant):
+            bucket.refill(now)
+            wait = bucket.wait(cost)
+            if wait is None:
+                return (RejectReason.RATE_LIMITED, f"{unit} limit: a request costing {cost:g} can never fit "
+                        f"the bucket of {bucket.burst:g}", None)
+            if not bucket.holds(cost):
+                short.append(unit)
+            waits.append(wait)
+        if not short:
+            return None
+        wait = max(waits)
+        return RejectReason.RATE_LIMITED, f"{' and '.join(short)} limit: retry in {wait:.3f} s", wait
 
     def _costs(self, request: Request, tenant: int):
-        pairs = ((self._requests[tenant], 1.0), (self._tokens[tenant], request.prompt_tokens + request.max_new_tokens))
-        return [(bucket, cost) for bucket, cost in pairs if bucket is not None]
+        triples = ((self._requests[tenant], 1.0, "requests/s"),
+                   (self._tokens[tenant], request.prompt_tokens + request.max_new_tokens, "tokens/s"))
+        return [triple for triple in triples if triple[0] is not None]

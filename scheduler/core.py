@@ -211,9 +211,9 @@ class Scheduler:
         outputs: list[Emitted | Finished] = []
         for seq, tokens in inflight:
             if seq.state is RUNNING:  # a request cancelled while its step ran is simply dropped
-                if result.steps > 1:
-                    self._grow_for_run(seq, worker.pool, result.steps)
-                self._advance_sequence(seq, tokens + result.steps - 1, result, now, outputs)
+                computed = tokens + result.steps - 1  # later steps of a run are decodes
+                self._grow_kv(seq, worker.pool, computed)
+                self._advance_sequence(seq, computed, result, now, outputs)
         self._debug_check()
         return outputs
 
@@ -394,9 +394,10 @@ class Scheduler:
             )
 
     @staticmethod
-    def _grow_for_run(seq: Sequence, pool: BlockPool, steps: int) -> None:
-        """The blocks the later steps of a multi-step run grew into (repeat_limit ensured they were free)."""
-        need = pool.blocks_for(seq.computed + steps) - seq.blocks
+    def _grow_kv(seq: Sequence, pool: BlockPool, tokens: int) -> None:
+        """Blocks for the tokens a report adds: none for a planned step (the planner allocated
+        them), those of the later steps of a run (repeat_limit made sure they were free)."""
+        need = pool.blocks_for(seq.computed + tokens) - seq.blocks
         if need > 0:
             pool.allocate(need)
             seq.blocks += need

@@ -547,5 +547,5 @@ def test_debug_checks_catch_corruption_on_the_next_call(make_scheduler, make_req
 
 def test_scheduled_item_is_decode():
     assert ScheduledItem(1, 1, 5, True).is_decode
-    assert not ScheduledItem(1, 1, 0, True).is_decode
+    assert ScheduledItem(1, 1, 0, True).is_decode  # a one-token prompt costs what a decode does
     assert not ScheduledItem(1, 4, 5, True).is_decode

@@ -1,0 +1,76 @@
+"""Fast-forward (the core's `repeat`, run as one event) gives the results of stepping one at a time."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from scheduler.core import SchedulerConfig
+from sim.cluster import Simulation
+from sim.config import SimConfig
+from sim.results import summarize
+from sim.testing import tenant_specs, workloads
+
+TIMES = ("admit", "first_token", "finish")
+COUNTS = ("outcome", "reason", "output_tokens", "preemptions", "worker")
+
+
+def run_both(workload, policy, workers, placement, kv_blocks_fraction, max_seqs):
+    base = SimConfig(tenants=workload.tenants, sample_interval_s=0.05)
+    base = dataclasses.replace(
+        base,
+        cluster=dataclasses.replace(base.cluster, workers=workers, memory_fraction=kv_blocks_fraction),
+        policy=dataclasses.replace(base.policy, policy=policy, placement=placement),
+        scheduler=SchedulerConfig(max_batched_tokens=512, max_seqs=max_seqs, block_size=16),
+    )
+    out = []
+    for fast_forward in (True, False):
+        sim = Simulation(dataclasses.replace(base, fast_forward=fast_forward), workload)
+        out.append((sim, sim.run()))
+    return out
+
+
+def assert_same(fast, slow):
+    (fast_sim, a), (slow_sim, b) = fast, slow
+    for key in TIMES:
+        np.testing.assert_allclose(a.records[key], b.records[key], rtol=1e-9, atol=0, equal_nan=True, err_msg=key)
+    for key in COUNTS:
+        np.testing.assert_array_equal(a.records[key], b.records[key], err_msg=key)
+    for x, y in zip(a.workers, b.workers):
+        assert (x.steps, x.seq_steps, x.token_steps, x.preemptions) == (y.steps, y.seq_steps, y.token_steps,
+                                                                       y.preemptions)
+        assert x.busy_s == pytest.approx(y.busy_s, rel=1e-9)
+        assert x.kv_block_seconds == pytest.approx(y.kv_block_seconds, rel=1e-9)
+    np.testing.assert_allclose(a.itl_values @ a.itl_weights, b.itl_values @ b.itl_weights, rtol=1e-9)
+    assert a.itl_weights.sum() == b.itl_weights.sum()
+    np.testing.assert_allclose(a.timeline.service, b.timeline.service, rtol=1e-9)
+    assert fast_sim.scheduler.counts == slow_sim.scheduler.counts
+    assert fast_sim.scheduler.ledger.output_tokens == slow_sim.scheduler.ledger.output_tokens
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    workload=workloads(tenants=tenant_specs(priorities=True), max_requests=40, max_prompt=1500, max_output=300,
+                       horizon_s=4.0),
+    policy=st.sampled_from(["fcfs", "priority", "vtc", "lcf", "drr", "edf", "slo"]),
+    workers=st.integers(1, 3),
+    placement=st.sampled_from(["global", "round_robin", "least_loaded"]),
+    memory=st.sampled_from([0.2015 + 0.0002, 0.203, 0.9]),  # a few thousand KV tokens (preemption) or plenty
+    max_seqs=st.sampled_from([4, 16, 64]),
+)
+def test_fast_forward_equals_single_stepping(workload, policy, workers, placement, memory, max_seqs):
+    fast, slow = run_both(workload, policy, workers, placement, memory, max_seqs)
+    assert_same(fast, slow)
+
+
+def test_fast_forward_takes_fewer_events_on_a_steady_batch():
+    from sim.config import load_config
+
+    config = load_config(None, {"requests": 200, "scheduler.policy": "vtc"})
+    fast = Simulation(config)
+    fast.run()
+    slow = Simulation(dataclasses.replace(config, fast_forward=False))
+    slow.run()
+    assert fast.loop._seq < slow.loop._seq / 2  # events scheduled
+    assert summarize(fast._run_data())["summary"]["completed"] == 200
