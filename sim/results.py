@@ -458,7 +458,7 @@ def _tenant_table(tenants: dict[str, dict], max_tenants: int) -> str:
 
 def _fairness_line(f: dict) -> str:
     line = f"{'Fairness':<12}Jain {_num(f['jain_index'], 3)}, max service gap {_num(f['max_service_gap'], 1)}"
-    if f["service_gap_pair"]:
+    if f["service_gap_pair"] and f["max_service_gap"]:
         line += " ({} vs {})".format(*f["service_gap_pair"])
     if f["max_service_gap_note"]:
         line += f"\n{'':<12}({f['max_service_gap_note']})"
