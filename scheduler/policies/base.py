@@ -78,6 +78,44 @@ class KeyedQueue(WaitQueue):
         return (entry[2] for entry in self._live.values())
 
 
+class TenantFifos:
+    """Queued requests per tenant, oldest first, for the policies that choose a tenant first."""
+
+    def __init__(self) -> None:
+        self._fifo: dict[int, list[tuple[int, Sequence]]] = {}
+        self._removed: set[int] = set()  # orders of lazily removed requests
+        self._size = 0
+
+    def push(self, seq: Sequence) -> bool:
+        """Queue seq; True when its tenant had nothing queued before."""
+        was_empty = self.head(seq.tenant) is None
+        heapq.heappush(self._fifo.setdefault(seq.tenant, []), (seq.order, seq))
+        self._size += 1
+        return was_empty
+
+    def head(self, tenant: int) -> Sequence | None:
+        fifo = self._fifo.get(tenant)
+        while fifo and fifo[0][0] in self._removed:
+            self._removed.discard(heapq.heappop(fifo)[0])
+        return fifo[0][1] if fifo else None
+
+    def pop(self, tenant: int) -> Sequence:
+        seq = self.head(tenant)
+        heapq.heappop(self._fifo[tenant])
+        self._size -= 1
+        return seq
+
+    def remove(self, seq: Sequence) -> None:
+        self._removed.add(seq.order)
+        self._size -= 1
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self):
+        return (seq for fifo in self._fifo.values() for order, seq in fifo if order not in self._removed)
+
+
 class Policy(ABC):
     """Base of every policy. Subclasses set `name` and usually override `new_queue` and `victim`."""
 

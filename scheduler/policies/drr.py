@@ -10,12 +10,11 @@ with the smallest deficit.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 
 from ..errors import ConfigError
 from ..request import Sequence
-from .base import Policy, WaitQueue
+from .base import Policy, TenantFifos, WaitQueue
 
 
 class DRR(Policy):
@@ -55,18 +54,13 @@ class DRR(Policy):
 class DRRQueue(WaitQueue):
     def __init__(self, policy: DRR) -> None:
         self._policy = policy
-        self._fifo: dict[int, list[tuple[int, Sequence]]] = {}
+        self._fifos = TenantFifos()
         self._active: deque[int] = deque()  # backlogged tenants in turn order
         self._granted = False  # the tenant at the front has had its quantum this turn
-        self._removed: set[int] = set()
-        self._size = 0
 
     def push(self, seq: Sequence) -> None:
-        fifo = self._fifo.setdefault(seq.tenant, [])
-        if self._head(seq.tenant) is None:
+        if self._fifos.push(seq):
             self._active.append(seq.tenant)
-        heapq.heappush(fifo, (seq.order, seq))
-        self._size += 1
 
     def peek(self) -> Sequence | None:
         policy, active = self._policy, self._active
@@ -75,7 +69,7 @@ class DRRQueue(WaitQueue):
             if not self._granted:
                 policy.deficit[tenant] += policy.quantum * policy.tenants[tenant].weight
                 self._granted = True
-            head = self._head(tenant)
+            head = self._fifos.head(tenant)
             if policy.cost(head) <= policy.deficit[tenant]:
                 return head
             active.rotate(-1)
@@ -85,31 +79,23 @@ class DRRQueue(WaitQueue):
     def pop(self) -> Sequence:
         seq = self.peek()
         assert seq is not None, "pop from an empty queue"
-        heapq.heappop(self._fifo[seq.tenant])
+        self._fifos.pop(seq.tenant)
         self._policy.deficit[seq.tenant] -= self._policy.cost(seq)
-        self._size -= 1
         self._drop_if_empty(seq.tenant)
         return seq
 
     def remove(self, seq: Sequence) -> None:
-        self._removed.add(seq.order)
-        self._size -= 1
+        self._fifos.remove(seq)
         self._drop_if_empty(seq.tenant)
 
-    def _head(self, tenant: int) -> Sequence | None:
-        fifo = self._fifo.get(tenant)
-        while fifo and fifo[0][0] in self._removed:
-            self._removed.discard(heapq.heappop(fifo)[0])
-        return fifo[0][1] if fifo else None
-
     def _drop_if_empty(self, tenant: int) -> None:
-        if self._head(tenant) is None:
+        if self._fifos.head(tenant) is None:
             if self._active and self._active[0] == tenant:
                 self._granted = False
             self._active.remove(tenant)
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._fifos)
 
     def __iter__(self):
-        return (seq for fifo in self._fifo.values() for order, seq in fifo if order not in self._removed)
+        return iter(self._fifos)

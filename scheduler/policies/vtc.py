@@ -12,11 +12,9 @@ latest running request of the tenant with the largest counter.
 
 from __future__ import annotations
 
-import heapq
-
 from ..errors import ConfigError
 from ..request import Sequence
-from .base import LazyMinHeap, Policy, WaitQueue
+from .base import LazyMinHeap, Policy, TenantFifos, WaitQueue
 
 
 class VTC(Policy):
@@ -74,55 +72,41 @@ class VTC(Policy):
 
 
 class VTCQueue(WaitQueue):
-    """Per-tenant FIFO heaps, and the tenants with queued requests ordered by counter."""
+    """Per-tenant FIFOs, and the tenants with queued requests ordered by counter."""
 
     def __init__(self, policy: VTC) -> None:
         self._policy = policy
-        self._fifo: dict[int, list[tuple[int, Sequence]]] = {}
+        self._fifos = TenantFifos()
         self._tenants = LazyMinHeap()
-        self._removed: set[int] = set()  # orders of lazily removed requests
-        self._size = 0
 
     def push(self, seq: Sequence) -> None:
-        fifo = self._fifo.setdefault(seq.tenant, [])
-        heapq.heappush(fifo, (seq.order, seq))
-        if seq.tenant not in self._tenants:
+        if self._fifos.push(seq):
             self._tenants.add(seq.tenant, self._policy.counters[seq.tenant])
-        self._size += 1
 
     def peek(self) -> Sequence | None:
         tenant = self._tenants.min(self._policy.counter_of)
-        return None if tenant is None else self._head(tenant)
+        return None if tenant is None else self._fifos.head(tenant)
 
     def pop(self) -> Sequence:
         seq = self.peek()
         assert seq is not None, "pop from an empty queue"
-        heapq.heappop(self._fifo[seq.tenant])
-        self._size -= 1
+        self._fifos.pop(seq.tenant)
         self._drop_if_empty(seq.tenant)
         return seq
 
     def remove(self, seq: Sequence) -> None:
-        self._removed.add(seq.order)
-        self._size -= 1
-        self._head(seq.tenant)
+        self._fifos.remove(seq)
         self._drop_if_empty(seq.tenant)
 
-    def _head(self, tenant: int) -> Sequence | None:
-        fifo = self._fifo[tenant]
-        while fifo and fifo[0][0] in self._removed:
-            self._removed.discard(heapq.heappop(fifo)[0])
-        return fifo[0][1] if fifo else None
-
     def _drop_if_empty(self, tenant: int) -> None:
-        if self._head(tenant) is None:
+        if self._fifos.head(tenant) is None:
             self._tenants.discard(tenant)
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._fifos)
 
     def __iter__(self):
-        return (seq for fifo in self._fifo.values() for order, seq in fifo if order not in self._removed)
+        return iter(self._fifos)
 
 
 class LCF(VTC):
