@@ -211,9 +211,9 @@ class Scheduler:
         outputs: list[Emitted | Finished] = []
         for seq, tokens in inflight:
             if seq.state is RUNNING:  # a request cancelled while its step ran is simply dropped
-                computed = tokens + result.steps - 1  # later steps of a run are decodes
-                self._grow_kv(seq, worker.pool, computed)
-                self._advance_sequence(seq, computed, result, now, outputs)
+                new_tokens = tokens + result.steps - 1  # a run's later steps are one-token decodes
+                self._grow_kv(seq, worker.pool, new_tokens)
+                self._advance_sequence(seq, new_tokens, result, now, outputs)
         self._debug_check()
         return outputs
 
