@@ -48,8 +48,10 @@ def form_step(
     """Choose the step's requests and their token counts; returns {sequence: tokens}."""
     chosen: dict[Sequence, int] = {}
     slots = budget.seqs
-    decodes = [seq for seq in running if seq.remaining == 1]
-    prefills = [seq for seq in running if seq.remaining > 1]
+    decodes: list[Sequence] = []
+    prefills: list[Sequence] = []
+    for seq in running:  # inlined `remaining`: this loop runs for every running request every step
+        (decodes if seq.request.prompt_tokens + seq.generated - seq.computed == 1 else prefills).append(seq)
     for seq in decodes:
         if seq.state is RequestState.RUNNING and _grow_kv(seq, running, pool, policy, budget, chosen, hooks):
             budget.tokens -= 1
@@ -69,6 +71,8 @@ def form_step(
 
 def _grow_kv(seq, running, pool, policy, budget, chosen, hooks) -> bool:
     """Get the block seq's next token needs, preempting victims; False if seq itself was preempted."""
+    if seq.computed < seq.blocks * pool.block_size:
+        return True
     need = pool.blocks_for(seq.computed + 1) - seq.blocks
     while need > pool.free:
         victim = policy.victim([s for s in running if s.state is RequestState.RUNNING])
