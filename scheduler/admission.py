@@ -119,15 +119,15 @@ class Admission:
     def _queue_cap(self, request: Request, tenant: int, queued: QueueTotals) -> Refusal | None:
         quota = self._quotas[tenant]
         prompt = request.prompt_tokens
-        caps = (
-            (quota.max_queued, queued.requests[tenant] + 1, "the tenant's queued requests"),
-            (quota.max_queued_tokens, queued.tokens[tenant] + prompt, "the tenant's queued prompt tokens"),
-            (self.max_queued, sum(queued.requests) + 1, "the pool's queued requests"),
-            (self.max_queued_tokens, sum(queued.tokens) + prompt, "the pool's queued prompt tokens"),
+        caps = (  # what would wait with this request, computed only for the caps that are set
+            (quota.max_queued, lambda: queued.requests[tenant] + 1, "the tenant's queued requests"),
+            (quota.max_queued_tokens, lambda: queued.tokens[tenant] + prompt, "the tenant's queued prompt tokens"),
+            (self.max_queued, lambda: sum(queued.requests) + 1, "the pool's queued requests"),
+            (self.max_queued_tokens, lambda: sum(queued.tokens) + prompt, "the pool's queued prompt tokens"),
         )
         for cap, would_be, what in caps:
-            if cap is not None and would_be > cap:
-                return RejectReason.QUEUE_FULL, f"{what} would be {would_be}, over the cap of {cap}", None
+            if cap is not None and would_be() > cap:
+                return RejectReason.QUEUE_FULL, f"{what} would be {would_be()}, over the cap of {cap}", None
         return None
 
     def _rate_limit(self, request: Request, tenant: int, now: float) -> Refusal | None:

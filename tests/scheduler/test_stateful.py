@@ -1,22 +1,28 @@
 """A hypothesis state machine that drives the scheduler core as a serving loop and its engines would.
 
 Rules: submit (configured tenants with small quotas, now and then an unknown tenant, a duplicate id
-or invalid fields), advance time, plan on an idle worker, complete a worker's step (the machine
-keeps each request's true output length hidden from the core and reports EOS when it is reached,
-as a real engine does), cancel a live, ended or unknown id, remove a worker, add a worker. The
-policy and placement are drawn from every registered one.
+or invalid fields), advance time, plan on an idle worker, complete a worker's plan (one step, or
+part or all of a multi-step run as progress or final reports; the machine keeps each request's
+true output length hidden from the core and reports EOS when it is reached, cutting the run there,
+as a real engine does), run a worker's loop for a few plans, cancel a live, ended or unknown id,
+remove a worker, add a worker (all workers have the same KV size). The policy and placement are
+drawn from every registered one.
 
 The core runs with debug_checks off; the machine calls `invariants.check` itself after every rule
 and checks, against its own record of the verdicts and outputs it saw:
 
 - every submission is in exactly one of live, finished, cancelled, rejected, and the core's counts,
   live set and per-(tenant, reason) rejection ledger agree;
-- structural refusals and queue caps are predicted exactly; rate limits only hit tenants that have one;
+- structural refusals and queue caps are predicted exactly; rate limits only hit tenants that have
+  one, and a request costing more than its tenant's token burst is refused with no retry_after;
 - each request streams exactly `generated` tokens (first=True once), never more than
   max_new_tokens, nothing after it ended, and finishes exactly when its true length or
   max_new_tokens is reached, with that reason;
 - each plan is a correct diff: what the worker holds (admitted less preempted less released)
   is what the core runs there, and items, budgets and `samples` flags match the core's records;
+  a plan repeats only a batch of pure decodes, never past a request's max_new_tokens, and only
+  when no queued request could be admitted;
+- a worker with nothing running never returns an empty plan while its queue holds requests;
 - time never goes backwards and request timestamps are causal.
 
 Teardown drains the pool (no arrivals, plan/complete until nothing is live) and checks that every
@@ -244,8 +250,9 @@ class Machine(RuleBasedStateMachine):
         request = Request(rid, NAMES[tenant], prompt, max_new, priority)
         expected = self._expected_refusal(request, tenant, duplicate=key != rid)
         verdict = self.s.submit(request, self.now)
+        never = expected is None and self._beyond_token_burst(request, tenant)
         if isinstance(verdict, Admitted):
-            assert verdict == Admitted(rid) and expected is None, (request, expected)
+            assert verdict == Admitted(rid) and expected is None and not never, (request, expected)
             self.outcome[key] = LIVE
             self.requests[rid] = request
             self.hidden[rid] = output
@@ -257,13 +264,24 @@ class Machine(RuleBasedStateMachine):
             quota = TENANTS[tenant].quota
             assert verdict.reason is RejectReason.RATE_LIMITED, (request, verdict)
             assert quota.requests_per_s is not None or quota.tokens_per_s is not None, (request, verdict)
-            assert verdict.retry_after is None or verdict.retry_after > 0, verdict
+            if never:
+                assert verdict.retry_after is None, verdict
+            else:
+                assert verdict.retry_after is not None and verdict.retry_after > 0, verdict
         else:
             reason, fragment = expected
             assert verdict.reason is reason and fragment in verdict.detail, (request, expected, verdict)
         if verdict.reason is not RejectReason.UNKNOWN_TENANT:
             self.rejects[(tenant, verdict.reason)] += 1
         self.outcome[key] = REJECTED
+
+    @staticmethod
+    def _beyond_token_burst(request: Request, tenant: int) -> bool:
+        quota = TENANTS[tenant].quota
+        if quota.tokens_per_s is None:
+            return False
+        burst = quota.token_burst if quota.token_burst is not None else max(quota.tokens_per_s, 1.0)
+        return request.prompt_tokens + request.max_new_tokens > burst
 
     def _queued(self) -> tuple[list[int], list[int]]:
         requests = [0] * len(TENANTS)
@@ -435,3 +453,20 @@ Machine.TestCase.settings = settings(
     max_examples=200, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestStateMachine = Machine.TestCase
+
+
+def test_progress_reports_of_one_step_grow_kv_across_block_boundaries(make_scheduler, make_request):
+    """Pinned from the machine: in a multi-step run, each progress report (of however many steps,
+    one included) allocates the KV blocks the steps it reports grew into."""
+    s = make_scheduler(debug_checks=False)  # 4-token blocks
+    s.submit(make_request(1, prompt=4, max_new=20), 0.0)
+    s.plan(0, 1.0)
+    s.complete(0, StepResult(), 1.0)  # the prompt: 4 tokens cached, the first token sampled
+    plan = s.plan(0, 2.0)
+    assert plan.repeat > 8
+    seq = s.sequence(1)
+    for steps in (3, 1, 1, 1, 1, 1):  # cached: 7, 8, 9 (a third block), 10, 11, 12
+        s.complete(0, StepResult(steps, frozenset(), final=False), 2.0)
+        check(s)
+        assert seq.blocks * 4 >= seq.computed, seq
+    assert (seq.computed, seq.generated, seq.blocks) == (12, 9, 3)

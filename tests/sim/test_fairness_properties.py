@@ -14,9 +14,10 @@ from sim.testing import (
 from sim.workload import LengthDist, TenantSpec
 
 KV_TOKENS = 2048
-EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(workload=backlogged_workloads(tenants=tenant_specs(weighted=True)))
 def test_vtc_keeps_backlogged_tenants_within_its_bound(workload):
@@ -40,6 +41,7 @@ def test_the_service_gap_check_fails_for_fcfs_on_a_skewed_backlog():
     check_service_gap(run_policy("vtc", workload, kv_tokens=KV_TOKENS), bound)
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(workload=workloads(), policy=st.sampled_from(["fcfs", "priority", "vtc", "lcf", "drr", "edf", "slo"]),
        workers=st.integers(1, 3))
@@ -49,6 +51,7 @@ def test_every_policy_conserves_requests_and_work(workload, policy, workers):
     check_work_conserving(run)
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(workload=workloads(tenants=tenant_specs(priorities=True), max_requests=40),
        aging=st.sampled_from([0.5, 2.0, 10.0]))
