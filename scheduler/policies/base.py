@@ -116,6 +116,59 @@ class TenantFifos:
         return (seq for fifo in self._fifo.values() for order, seq in fifo if order not in self._removed)
 
 
+class TenantQueue(WaitQueue):
+    """A wait queue that picks a tenant, then admits that tenant's oldest request.
+
+    Subclasses say how the tenant is picked and follow tenants gaining or losing queued requests.
+    """
+
+    def __init__(self) -> None:
+        self._fifos = TenantFifos()
+
+    @abstractmethod
+    def _pick(self) -> int | None:
+        """The tenant whose head is admitted next, or None when nothing is queued."""
+
+    @abstractmethod
+    def _tenant_backlogged(self, tenant: int) -> None: ...
+
+    @abstractmethod
+    def _tenant_idle(self, tenant: int) -> None: ...
+
+    def _popped(self, seq: Sequence) -> None:
+        """`seq` was admitted from this queue."""
+
+    def push(self, seq: Sequence) -> None:
+        if self._fifos.push(seq):
+            self._tenant_backlogged(seq.tenant)
+
+    def peek(self) -> Sequence | None:
+        tenant = self._pick()
+        return None if tenant is None else self._fifos.head(tenant)
+
+    def pop(self) -> Sequence:
+        seq = self.peek()
+        assert seq is not None, "pop from an empty queue"
+        self._fifos.pop(seq.tenant)
+        self._popped(seq)
+        self._drop_if_empty(seq.tenant)
+        return seq
+
+    def remove(self, seq: Sequence) -> None:
+        self._fifos.remove(seq)
+        self._drop_if_empty(seq.tenant)
+
+    def _drop_if_empty(self, tenant: int) -> None:
+        if self._fifos.head(tenant) is None:
+            self._tenant_idle(tenant)
+
+    def __len__(self) -> int:
+        return len(self._fifos)
+
+    def __iter__(self):
+        return iter(self._fifos)
+
+
 class Policy(ABC):
     """Base of every policy. Subclasses set `name` and usually override `new_queue` and `victim`."""
 

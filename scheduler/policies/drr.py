@@ -14,7 +14,7 @@ from collections import deque
 
 from ..errors import ConfigError
 from ..request import Sequence
-from .base import Policy, TenantFifos, WaitQueue
+from .base import Policy, TenantQueue
 
 
 class DRR(Policy):
@@ -51,51 +51,33 @@ class DRR(Policy):
             self.deficit[tenant] -= self.w_q * output_tokens
 
 
-class DRRQueue(WaitQueue):
+class DRRQueue(TenantQueue):
     def __init__(self, policy: DRR) -> None:
+        super().__init__()
         self._policy = policy
-        self._fifos = TenantFifos()
         self._active: deque[int] = deque()  # backlogged tenants in turn order
         self._granted = False  # the tenant at the front has had its quantum this turn
 
-    def push(self, seq: Sequence) -> None:
-        if self._fifos.push(seq):
-            self._active.append(seq.tenant)
-
-    def peek(self) -> Sequence | None:
+    def _pick(self) -> int | None:
         policy, active = self._policy, self._active
         while active:
             tenant = active[0]
             if not self._granted:
                 policy.deficit[tenant] += policy.quantum * policy.tenants[tenant].weight
                 self._granted = True
-            head = self._fifos.head(tenant)
-            if policy.cost(head) <= policy.deficit[tenant]:
-                return head
+            if policy.cost(self._fifos.head(tenant)) <= policy.deficit[tenant]:
+                return tenant
             active.rotate(-1)
             self._granted = False
         return None
 
-    def pop(self) -> Sequence:
-        seq = self.peek()
-        assert seq is not None, "pop from an empty queue"
-        self._fifos.pop(seq.tenant)
+    def _popped(self, seq: Sequence) -> None:
         self._policy.deficit[seq.tenant] -= self._policy.cost(seq)
-        self._drop_if_empty(seq.tenant)
-        return seq
 
-    def remove(self, seq: Sequence) -> None:
-        self._fifos.remove(seq)
-        self._drop_if_empty(seq.tenant)
+    def _tenant_backlogged(self, tenant: int) -> None:
+        self._active.append(tenant)
 
-    def _drop_if_empty(self, tenant: int) -> None:
-        if self._fifos.head(tenant) is None:
-            if self._active and self._active[0] == tenant:
-                self._granted = False
-            self._active.remove(tenant)
-
-    def __len__(self) -> int:
-        return len(self._fifos)
-
-    def __iter__(self):
-        return iter(self._fifos)
+    def _tenant_idle(self, tenant: int) -> None:
+        if self._active and self._active[0] == tenant:
+            self._granted = False
+        self._active.remove(tenant)

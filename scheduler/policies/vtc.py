@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..request import Sequence
-from .base import LazyMinHeap, Policy, TenantFifos, WaitQueue
+from .base import LazyMinHeap, Policy, TenantQueue
 
 
 class VTC(Policy):
@@ -71,42 +71,22 @@ class VTC(Policy):
         self.counters[tenant] += cost * self._inverse_weight[tenant]
 
 
-class VTCQueue(WaitQueue):
+class VTCQueue(TenantQueue):
     """Per-tenant FIFOs, and the tenants with queued requests ordered by counter."""
 
     def __init__(self, policy: VTC) -> None:
+        super().__init__()
         self._policy = policy
-        self._fifos = TenantFifos()
         self._tenants = LazyMinHeap()
 
-    def push(self, seq: Sequence) -> None:
-        if self._fifos.push(seq):
-            self._tenants.add(seq.tenant, self._policy.counters[seq.tenant])
+    def _pick(self) -> int | None:
+        return self._tenants.min(self._policy.counter_of)
 
-    def peek(self) -> Sequence | None:
-        tenant = self._tenants.min(self._policy.counter_of)
-        return None if tenant is None else self._fifos.head(tenant)
+    def _tenant_backlogged(self, tenant: int) -> None:
+        self._tenants.add(tenant, self._policy.counters[tenant])
 
-    def pop(self) -> Sequence:
-        seq = self.peek()
-        assert seq is not None, "pop from an empty queue"
-        self._fifos.pop(seq.tenant)
-        self._drop_if_empty(seq.tenant)
-        return seq
-
-    def remove(self, seq: Sequence) -> None:
-        self._fifos.remove(seq)
-        self._drop_if_empty(seq.tenant)
-
-    def _drop_if_empty(self, tenant: int) -> None:
-        if self._fifos.head(tenant) is None:
-            self._tenants.discard(tenant)
-
-    def __len__(self) -> int:
-        return len(self._fifos)
-
-    def __iter__(self):
-        return iter(self._fifos)
+    def _tenant_idle(self, tenant: int) -> None:
+        self._tenants.discard(tenant)
 
 
 class LCF(VTC):
