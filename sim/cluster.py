@@ -187,6 +187,7 @@ class Simulation:
         """End the worker's run at the first step boundary from now, so its next plan sees the queue."""
         run = worker.run
         steps = int(np.searchsorted(run.ends[: run.steps], self.loop.now, side="left")) + 1
+        steps = max(steps, run.reported + 1)  # the final report needs a step of its own
         if steps < run.steps:
             run.steps = steps
             worker.version += 1
