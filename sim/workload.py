@@ -746,9 +746,24 @@ def generate(
     """
     tenants = tuple(tenants)
     horizon, count = _check_generate(tenants, duration_s, requests, load)
-    splits: dict[str, np.ndarray] = {}
-    parts = [_tenant_part(i, t, tenants, rng, horizon, count, load, splits) for i, t in enumerate(tenants)]
-    return _merge(tenants, parts, count)
+    if count is not None:
+        horizon = _first_horizon(tenants, count, load)
+    while True:
+        splits: dict[str, np.ndarray] = {}
+        parts = [_tenant_part(i, t, tenants, rng, horizon, load, splits) for i, t in enumerate(tenants)]
+        if count is None or sum(len(part.arrival_s) for part in parts) >= count or math.isinf(horizon):
+            return _merge(tenants, parts, count)
+        # Too few arrivals before the horizon (bursts, off windows): a longer one, drawn afresh.
+        horizon = horizon * 2 if horizon < 1e12 else math.inf
+
+
+def _first_horizon(tenants: tuple, count: int, load: float) -> float:
+    """A time by which `count` arrivals are likely, so each tenant draws about its share of them
+    rather than `count` each (1,000 tenants x 1M requests would not fit in memory)."""
+    rate = sum(spec.rate * load for spec in tenants if not _has_timestamps(spec) and spec.rate)
+    if rate == 0:
+        return math.inf  # timestamped traces only: they are finite, replay them whole
+    return 1.2 * count / rate + 10.0 / rate
 
 
 def _check_generate(tenants: tuple, duration_s, requests, load) -> tuple[float, int | None]:
@@ -802,10 +817,10 @@ def _on_time(spec: TenantSpec, horizon: float) -> float:
     return cycles * spec.on_s + min(horizon - cycles * period, spec.on_s)
 
 
-def _tenant_part(index, spec, tenants, rng, horizon, count, load, splits) -> _Part:
+def _tenant_part(index, spec, tenants, rng, horizon, load, splits) -> _Part:
     if _has_timestamps(spec):
         return _replay(index, spec, tenants, rng, horizon, load, splits)
-    arrival = _arrivals(spec, rng, spec.rate * load, horizon, count)
+    arrival = _arrivals(spec, rng, spec.rate * load, horizon)
     n = len(arrival)
     if spec.trace is not None:  # length-only trace: random rows keep each row's prompt/output pair
         trace = read_trace(spec.trace)
@@ -833,24 +848,23 @@ def _replay(index, spec, tenants, rng, horizon, load, splits) -> _Part:
     return _Part(arrival[keep], trace.prompt_tokens[mine], trace.output_tokens[mine], hashes)
 
 
-def _arrivals(spec: TenantSpec, rng, rate: float, horizon: float, count: int | None) -> np.ndarray:
-    """Arrival times of one synthetic tenant: all in [0, horizon), or its first `count`."""
+def _arrivals(spec: TenantSpec, rng, rate: float, horizon: float) -> np.ndarray:
+    """Arrival times of one synthetic tenant in [0, horizon)."""
     if rate == 0:
         return np.zeros(0, dtype=np.float64)
     if spec.arrival == "constant":
-        n = count if count is not None else math.ceil(horizon * rate) + 1
-        times = np.arange(1, n + 1, dtype=np.float64) / rate
+        times = np.arange(1, math.ceil(horizon * rate) + 2, dtype=np.float64) / rate
     elif spec.arrival == "onoff":
         # A Poisson process paused during off windows is a Poisson process in "on time" (memoryless),
         # mapped to wall time by inserting the off windows.
-        on_times = _renewal(rng, _exponential(rate), _on_time(spec, horizon), count, rate)
+        on_times = _renewal(rng, _exponential(rate), _on_time(spec, horizon), rate)
         cycle = np.floor(on_times / spec.on_s)
         times = cycle * (spec.on_s + spec.off_s) + (on_times - cycle * spec.on_s)
     elif spec.arrival == "gamma":
-        times = _renewal(rng, _gamma(rate, spec.cv), horizon, count, rate)
+        times = _renewal(rng, _gamma(rate, spec.cv), horizon, rate)
     else:
-        times = _renewal(rng, _exponential(rate), horizon, count, rate)
-    return times[:count] if count is not None else times[times < horizon]
+        times = _renewal(rng, _exponential(rate), horizon, rate)
+    return times[times < horizon]
 
 
 def _exponential(rate: float):
@@ -862,10 +876,8 @@ def _gamma(rate: float, cv: float):
     return lambda rng, n: rng.gamma(shape, 1.0 / (rate * shape), size=n)
 
 
-def _renewal(rng, gaps, horizon: float, count: int | None, rate: float) -> np.ndarray:
-    """Cumulative sums of gaps, drawn in chunks until `count` times or one past `horizon`."""
-    if count is not None:
-        return np.cumsum(gaps(rng, count))
+def _renewal(rng, gaps, horizon: float, rate: float) -> np.ndarray:
+    """Cumulative sums of gaps, drawn in chunks until one past `horizon`."""
     expected = rate * horizon
     # Mean + a few standard deviations usually ends in one chunk; the loop covers bursty tails.
     chunk = int(expected + 4.0 * math.sqrt(expected)) + 64
