@@ -163,8 +163,8 @@ class Simulation:
         wl, now = self.workload, self.loop.now
         self._last_event = now
         request = Request(i, self.tenant_names[wl.tenant[i]], int(wl.prompt_tokens[i]), int(wl.max_new_tokens[i]))
-        if self._sync_before_decisions:
-            self._sync()
+        if self._sync_before_decisions and self.scheduler.ledger.queued[wl.tenant[i]] == 0:
+            self._sync()  # the tenant becomes backlogged: the policy reads service (VTC's lift)
         verdict = self.scheduler.submit(request, now)
         if isinstance(verdict, Rejected):
             self.records["outcome"][i] = REJECTED
@@ -195,7 +195,7 @@ class Simulation:
 
     def _start_step(self, worker: SimWorker) -> None:
         now = self.loop.now
-        if self._sync_before_decisions:
+        if self._sync_before_decisions and self._may_read_service(worker.id):
             self._sync()
         plan = self.scheduler.plan(worker.id, now)
         if not plan:
@@ -227,10 +227,15 @@ class Simulation:
         emitted, true_length = self._emitted, self._output_tokens
         return min(plan.repeat, min(true_length[i.request_id] - emitted[i.request_id] for i in plan.items))
 
+    def _may_read_service(self, worker_id: int) -> bool:
+        """Whether the next plan could admit (queue order) or preempt (victim): both read service."""
+        state = self.scheduler.workers[worker_id]
+        return self._waiting_for(worker_id) or state.pool.free < len(state.running)
+
     def _waiting_for(self, worker_id: int) -> bool:
         scheduler = self.scheduler
         if scheduler.placement.late_binding:
-            return scheduler.num_waiting > 0
+            return len(next(iter(scheduler.queues()))) > 0
         return len(scheduler.workers[worker_id].queue) > 0
 
     def _finish_step(self, worker: SimWorker, version: int) -> None:
