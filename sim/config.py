@@ -17,7 +17,7 @@ from typing import Any
 from scheduler.core import SchedulerConfig
 from scheduler.errors import ConfigError
 from scheduler.placement import PLACEMENTS
-from scheduler.policies import POLICIES, make_policy
+from scheduler.policies import make_policy
 
 from .costmodel import RooflineCostModel
 from .hardware import get_gpu, get_model

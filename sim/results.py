@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.actions import RejectReason
-from scheduler.errors import ConfigError
+from scheduler.request import SLO, Tenant
 
 RECORD_DTYPE = np.dtype([
     ("id", np.int64), ("tenant", np.int32), ("worker", np.int32),
@@ -44,12 +44,8 @@ class TenantInfo:
     slo_tpot_ms: float | None = None
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.weight) and self.weight > 0):
-            raise ConfigError(f"tenant {self.name!r}: weight must be a finite number > 0, got {self.weight}")
-        for key in ("slo_ttft_ms", "slo_tpot_ms"):
-            slo = getattr(self, key)
-            if slo is not None and not slo > 0:
-                raise ConfigError(f"tenant {self.name!r}: {key} must be > 0 or None, got {slo}")
+        # The core's Tenant and SLO own the rules for these fields.
+        Tenant(self.name, self.weight, slo=SLO(self.slo_ttft_ms, self.slo_tpot_ms))
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from scheduler.policies import Policy
 
 from .cluster import Simulation
 from .config import SimConfig
-from .results import OUTCOMES, REASONS, RunData, max_service_gap
+from .results import OUTCOMES, RunData, max_service_gap
 from .workload import LengthDist, TenantSpec, Workload
 
 FINISHED = OUTCOMES.index("finished")

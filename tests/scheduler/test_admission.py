@@ -23,7 +23,6 @@ from scheduler.actions import Admitted, Rejected, RejectReason
 from scheduler.admission import TokenBucket
 from scheduler.core import SchedulerConfig
 from scheduler.errors import ConfigError
-from scheduler.events import StepResult
 from scheduler.request import Quota, Request, RequestState, Tenant
 
 RATE_LIMITED = RejectReason.RATE_LIMITED

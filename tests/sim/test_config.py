@@ -1,7 +1,7 @@
 import pytest
 
 from scheduler.errors import ConfigError
-from sim.config import DEFAULT_CONFIG, config_from_dict, config_to_dict, load_config
+from sim.config import DEFAULT_CONFIG, config_to_dict, load_config
 
 from conftest import small_config
 
