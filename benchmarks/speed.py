@@ -198,7 +198,7 @@ def core_point(policy: str, running: int, queued: int, tenants: int, steps: int 
         plan = sched.plan(0, now)
         sched.complete(0, StepResult(1), now)
         now += dt
-        if len(plan.items) == running and all(item.num_tokens == 1 for item in plan.items):
+        if plan.decodes == running and not plan.chunks:
             break
     waiting = queued + running - len(sched.workers[0].running)
     while waiting < queued:
@@ -212,8 +212,8 @@ def core_point(policy: str, running: int, queued: int, tenants: int, steps: int 
         t1 = time.perf_counter()
         eos: frozenset = frozenset()
         if step % eos_every == 0:
-            sampling = [item.request_id for item in plan.items if item.samples]
-            eos = frozenset((sampling[step % len(sampling)],))
+            decoding = sched.decoding(0)
+            eos = frozenset((decoding[step % len(decoding)],))
         t2 = time.perf_counter()
         sched.complete(0, StepResult(1, eos), now)
         t3 = time.perf_counter()

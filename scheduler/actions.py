@@ -57,25 +57,31 @@ class ScheduledItem:
 class StepPlan:
     """What a worker runs next, as a diff against its previous step.
 
-    `items`: every request computed in this step. `admitted`: requests new to this worker.
-    `preempted`: requests whose KV the worker must drop (they will be recomputed elsewhere or later).
-    `released`: requests that ended (finished or cancelled) since the last plan; drop their KV too.
-    `repeat`: how many identical decode steps may run before the core must be asked again.
+    The worker keeps its running requests: `admitted` ones join them; `preempted` ones (to be
+    recomputed later) and `released` ones (ended since the last plan) leave, and their KV is
+    dropped. Its decode set is the running requests whose prefill is complete (a chunk that
+    `samples` completes it): each computes one token in every step, `decodes` of them with
+    `decode_context` tokens cached in total, so a plan's size does not grow with the batch.
+    `chunks`: the step's prefill chunks (new requests, ongoing prefills, recompute).
+    `repeat`: how many identical steps may run before the core must be asked again (only a step
+    of decodes alone repeats).
     """
 
     worker: int
-    items: tuple[ScheduledItem, ...]
-    preempted: tuple[Hashable, ...] = ()
+    chunks: tuple[ScheduledItem, ...] = ()
+    decodes: int = 0
+    decode_context: int = 0
     repeat: int = 1
     admitted: tuple[Hashable, ...] = ()
+    preempted: tuple[Hashable, ...] = ()
     released: tuple[Hashable, ...] = ()
 
     @property
     def num_tokens(self) -> int:
-        return sum(item.num_tokens for item in self.items)
+        return self.decodes + sum(item.num_tokens for item in self.chunks)
 
     def __bool__(self) -> bool:
-        return bool(self.items)
+        return bool(self.chunks) or self.decodes > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +98,19 @@ class Finished:
     request_id: Hashable
     reason: str  # "eos" (the worker said so) or "length" (max_new_tokens reached)
     output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutputs:
+    """What a step report produced.
+
+    Each of the plan's `decoded` decode-set requests (those still running when the report came)
+    sampled one token in each of the report's `steps` steps; those tokens are counted, not listed.
+    `emitted`: tokens sampled by prefill chunks (a request's first token, and its first after a
+    recompute). `finished`: requests that ended, from the decode set and from chunks.
+    """
+
+    steps: int
+    decoded: int = 0
+    emitted: tuple[Emitted, ...] = ()
+    finished: tuple[Finished, ...] = ()

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Hashable, Iterable, Sequence as Seq
 
 from . import invariants
-from .actions import Admitted, Emitted, Finished, Rejected, RejectReason, StepPlan
+from .actions import Admitted, Emitted, Finished, Rejected, RejectReason, StepOutputs, StepPlan
 from .admission import Admission, QueueTotals, refuse_reason
 from .errors import ConfigError, ProtocolError, WorkerError
 from .events import StepResult
+from .decodeset import DecodeSet
 from .kv import BlockPool
 from .placement import Placement, make_placement
 from .planner import StepBudget, StepHooks, form_step, repeat_limit, to_items
@@ -63,16 +64,20 @@ class SchedulerConfig:
 class WorkerState:
     """One worker as the core sees it: its KV pool, running requests, own queue, step in flight."""
 
-    __slots__ = ("id", "pool", "running", "queue", "inflight", "repeat", "released")
+    __slots__ = ("id", "pool", "running", "prefilling", "decode", "queue", "inflight", "repeat",
+                 "released", "dropped")
 
     def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None) -> None:
         self.id = worker_id
         self.pool = pool
-        self.running: list[Sequence] = []
+        self.running: dict[Sequence, None] = {}  # in admission order
+        self.prefilling: dict[Sequence, None] = {}  # running, prefill not complete
+        self.decode = DecodeSet(pool.block_size)  # running, prefill complete
         self.queue = queue  # None under late binding: the worker pulls from the global queue
-        self.inflight: list[tuple[Sequence, int]] | None = None
+        self.inflight: list[tuple[Sequence, int]] | None = None  # the plan's chunks, while in flight
         self.repeat = 1  # the in-flight plan's repeat
         self.released: list[Hashable] = []  # requests ended here since the last plan
+        self.dropped: set[Hashable] = set()  # requests of the plan in flight cancelled since
 
 
 class TenantLedger:
@@ -186,36 +191,45 @@ class Scheduler:
         )
         budget = StepBudget(self.config.max_batched_tokens, self.config.max_seqs - len(worker.running))
         queue = self._pool_queue if self.placement.late_binding else worker.queue
-        chosen = form_step(worker.running, worker.pool, queue, self.policy, budget, hooks)
-        repeat = repeat_limit(worker.running, chosen, worker.pool, queue, budget, bool(preempted)) if chosen else 1
-        plan = StepPlan(worker_id, to_items(chosen), tuple(preempted), repeat, tuple(admitted),
-                        tuple(worker.released))
+        chunks = form_step(worker, queue, self.policy, budget, hooks)
+        repeat = repeat_limit(worker, chunks, queue, budget, bool(preempted))
+        decode = worker.decode
+        plan = StepPlan(worker_id, to_items(chunks), decode.size, decode.context, repeat, tuple(admitted),
+                        tuple(preempted), tuple(worker.released))
         worker.released.clear()
-        worker.inflight = list(chosen.items()) if chosen else None
+        worker.dropped.clear()
+        worker.inflight = chunks if plan else None
         worker.repeat = repeat
         self._debug_check()
         return plan
 
-    def complete(self, worker_id: int, result: StepResult, now: float) -> list[Emitted | Finished]:
-        """Apply the result of the worker's plan in flight; returns tokens emitted and requests finished."""
+    def complete(self, worker_id: int, result: StepResult, now: float) -> StepOutputs:
+        """Apply the result of the worker's plan in flight: tokens emitted, requests finished."""
         self._advance(now)
         worker = self._worker(worker_id)
-        if worker.inflight is None:
+        chunks = worker.inflight
+        if chunks is None:
             raise ProtocolError(f"worker {worker_id}: complete() called with no plan in flight")
-        inflight = worker.inflight
-        self._check_result(worker_id, inflight, result, worker.repeat)
+        self._check_result(worker, chunks, result)
         if result.final:
             worker.inflight = None
         else:
             worker.repeat -= result.steps
-        outputs: list[Emitted | Finished] = []
-        for seq, tokens in inflight:
+        decoded = self._advance_decode_set(worker, result.steps)
+        finished: list[Finished] = []
+        for seq, reason in self._decode_set_ends(worker, result.eos):
+            finished.append(self._finish(seq, reason, now))
+        emitted: list[Emitted] = []
+        for seq, tokens in chunks:
             if seq.state is RUNNING:  # a request cancelled while its step ran is simply dropped
-                new_tokens = tokens + result.steps - 1  # a run's later steps are one-token decodes
-                self._grow_kv(seq, worker.pool, new_tokens)
-                self._advance_sequence(seq, new_tokens, result, now, outputs)
+                self._advance_chunk(seq, worker, tokens, result.eos, now, emitted, finished)
         self._debug_check()
-        return outputs
+        return StepOutputs(result.steps, decoded, tuple(emitted), tuple(finished))
+
+    def decoding(self, worker_id: int) -> list[Hashable]:
+        """The worker's decode set, in admission order: each computes one token in every step."""
+        decode = self._worker(worker_id).decode
+        return [seq.id for seq in self._worker(worker_id).running if seq.decoding_on is decode]
 
     def add_worker(self, worker_id: int, kv_blocks: int, now: float) -> None:
         self._advance(now)
@@ -240,7 +254,7 @@ class Scheduler:
         del self._workers[worker_id]
         moved = [seq.id for seq in worker.running]
         for seq in list(worker.running):
-            self._preempt(seq)
+            self._preempt(seq, worker)
         if worker.queue is not None:
             for seq in sorted(worker.queue, key=lambda s: s.order):
                 moved.append(seq.id)
@@ -347,14 +361,15 @@ class Scheduler:
         seq.worker = worker.id
         if seq.admit_time is None:
             seq.admit_time = now
-        worker.running.append(seq)
+        worker.running[seq] = None
+        worker.prefilling[seq] = None
         self.ledger.running[seq.tenant] += 1
         self.policy.on_admit(seq)
         return seq.id
 
-    def _preempt(self, seq: Sequence) -> Hashable:
+    def _preempt(self, seq: Sequence, worker: WorkerState | None = None) -> Hashable:
         """Free a running request's KV and queue it again; it will be recomputed from scratch."""
-        self._leave_worker(seq)
+        self._leave_worker(seq, worker=worker)
         seq.computed = 0
         seq.preemptions += 1
         self.counts.preemptions += 1
@@ -363,13 +378,18 @@ class Scheduler:
         self._enqueue(seq, arrival=False)
         return seq.id
 
-    def _leave_worker(self, seq: Sequence, ended: bool = False) -> None:
-        worker = self._workers.get(seq.worker)
-        if worker is not None:  # absent when its worker is being removed
-            worker.running.remove(seq)
-            worker.pool.release(seq.blocks)
-            if ended:  # a preempted request is reported in its plan's `preempted`, not here
-                worker.released.append(seq.id)
+    def _leave_worker(self, seq: Sequence, ended: bool = False, worker: WorkerState | None = None) -> None:
+        """Take a running request off its worker (given while that worker is being removed)."""
+        worker = worker or self._workers[seq.worker]
+        if seq.decoding_on is not None:
+            seq.decoding_on.leave(seq)
+        worker.prefilling.pop(seq, None)
+        del worker.running[seq]
+        worker.pool.release(seq.blocks)
+        if ended:  # a preempted request is reported in its plan's `preempted`, not here
+            worker.released.append(seq.id)
+            if worker.inflight is not None:
+                worker.dropped.add(seq.id)
         seq.blocks = 0
         self.ledger.running[seq.tenant] -= 1
 
@@ -378,63 +398,84 @@ class Scheduler:
         seq.finish_time = now
         del self._live[seq.id]
 
-    def _check_result(self, worker_id: int, inflight, result: StepResult, repeat: int) -> None:
-        if not isinstance(result.steps, int) or not 1 <= result.steps <= repeat:
-            raise WorkerError(f"worker {worker_id}: ran {result.steps!r} steps of a plan that allows 1 to {repeat}")
-        if not result.final and (result.eos or result.steps >= repeat):
-            raise WorkerError(f"worker {worker_id}: a progress report must leave steps to run and name no EOS")
+    def _check_result(self, worker: WorkerState, chunks, result: StepResult) -> None:
+        if not isinstance(result.steps, int) or not 1 <= result.steps <= worker.repeat:
+            raise WorkerError(
+                f"worker {worker.id}: ran {result.steps!r} steps of a plan that allows 1 to {worker.repeat}")
+        if not result.final and (result.eos or result.steps >= worker.repeat):
+            raise WorkerError(f"worker {worker.id}: a progress report must leave steps to run and name no EOS")
         if not result.eos:
             return
-        sampling = {seq.id for seq, tokens in inflight if tokens == seq.remaining or seq.state is not RUNNING}
-        unexpected = set(result.eos) - sampling
+        decode = worker.decode
+        sampling = {seq.id for seq, tokens in chunks if tokens == seq.remaining} | worker.dropped
+        unexpected = [
+            rid for rid in result.eos
+            if rid not in sampling and getattr(self._live.get(rid), "decoding_on", None) is not decode
+        ]
         if unexpected:
             raise WorkerError(
-                f"worker {worker_id}: reported EOS for {sorted(map(repr, unexpected))}, "
+                f"worker {worker.id}: reported EOS for {sorted(map(repr, unexpected))}, "
                 "which sampled no token in this step"
             )
 
-    @staticmethod
-    def _grow_kv(seq: Sequence, pool: BlockPool, tokens: int) -> None:
-        """Blocks for the tokens a report adds: none for a planned step (the planner allocated
-        them), those of the later steps of a run (repeat_limit made sure they were free)."""
-        need = pool.blocks_for(seq.computed + tokens) - seq.blocks
-        if need > 0:
-            pool.allocate(need)
-            seq.blocks += need
+    def _advance_decode_set(self, worker: WorkerState, steps: int) -> int:
+        """The decode set ran `steps` steps: blocks for the later ones, service per tenant in bulk."""
+        decode = worker.decode
+        if not decode.size:
+            decode.advance(steps)
+            return 0
+        worker.pool.allocate(decode.advance(steps))  # repeat_limit made sure these were free
+        output_tokens, on_service = self.ledger.output_tokens, self.policy.on_service
+        for tenant, members in decode.tenants.items():
+            output_tokens[tenant] += members * steps
+            on_service(tenant, 0, members * steps)
+        return decode.size
 
-    def _advance_sequence(self, seq: Sequence, tokens: int, result: StepResult, now: float, outputs) -> None:
-        """`tokens` were computed for seq (over result.steps steps); every step after a first sample samples."""
+    def _decode_set_ends(self, worker: WorkerState, eos: frozenset) -> list[tuple[Sequence, str]]:
+        """Members that sampled EOS or reached max_new_tokens, in admission order."""
+        decode = worker.decode
+        ends = {}
+        for rid in eos:
+            seq = self._live.get(rid)
+            if seq is not None and seq.decoding_on is decode:
+                ends[seq] = "eos"
+        for seq in decode.pop_at_length():
+            ends.setdefault(seq, "length")
+        return sorted(ends.items(), key=lambda end: end[0].order)
+
+    def _advance_chunk(self, seq: Sequence, worker: WorkerState, tokens: int, eos: frozenset, now: float,
+                       emitted: list[Emitted], finished: list[Finished]) -> None:
+        """A prefill chunk of `tokens` was computed; if it completed the prefill, a token was sampled."""
         seq.computed += tokens
         tenant = seq.tenant
         prompt = seq.request.prompt_tokens
-        if seq.charged_prompt < prompt:  # recompute of what was charged before is free
-            charged = max(0, min(seq.computed, prompt) - seq.charged_prompt)
-            seq.charged_prompt += charged
-            self.ledger.prompt_tokens[tenant] += charged
-        else:
-            charged = 0
-        sampled = seq.computed - (prompt + seq.generated) + 1  # tokens past the pending target, plus its own
-        if sampled <= 0:  # a prefill chunk that samples nothing yet
+        charged = max(0, min(seq.computed, prompt) - seq.charged_prompt)  # recompute is free
+        seq.charged_prompt += charged
+        self.ledger.prompt_tokens[tenant] += charged
+        if seq.computed < seq.target:  # a chunk that samples nothing yet
             self.policy.on_service(tenant, charged, 0)
             return
-        seq.generated += sampled
-        self.ledger.output_tokens[tenant] += sampled
-        self.policy.on_service(tenant, charged, sampled)
+        seq.generated += 1
+        self.ledger.output_tokens[tenant] += 1
+        self.policy.on_service(tenant, charged, 1)
         first = seq.first_token_time is None
         if first:
             seq.first_token_time = now
-        outputs.append(Emitted(seq.id, sampled, first))
-        if seq.id in result.eos:
-            reason = "eos"
+        emitted.append(Emitted(seq.id, 1, first))
+        if seq.id in eos:
+            finished.append(self._finish(seq, "eos", now))
         elif seq.generated >= seq.request.max_new_tokens:
-            reason = "length"
+            finished.append(self._finish(seq, "length", now))
         else:
-            return
-        seq.finish_reason = reason
+            del worker.prefilling[seq]
+            worker.decode.join(seq)
+
+    def _finish(self, seq: Sequence, reason: str, now: float) -> Finished:
         self._leave_worker(seq, ended=True)
+        seq.finish_reason = reason
         self._end(seq, RequestState.FINISHED, now)
         self.counts.finished += 1
-        outputs.append(Finished(seq.id, reason, seq.generated))
+        return Finished(seq.id, reason, seq.generated)
 
     def _debug_check(self) -> None:
         if self.config.debug_checks:

@@ -63,9 +63,27 @@ def check_workers(scheduler: "Scheduler") -> None:
         for seq in worker.running:
             _require(seq.worker == worker.id, f"{seq!r} runs on worker {worker.id} but is bound elsewhere")
             _require(seq.blocks >= pool.blocks_for(seq.computed), f"{seq!r} has KV beyond its blocks")
+        _check_decode_set(worker)
         if worker.inflight is not None:
-            tokens = sum(n for _, n in worker.inflight)
+            tokens = sum(n for _, n in worker.inflight) + worker.decode.size
             _require(tokens <= config.max_batched_tokens, f"worker {worker.id}: step of {tokens} tokens over budget")
+
+
+def _check_decode_set(worker) -> None:
+    """The decode set's aggregates equal what its members say, and it holds exactly the running
+    requests that are not prefilling."""
+    decode = worker.decode
+    members = [seq for seq in worker.running if seq.decoding_on is decode]
+    _require(len(members) + len(worker.prefilling) == len(worker.running),
+             f"worker {worker.id}: running requests neither prefilling nor decoding, or both")
+    _require(decode.size == len(members), f"worker {worker.id}: decode set counts {decode.size}, has {len(members)}")
+    context = sum(seq.computed for seq in members)
+    _require(decode.context == context, f"worker {worker.id}: decode context {decode.context} != {context}")
+    tenants: dict[int, int] = {}
+    for seq in members:
+        tenants[seq.tenant] = tenants.get(seq.tenant, 0) + 1
+        _require(seq.remaining == 1, f"{seq!r} decodes but has {seq.remaining} tokens to compute")
+    _require(decode.tenants == tenants, f"worker {worker.id}: decode set tenants {decode.tenants} != {tenants}")
 
 
 def check_tenants(scheduler: "Scheduler") -> None:

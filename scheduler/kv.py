@@ -6,6 +6,8 @@ token is the worker's business.
 
 from __future__ import annotations
 
+import itertools
+
 from .errors import ConfigError, ProtocolError
 
 
@@ -61,16 +63,25 @@ class DecodeGrowth:
     __slots__ = ("block_size", "by_offset", "batch", "_prefix")
 
     def __init__(self, contexts, block_size: int) -> None:
-        self.block_size = block_size
-        self.by_offset = [0] * block_size  # index offset % block_size
+        by_offset = [0] * block_size  # index offset % block_size
         for context in contexts:
             offset = -(-(context + 1) // block_size) * block_size - context
-            self.by_offset[offset % block_size] += 1
-        self.batch = sum(self.by_offset)
-        # _prefix[r] = blocks allocated at steps 1..r, for r < block_size
-        self._prefix = [0] * block_size
-        for r in range(1, block_size):
-            self._prefix[r] = self._prefix[r - 1] + self.by_offset[r]
+            by_offset[offset % block_size] += 1
+        self._count(by_offset)
+
+    @classmethod
+    def from_offsets(cls, by_offset: list[int]) -> "DecodeGrowth":
+        """From the sequences counted by offset % block_size (len(by_offset) == block_size)."""
+        growth = cls.__new__(cls)
+        growth._count(by_offset)
+        return growth
+
+    def _count(self, by_offset: list[int]) -> None:
+        self.block_size = len(by_offset)
+        self.by_offset = by_offset
+        self.batch = sum(by_offset)
+        # _prefix[r] = blocks allocated at steps 2..r+1, for r < block_size
+        self._prefix = list(itertools.accumulate(by_offset[1:], initial=0))
 
     def allocated(self, steps: int) -> int:
         """Blocks allocated during a run of `steps` steps (the first step's are already held)."""

@@ -119,12 +119,16 @@ class Request:
 
 
 class Sequence:
-    """The core's live record of one request. Read it; only the core writes it."""
+    """The core's live record of one request. Read it; only the core writes it.
+
+    While the request decodes, its worker's `DecodeSet` advances it a token per step without
+    touching it: `computed`, `generated` and `blocks` then read the set's step clock.
+    """
 
     __slots__ = (
         "request", "tenant", "order", "state", "arrival", "admit_time", "first_token_time",
-        "finish_time", "finish_reason", "computed", "generated", "charged_prompt", "blocks",
-        "worker", "preemptions",
+        "finish_time", "finish_reason", "_computed", "_generated", "charged_prompt", "_blocks",
+        "worker", "preemptions", "decoding_on", "joined", "join_id",
     )
 
     def __init__(self, request: Request, tenant: int, order: int, now: float) -> None:
@@ -137,12 +141,52 @@ class Sequence:
         self.first_token_time: float | None = None
         self.finish_time: float | None = None
         self.finish_reason: str | None = None
-        self.computed = 0  # tokens whose KV exists on the worker
-        self.generated = 0  # output tokens sampled (and streamed) so far
+        self._computed = 0  # tokens whose KV exists on the worker (when it joined the decode set)
+        self._generated = 0  # output tokens sampled and streamed so far (idem)
         self.charged_prompt = 0  # prompt tokens already counted as service (recompute is free)
-        self.blocks = 0  # KV blocks held
+        self._blocks = 0  # KV blocks held (outside the decode set)
         self.worker: int | None = None
         self.preemptions = 0
+        self.decoding_on = None  # the DecodeSet advancing it, while it decodes
+        self.joined = 0  # that set's clock when it joined
+        self.join_id = 0  # which join it is, for the set's lazily cleaned heap
+
+    @property
+    def computed(self) -> int:
+        """Tokens whose KV exists on the worker."""
+        decode = self.decoding_on
+        return self._computed if decode is None else self._computed + decode.clock - self.joined
+
+    @computed.setter
+    def computed(self, value: int) -> None:
+        self._require_outside_decode_set()
+        self._computed = value
+
+    @property
+    def generated(self) -> int:
+        """Output tokens sampled (and streamed) so far."""
+        decode = self.decoding_on
+        return self._generated if decode is None else self._generated + decode.clock - self.joined
+
+    @generated.setter
+    def generated(self, value: int) -> None:
+        self._require_outside_decode_set()
+        self._generated = value
+
+    @property
+    def blocks(self) -> int:
+        """KV blocks held."""
+        decode = self.decoding_on
+        return self._blocks if decode is None else decode.blocks_of(self)
+
+    @blocks.setter
+    def blocks(self, value: int) -> None:
+        self._require_outside_decode_set()
+        self._blocks = value
+
+    def _require_outside_decode_set(self) -> None:
+        if self.decoding_on is not None:
+            raise ProtocolError(f"request {self.id!r}: written while its decode set advances it")
 
     @property
     def id(self) -> Hashable:

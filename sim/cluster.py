@@ -8,22 +8,23 @@ written into one numpy record array; everything else the results need is counted
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
-from collections import Counter
 
 import numpy as np
 
-from scheduler.actions import Emitted, Finished, Rejected, StepPlan
+from scheduler.actions import Rejected, StepPlan
 from scheduler.core import Scheduler
 from scheduler.events import StepResult
 from scheduler.policies import Policy, make_policy
 from scheduler.request import SLO, Request, Tenant
 
 from .config import SimConfig
-from .costmodel import RooflineCostModel, causal_pairs
+from .costmodel import RooflineCostModel
 from scheduler.kv import DecodeGrowth
 from .engine import EventLoop
-from .results import REASONS, RECORD_DTYPE, RunData, TenantInfo, Timeline, WorkerStats
+from .results import REASONS, RECORD_DTYPE, RunData, TenantInfo, Timeline, WeightedSamples, WorkerStats
 from .workload import Workload, generate
 
 FINISHED, REJECTED, UNFINISHED = 0, 1, 3
@@ -34,12 +35,16 @@ class StepRun:
 
     __slots__ = ("plan", "start", "ends", "steps", "reported", "kv_used", "growth", "version")
 
-    def __init__(self, plan: StepPlan, start: float, durations: np.ndarray, kv_used: int,
+    def __init__(self, plan: StepPlan, start: float, durations: list[float] | np.ndarray, kv_used: int,
                  growth: DecodeGrowth | None, version: int) -> None:
         self.plan = plan
         self.start = start
-        # np.cumsum adds left to right, so these equal the times of stepping one at a time.
-        self.ends = np.cumsum(np.concatenate(([start], durations)))[1:]
+        # A list: most runs are one step, where numpy costs more than it saves. np.cumsum adds left
+        # to right, so the ends of a longer run equal the times of stepping one at a time.
+        if len(durations) == 1:
+            self.ends = [start + durations[0]]
+        else:
+            self.ends = np.cumsum(np.concatenate(([start], durations)))[1:].tolist()
         self.steps = len(durations)
         self.reported = 0  # steps whose tokens the core has been told of
         self.kv_used = kv_used  # blocks in use during the first step
@@ -47,20 +52,31 @@ class StepRun:
         self.version = version
 
     def steps_done(self, now: float) -> int:
-        return int(np.searchsorted(self.ends[: self.steps], now, side="right"))
+        return bisect.bisect_right(self.ends, now, 0, self.steps)
+
+    def durations(self, first: int = 0, upto: int | None = None) -> np.ndarray:
+        """Durations of steps first..upto-1 (the gap between a decode's tokens at those steps)."""
+        upto = self.steps if upto is None else upto
+        before = self.start if first == 0 else self.ends[first - 1]
+        times = np.array([before] + self.ends[first:upto])
+        return times[1:] - times[:-1]
 
 
 class SimWorker:
-    """One simulated worker: step times from the cost model, and what it executed."""
+    """One simulated worker: step times from the cost model, what it executed, and when each of
+    its decoding requests will sample EOS (it knows their true output lengths)."""
 
-    __slots__ = ("id", "cost", "run", "version", "busy_s", "steps", "seq_steps", "token_steps",
-                 "kv_block_seconds", "kv_blocks_total", "preemptions")
+    __slots__ = ("id", "cost", "run", "version", "clock", "eos_at", "_eos_heap", "busy_s", "steps",
+                 "seq_steps", "token_steps", "kv_block_seconds", "kv_blocks_total", "preemptions")
 
     def __init__(self, worker_id: int, cost: RooflineCostModel, kv_blocks: int) -> None:
         self.id = worker_id
         self.cost = cost
         self.run: StepRun | None = None  # None while idle
         self.version = 0  # bumped when a run is cut short, so its old finish event is ignored
+        self.clock = 0  # steps executed
+        self.eos_at: dict[int, int] = {}  # decoding request -> clock after the step that samples EOS
+        self._eos_heap: list[tuple[int, int]] = []  # (clock, request), cleaned lazily
         self.busy_s = 0.0
         self.steps = 0
         self.seq_steps = 0
@@ -69,32 +85,45 @@ class SimWorker:
         self.kv_blocks_total = kv_blocks
         self.preemptions = 0
 
-    def durations(self, plan: StepPlan, steps: int) -> np.ndarray:
-        """Step times of `steps` repeats of `plan` (steps > 1 only for pure decode batches)."""
-        tokens = pairs = context = 0
-        for item in plan.items:
-            tokens += item.num_tokens
-            if item.is_decode:
-                context += item.context + 1
-            else:
-                pairs += causal_pairs(item.num_tokens, item.context)
-        if steps == 1:
-            return np.array([self.cost.step_time(tokens, pairs, context)])
-        return self.cost.decode_step_times(tokens, context, steps)
+    def decodes_until(self, rid: int, tokens_left: int) -> None:
+        """Request `rid` starts decoding; its EOS comes with the token `tokens_left` steps from now."""
+        at = self.clock + tokens_left
+        self.eos_at[rid] = at
+        heapq.heappush(self._eos_heap, (at, rid))
+
+    def steps_to_eos(self) -> int:
+        heap, eos_at = self._eos_heap, self.eos_at
+        while heap and eos_at.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] - self.clock if heap else 1 << 62
+
+    def eos_now(self) -> list[int]:
+        """Decoding requests whose EOS token was sampled by the step just executed."""
+        heap, eos_at, found = self._eos_heap, self.eos_at, []
+        while heap and heap[0][0] <= self.clock:
+            at, rid = heapq.heappop(heap)
+            if eos_at.get(rid) == at:
+                found.append(rid)
+        return found
 
     def account(self, run: StepRun) -> None:
-        steps, durations = run.steps, np.diff(run.ends[: run.steps], prepend=run.start)
-        used = np.full(steps, float(run.kv_used))
-        if run.growth is not None and steps > 1:
-            at_step = [run.growth.at_step(i) for i in range(1, min(steps, run.growth.block_size + 1))]
-            period = np.resize(np.array(at_step or [0], dtype=float), steps - 1)
-            used[1:] += np.cumsum(period)
-        self.busy_s += float(durations.sum())
+        steps, plan = run.steps, run.plan
+        if steps == 1:
+            busy = run.ends[0] - run.start
+            self.kv_block_seconds += run.kv_used * busy
+        else:
+            durations = run.durations()
+            busy = float(durations.sum())
+            used = np.full(steps, float(run.kv_used))
+            if run.growth is not None:
+                at_step = [run.growth.at_step(i) for i in range(1, min(steps, run.growth.block_size + 1))]
+                used[1:] += np.cumsum(np.resize(np.array(at_step, dtype=float), steps - 1))
+            self.kv_block_seconds += float(used @ durations)
+        self.busy_s += busy
         self.steps += steps
-        self.seq_steps += len(run.plan.items) * steps
-        self.token_steps += run.plan.num_tokens + (steps - 1) * len(run.plan.items)
-        self.kv_block_seconds += float(used @ durations)
-        self.preemptions += len(run.plan.preempted)
+        self.seq_steps += (plan.decodes + len(plan.chunks)) * steps
+        self.token_steps += plan.num_tokens + (steps - 1) * plan.decodes
+        self.preemptions += len(plan.preempted)
 
     def stats(self) -> WorkerStats:
         return WorkerStats(self.busy_s, self.steps, self.seq_steps, self.token_steps, self.kv_block_seconds,
@@ -122,12 +151,12 @@ class Simulation:
         for worker in self.workers:
             self.scheduler.add_worker(worker.id, blocks, 0.0)
         self.records = self._empty_records()
-        # Plain lists: per-token bookkeeping indexes them one element at a time, where numpy is slow.
-        self._emitted = [0] * len(self.workload)
-        self._last_token = [0.0] * len(self.workload)
-        self._output_tokens = self.workload.output_tokens.tolist()
+        # Plain lists: per-request bookkeeping indexes them one element at a time, where numpy is slow.
+        self._output_tokens = self.workload.output_tokens.tolist()  # true lengths
+        self._generated = [0] * len(self.workload)  # written when a request ends
         self._first_token = [math.nan] * len(self.workload)
-        self._itl: Counter[float] = Counter()
+        self._last_token = [0.0] * len(self.workload)  # written when a decoding request is preempted
+        self._itl = WeightedSamples()
         self._samples: list[tuple[float, list[float], list[bool]]] = []
         self._last_event = 0.0
         self._sync_before_decisions = config.fast_forward and self.scheduler.policy.uses_service
@@ -186,12 +215,12 @@ class Simulation:
     def _cut(self, worker: SimWorker) -> None:
         """End the worker's run at the first step boundary from now, so its next plan sees the queue."""
         run = worker.run
-        steps = int(np.searchsorted(run.ends[: run.steps], self.loop.now, side="left")) + 1
+        steps = bisect.bisect_left(run.ends, self.loop.now, 0, run.steps) + 1
         steps = max(steps, run.reported + 1)  # the final report needs a step of its own
         if steps < run.steps:
             run.steps = steps
             worker.version += 1
-            self.loop.at(float(run.ends[steps - 1]), self._finish_step, worker, worker.version)
+            self.loop.at(run.ends[steps - 1], self._finish_step, worker, worker.version)
 
     def _start_step(self, worker: SimWorker) -> None:
         now = self.loop.now
@@ -210,22 +239,22 @@ class Simulation:
             records["worker"][rid] = worker.id
         for rid in plan.preempted:
             records["preemptions"][rid] += 1
-        steps = self._steps(plan)
-        growth = None
-        if steps > 1:
-            growth = DecodeGrowth((item.context for item in plan.items), self.scheduler.config.block_size)
-        pool = self.scheduler.workers[worker.id].pool
-        worker.run = StepRun(plan, now, worker.durations(plan, steps), pool.used, growth, worker.version)
-        self.loop.at(float(worker.run.ends[-1]), self._finish_step, worker, worker.version)
+            if worker.eos_at.pop(rid, None) is not None:
+                self._last_token[rid] = now  # it decoded in the step that just ended
+        steps = self._steps(worker, plan)
+        state = self.scheduler.workers[worker.id]
+        growth = state.decode.growth() if steps > 1 else None
+        durations = [worker.cost.plan_step_time(plan)] if steps == 1 else worker.cost.plan_step_times(plan, steps)
+        worker.run = StepRun(plan, now, durations, state.pool.used, growth, worker.version)
+        self.loop.at(worker.run.ends[-1], self._finish_step, worker, worker.version)
         if plan.preempted:
             self._queue_grew(None if self.scheduler.placement.late_binding else worker.id)
 
-    def _steps(self, plan: StepPlan) -> int:
+    def _steps(self, worker: SimWorker, plan: StepPlan) -> int:
         """Steps to run: the plan's repeat, cut at the first EOS (the worker knows true lengths)."""
         if plan.repeat == 1 or not self.config.fast_forward:
             return 1
-        emitted, true_length = self._emitted, self._output_tokens
-        return min(plan.repeat, min(true_length[i.request_id] - emitted[i.request_id] for i in plan.items))
+        return min(plan.repeat, worker.steps_to_eos())
 
     def _may_read_service(self, worker_id: int) -> bool:
         """Whether the next plan could admit (queue order) or preempt (victim): both read service."""
@@ -242,14 +271,8 @@ class Simulation:
         if version != worker.version:
             return  # this run was cut short; its new finish event is the one that counts
         self._last_event = self.loop.now
-        run = worker.run
-        worker.account(run)
-        emitted, true_length, steps = self._emitted, self._output_tokens, run.steps - run.reported
-        eos = frozenset(
-            item.request_id for item in run.plan.items
-            if item.samples and emitted[item.request_id] + steps >= true_length[item.request_id]
-        )
-        self._report(worker, run.steps, eos)
+        worker.account(worker.run)
+        self._report(worker, worker.run.steps, final=True)
         self._start_step(worker)
 
     def _sync(self) -> None:
@@ -261,34 +284,45 @@ class Simulation:
             if run is not None and run.steps > 1:
                 done = min(run.steps_done(now), run.steps - 1)
                 if done > run.reported:
-                    self._report(worker, done, None)
+                    self._report(worker, done, final=False)
 
-    def _report(self, worker: SimWorker, upto: int, eos: frozenset | None) -> None:
-        """Report steps run.reported..upto-1 of the worker's run; eos None for progress, not the end."""
+    def _report(self, worker: SimWorker, upto: int, final: bool) -> None:
+        """Report steps run.reported..upto-1 of the worker's run: the end of the run, or progress."""
         run, now = worker.run, self.loop.now
         done = run.reported
-        result = StepResult(upto - done, frozenset() if eos is None else eos, final=eos is not None)
-        if upto - done > 1:
-            for gap in np.diff(run.ends[done:upto]).tolist():
-                self._itl[gap] += len(run.plan.items)
+        eos = self._chunk_eos(run.plan) if final else []
+        worker.clock += upto - done
+        if final:
+            eos += worker.eos_now()  # a run is cut at its first EOS, so they all fall on its last step
         run.reported = upto
-        first_end = float(run.ends[done])
-        for output in self.scheduler.complete(worker.id, result, now):
-            if isinstance(output, Emitted):
-                self._tokens(output, first_end, float(run.ends[upto - 1]))
-            elif isinstance(output, Finished):
-                self.records["finish"][output.request_id] = now
-                self.records["outcome"][output.request_id] = FINISHED
+        outputs = self.scheduler.complete(worker.id, StepResult(upto - done, frozenset(eos), final), now)
+        if outputs.decoded:
+            if upto - done == 1:
+                self._itl.add_one(run.ends[done] - (run.ends[done - 1] if done else run.start), outputs.decoded)
+            else:
+                self._itl.add(run.durations(done, upto), outputs.decoded)
+        first_end = run.ends[done]
+        for output in outputs.finished:
+            rid = output.request_id
+            self.records["finish"][rid] = now
+            self.records["outcome"][rid] = FINISHED
+            self._generated[rid] = output.output_tokens
+            worker.eos_at.pop(rid, None)
+        for output in outputs.emitted:  # the last chunk of a prefill sampled a token
+            rid = output.request_id
+            if output.first:
+                self._first_token[rid] = first_end
+            else:  # the first token after a recompute
+                self._itl.add_one(first_end - self._last_token[rid], 1)
+            seq = self.scheduler.sequence(rid)
+            if seq is not None:  # it goes on decoding
+                worker.decodes_until(rid, self._output_tokens[rid] - seq.generated)
 
-    def _tokens(self, output: Emitted, first_end: float, last_end: float) -> None:
-        """Record a request's tokens: the first of them came at first_end, the last at last_end."""
-        rid = output.request_id
-        if output.first:
-            self._first_token[rid] = first_end
-        else:
-            self._itl[first_end - self._last_token[rid]] += 1
-        self._emitted[rid] += output.count
-        self._last_token[rid] = last_end
+    def _chunk_eos(self, plan: StepPlan) -> list[int]:
+        """Requests whose last prefill chunk samples their last token."""
+        scheduler, true_length = self.scheduler, self._output_tokens
+        return [item.request_id for item in plan.chunks
+                if item.samples and scheduler.sequence(item.request_id).generated + 1 >= true_length[item.request_id]]
 
     def _sample(self) -> None:
         self._sync()
@@ -300,16 +334,18 @@ class Simulation:
     # ----- results ------------------------------------------------------------------------------
 
     def _run_data(self) -> RunData:
-        self.records["output_tokens"] = self._emitted
+        for rid, seq in self.scheduler.live.items():  # what requests cut off by the horizon generated
+            self._generated[rid] = seq.generated
+        self.records["output_tokens"] = self._generated
         self.records["first_token"] = self._first_token
         times, service, backlogged = zip(*self._samples)
         timeline = Timeline(np.array(times), np.array(service, dtype=float), np.array(backlogged, dtype=bool))
-        gaps = sorted(self._itl.items())
+        itl_values, itl_weights = self._itl.arrays()
         specs = self.workload.tenants
         return RunData(
             records=self.records,
-            itl_values=np.array([g for g, _ in gaps], dtype=float),
-            itl_weights=np.array([n for _, n in gaps], dtype=np.int64),
+            itl_values=itl_values,
+            itl_weights=itl_weights,
             duration_s=self._last_event,
             tenants=tuple(TenantInfo(s.name, s.weight, s.slo_ttft_ms, s.slo_tpot_ms) for s in specs),
             workers=tuple(worker.stats() for worker in self.workers),

@@ -2,18 +2,23 @@
 
 This module owns how long a step takes and how many KV tokens a worker holds. A worker is a
 tensor-parallel group of GPUs; a step is linear layers + attention + all-reduce + a fixed overhead
-(see DESIGN.md, "Cost model"). It knows nothing about requests: callers pass token counts.
+(see DESIGN.md, "Cost model"). It knows nothing about requests: callers pass token counts, or a
+StepPlan, which carries only counts.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from scheduler.errors import ConfigError
 from sim.hardware import GPUSpec, ModelSpec, get_gpu, get_model
+
+if TYPE_CHECKING:
+    from scheduler.actions import StepPlan
 
 __all__ = ["RooflineCostModel", "causal_pairs", "sanity_table"]
 
@@ -110,6 +115,23 @@ class RooflineCostModel:
             return np.zeros(max(steps, 0))
         contexts = context_sum + num_seqs * np.arange(steps, dtype=np.float64)
         return self._constant_step_s(num_seqs) + self._s_per_kv_token * contexts
+
+    def plan_step_time(self, plan: "StepPlan") -> float:
+        """Seconds of one step of a StepPlan."""
+        tokens, pairs, context = plan.decodes, 0.0, plan.decode_context + plan.decodes
+        for item in plan.chunks:
+            tokens += item.num_tokens
+            if item.is_decode:  # a one-token chunk reads its context like a decode
+                context += item.context + 1
+            else:
+                pairs += causal_pairs(item.num_tokens, item.context)
+        return self.step_time(tokens, pairs, context)
+
+    def plan_step_times(self, plan: "StepPlan", steps: int) -> np.ndarray:
+        """Per-step seconds of `steps` repeats of a StepPlan of decodes alone (what repeats)."""
+        if plan.chunks:
+            raise ValueError("plan_step_times: only a plan of decodes alone repeats")
+        return self.decode_step_times(plan.decodes, plan.decode_context + plan.decodes, steps)
 
     @property
     def kv_capacity_tokens(self) -> int:

@@ -119,6 +119,54 @@ class ServiceGap:
 # statistics
 
 
+class WeightedSamples:
+    """Values with integer weights (inter-token gaps), gathered in numpy blocks and merged by exact
+    value now and then, so memory grows with the distinct values, not with the tokens."""
+
+    __slots__ = ("_values", "_weights", "_pending", "_merge_every", "_one_values", "_one_weights")
+
+    def __init__(self, merge_every: int = 1 << 20) -> None:
+        self._values: list[np.ndarray] = []
+        self._weights: list[np.ndarray] = []
+        self._one_values: list[float] = []  # single values, kept apart: an array each would cost more
+        self._one_weights: list[int] = []
+        self._pending = 0
+        self._merge_every = merge_every
+
+    def add_one(self, value: float, weight: int) -> None:
+        self._one_values.append(value)
+        self._one_weights.append(weight)
+        self._pending += 1
+        if self._pending >= self._merge_every:
+            self._merge()
+
+    def add(self, values: np.ndarray, weight: int) -> None:
+        """Count every value in `values` `weight` times."""
+        self._values.append(values)
+        self._weights.append(np.full(len(values), weight, dtype=np.int64))
+        self._pending += len(values)
+        if self._pending >= self._merge_every:
+            self._merge()
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct values ascending, their total weights)."""
+        self._merge()
+        if not self._values:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        return self._values[0], self._weights[0]
+
+    def _merge(self) -> None:
+        if self._pending == 0:
+            return
+        self._values.append(np.array(self._one_values, dtype=float))
+        self._weights.append(np.array(self._one_weights, dtype=np.int64))
+        self._one_values, self._one_weights = [], []
+        values, inverse = np.unique(np.concatenate(self._values), return_inverse=True)
+        weights = np.bincount(inverse.ravel(), weights=np.concatenate(self._weights), minlength=len(values))
+        self._values, self._weights = [values], [weights.astype(np.int64)]
+        self._pending = 0
+
+
 def weighted_percentile(values, weights, q, method: str = "inverted_cdf"):
     """Percentile q (0..100, scalar or array) of values each counted weights times.
 

@@ -8,8 +8,9 @@ watermark, and `debug_checks=True` so every call also runs `invariants.check`.
 from __future__ import annotations
 
 import pytest
+from mirrored import FullPlan, complete_full, plan_full
 
-from scheduler.actions import Emitted, Finished, StepPlan
+from scheduler.actions import Emitted, Finished
 from scheduler.core import Scheduler, SchedulerConfig
 from scheduler.events import StepResult
 from scheduler.request import Request, RequestState, Sequence, Tenant
@@ -40,12 +41,12 @@ def build_sequence(order, tenant=0, prompt=8, max_new=4, preemptions=0, state=Re
     return seq
 
 
-def run_step(scheduler: Scheduler, worker: int, now: float, eos=()) -> tuple[StepPlan, list]:
+def run_step(scheduler: Scheduler, worker: int, now: float, eos=()) -> tuple[FullPlan, list]:
     """plan + complete on one worker; `eos` names requests whose sampled token ends them."""
-    plan = scheduler.plan(worker, now)
+    plan = plan_full(scheduler, worker, now)
     if not plan:
         return plan, []
-    return plan, scheduler.complete(worker, StepResult(1, frozenset(eos)), now)
+    return plan, complete_full(scheduler, worker, StepResult(1, frozenset(eos)), now)
 
 
 def drain(scheduler: Scheduler, now: float = 0.0, output_len: dict | None = None, limit: int = 10_000):
@@ -59,14 +60,14 @@ def drain(scheduler: Scheduler, now: float = 0.0, output_len: dict | None = None
             return outputs, now
         now += 1.0
         for worker in sorted(scheduler.workers):
-            plan = scheduler.plan(worker, now)
+            plan = plan_full(scheduler, worker, now)
             if not plan:
                 continue
             eos = frozenset(
                 item.request_id for item in plan.items
                 if item.samples and emitted.get(item.request_id, 0) + 1 >= output_len.get(item.request_id, 1 << 30)
             )
-            for out in scheduler.complete(worker, StepResult(1, eos), now):
+            for out in complete_full(scheduler, worker, StepResult(1, eos), now):
                 outputs.append(out)
                 if isinstance(out, Emitted):
                     emitted[out.request_id] = emitted.get(out.request_id, 0) + out.count

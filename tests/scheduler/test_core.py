@@ -8,6 +8,7 @@ Defaults (conftest): 4-token blocks, 16-token steps, 4 sequences per worker, no 
 import math
 
 import pytest
+from mirrored import cancel_full, complete_full, plan_full
 
 from scheduler import invariants
 from scheduler.actions import Admitted, Emitted, Finished, Rejected, RejectReason, ScheduledItem
@@ -192,16 +193,16 @@ def test_budget_counts_tokens_not_requests(make_scheduler, make_request):
     s = make_scheduler(max_batched_tokens=10, max_seqs=10)
     for rid in range(4):
         s.submit(make_request(rid, prompt=4), 0.0)
-    plan = s.plan(0, 1.0)
+    plan = plan_full(s, 0, 1.0)
     assert items(plan) == [(0, 4, 0, True), (1, 4, 0, True), (2, 2, 0, False)] and plan.num_tokens == 10
 
 
 def test_empty_plan_when_idle(make_scheduler):
     s = make_scheduler()
-    plan = s.plan(0, 1.0)
+    plan = plan_full(s, 0, 1.0)
     assert not plan and plan.items == () and plan.repeat == 1
     with pytest.raises(ProtocolError, match="no plan in flight"):
-        s.complete(0, StepResult(), 1.0)
+        complete_full(s, 0, StepResult(), 1.0)
 
 
 # ----- finishing ----------------------------------------------------------------------------------
@@ -216,7 +217,7 @@ def test_finish_on_eos(make_scheduler, make_request, step):
     assert out2 == [Emitted("r", 1, False), Finished("r", "eos", 2)]
     assert "r" not in s.live and s.counts.finished == 1
     assert s.workers[0].pool.free == 64
-    assert s.plan(0, 3.0).released == ("r",)
+    assert plan_full(s, 0, 3.0).released == ("r",)
 
 
 def test_eos_on_the_first_token(make_scheduler, make_request, step):
@@ -274,7 +275,7 @@ def test_preemption_by_recompute_emits_no_token_twice_and_charges_prompt_once(
     outputs, preempted, now = [], [], 0.0
     while s.live:
         now += 1.0
-        plan = s.plan(0, now)
+        plan = plan_full(s, 0, now)
         preempted += plan.preempted
         if "new" in plan.preempted:
             assert seq.state is RequestState.QUEUED and seq.computed == 0 and seq.blocks == 0
@@ -284,7 +285,7 @@ def test_preemption_by_recompute_emits_no_token_twice_and_charges_prompt_once(
             recompute = next(item for item in plan.items if item.request_id == "new")
             assert recompute.context == 0 and recompute.num_tokens <= 8 + seq.generated
         if plan:
-            outputs += s.complete(0, StepResult(), now)
+            outputs += complete_full(s, 0, StepResult(), now)
     assert "new" in preempted, "the scenario must preempt"
     assert "old" not in preempted  # both policies pick "new": later, and (vtc) larger counter
     assert drive.emitted(outputs) == {"old": 8, "new": 8}
@@ -303,14 +304,14 @@ def test_a_step_that_preempts_admits_nothing(make_scheduler, make_request):
     worker = s.workers[0]
     while worker.pool.free or all(seq.computed % 4 for seq in worker.running):  # until a decode needs a block
         now += 1.0
-        s.plan(0, now)
-        s.complete(0, StepResult(), now)
+        plan_full(s, 0, now)
+        complete_full(s, 0, StepResult(), now)
     s.submit(make_request("urgent", tenant="b", prompt=1, max_new=1, priority=-5), now)
-    plan = s.plan(0, now + 1.0)
+    plan = plan_full(s, 0, now + 1.0)
     assert plan.preempted == ("new",)
     assert plan.admitted == ()  # "urgent" heads the queue and fits the freed blocks, yet waits a step
-    s.complete(0, StepResult(), now + 1.0)
-    assert s.plan(0, now + 2.0).admitted == ("urgent",)
+    complete_full(s, 0, StepResult(), now + 1.0)
+    assert plan_full(s, 0, now + 2.0).admitted == ("urgent",)
 
 
 def test_preempted_plan_reports_victim_only_in_preempted(make_scheduler, make_request):
@@ -318,10 +319,10 @@ def test_preempted_plan_reports_victim_only_in_preempted(make_scheduler, make_re
     now = 0.0
     while True:
         now += 1.0
-        plan = s.plan(0, now)
+        plan = plan_full(s, 0, now)
         if plan.preempted:
             break
-        s.complete(0, StepResult(), now)
+        complete_full(s, 0, StepResult(), now)
     assert plan.preempted == ("new",) and "new" not in plan.released
     assert [item.request_id for item in plan.items] == ["old"]
 
@@ -333,10 +334,10 @@ def test_a_preempted_request_is_never_among_its_steps_items(make_scheduler, make
     now, seen = 0.0, []
     while s.live and not seen:
         now += 1.0
-        plan = s.plan(0, now)
+        plan = plan_full(s, 0, now)
         seen = [item.request_id for item in plan.items if item.request_id in plan.preempted]
         if plan:
-            s.complete(0, StepResult(), now)
+            complete_full(s, 0, StepResult(), now)
     assert not seen  # a preempted request never also appears among the step's items
 
 
@@ -347,35 +348,35 @@ def test_cancel_queued(make_scheduler, make_request):
     s = make_scheduler()
     s.submit(make_request(1), 0.0)
     s.submit(make_request(2), 0.0)
-    assert s.cancel(1, 1.0) is True
+    assert cancel_full(s, 1, 1.0) is True
     assert 1 not in s.live and s.num_waiting == 1 and s.counts.cancelled == 1
-    assert s.cancel(1, 1.0) is False and s.cancel("ghost", 1.0) is False
-    assert s.plan(0, 2.0).admitted == (2,)
+    assert cancel_full(s, 1, 1.0) is False and cancel_full(s, "ghost", 1.0) is False
+    assert plan_full(s, 0, 2.0).admitted == (2,)
 
 
 def test_cancel_running_frees_kv_at_once_and_ignores_its_step_result(make_scheduler, make_request):
     s = make_scheduler()
     s.submit(make_request(1, prompt=8), 0.0)
     s.submit(make_request(2, prompt=8), 0.0)
-    plan = s.plan(0, 1.0)
+    plan = plan_full(s, 0, 1.0)
     seq = s.sequence(1)
     assert s.workers[0].pool.used == 4
-    assert s.cancel(1, 1.5) is True
+    assert cancel_full(s, 1, 1.5) is True
     assert s.workers[0].pool.used == 2 and seq.state is RequestState.CANCELLED and seq.finish_time == 1.5
-    outputs = s.complete(0, StepResult(1, frozenset({1})), 2.0)  # EOS for it is allowed, and ignored
+    outputs = complete_full(s, 0, StepResult(1, frozenset({1})), 2.0)  # EOS for it is allowed, and ignored
     assert outputs == [Emitted(2, 1, True)] and seq.generated == 0
     assert s.ledger.prompt_tokens[0] == 8
-    assert s.plan(0, 3.0).released == (1,)
+    assert plan_full(s, 0, 3.0).released == (1,)
     assert plan.admitted == (1, 2)
 
 
 def test_cancel_then_resubmit_the_same_id(make_scheduler, make_request, drive):
     s = make_scheduler()
     s.submit(make_request(1), 0.0)
-    s.plan(0, 1.0)
-    s.cancel(1, 1.0)
+    plan_full(s, 0, 1.0)
+    cancel_full(s, 1, 1.0)
     assert s.submit(make_request(1, max_new=2), 1.0) == Admitted(1)
-    s.complete(0, StepResult(), 2.0)  # the old step, for the cancelled record
+    complete_full(s, 0, StepResult(), 2.0)  # the old step, for the cancelled record
     outputs, _ = drive.drain(s, 2.0)
     assert drive.emitted(outputs) == {1: 2}
 
@@ -387,10 +388,10 @@ def test_remove_worker_requeues_its_running_requests_for_recompute(make_schedule
     s = make_scheduler(workers=(64, 64))
     for rid in range(4):
         s.submit(make_request(rid, prompt=3, max_new=4), 0.0)
-    plan = s.plan(0, 1.0)
+    plan = plan_full(s, 0, 1.0)
     assert plan.admitted == (0, 1, 2, 3)
-    s.complete(0, StepResult(), 1.0)
-    s.plan(0, 2.0)  # in flight when the worker fails: that step is lost
+    complete_full(s, 0, StepResult(), 1.0)
+    plan_full(s, 0, 2.0)  # in flight when the worker fails: that step is lost
     assert s.remove_worker(0, 2.5) == [0, 1, 2, 3]
     assert 0 not in s.workers
     for rid in range(4):
@@ -398,10 +399,10 @@ def test_remove_worker_requeues_its_running_requests_for_recompute(make_schedule
         assert (seq.state, seq.computed, seq.blocks, seq.generated, seq.worker) == (
             RequestState.QUEUED, 0, 0, 1, None)
     with pytest.raises(ProtocolError, match="worker 0: not in the pool"):
-        s.complete(0, StepResult(), 3.0)
-    plan = s.plan(1, 3.0)
+        complete_full(s, 0, StepResult(), 3.0)
+    plan = plan_full(s, 1, 3.0)
     assert plan.admitted == (0, 1, 2, 3) and [i.num_tokens for i in plan.items] == [4, 4, 4, 4]
-    outputs = s.complete(1, StepResult(), 3.0)
+    outputs = complete_full(s, 1, StepResult(), 3.0)
     assert all(not o.first for o in outputs if isinstance(o, Emitted))
     more, _ = drive.drain(s, 3.0)
     outputs += more
@@ -413,7 +414,7 @@ def test_remove_worker_under_early_binding_replaces_running_and_queued(make_sche
     s = make_scheduler(placement="round_robin", workers=(64, 64), max_seqs=1)
     for rid in range(4):
         s.submit(make_request(rid, max_new=2), 0.0)
-    s.plan(0, 1.0)  # 0 runs on worker 0, 2 waits there
+    plan_full(s, 0, 1.0)  # 0 runs on worker 0, 2 waits there
     assert s.remove_worker(0, 2.0) == [0, 2]
     assert [s.sequence(rid).worker for rid in range(4)] == [1, 1, 1, 1]
     assert sorted(seq.id for seq in s.workers[1].queue) == [0, 1, 2, 3]
@@ -426,12 +427,12 @@ def test_removing_the_last_worker_parks_requests_until_add_worker(make_scheduler
     s = make_scheduler(placement=placement, workers=(64,), max_seqs=1)
     for rid in range(3):
         s.submit(make_request(rid, max_new=2), 0.0)
-    s.plan(0, 1.0)
+    plan_full(s, 0, 1.0)
     assert s.remove_worker(0, 1.0) == ([0] if placement == "global" else [0, 1, 2])
     assert s.num_waiting == 3 and all(s.sequence(rid).worker is None for rid in range(3))
     assert_rejected(s.submit(make_request(9), 1.0), RejectReason.NO_WORKERS)
     with pytest.raises(ProtocolError, match="not in the pool"):
-        s.plan(0, 2.0)
+        plan_full(s, 0, 2.0)
     s.add_worker(7, 64, 3.0)
     if placement != "global":
         assert sorted(seq.id for seq in s.workers[7].queue) == [0, 1, 2]
@@ -450,9 +451,9 @@ def test_remove_unknown_worker(make_scheduler):
 def test_plan_while_in_flight(make_scheduler, make_request):
     s = make_scheduler()
     s.submit(make_request(1), 0.0)
-    s.plan(0, 1.0)
+    plan_full(s, 0, 1.0)
     with pytest.raises(ProtocolError, match="in flight"):
-        s.plan(0, 1.0)
+        plan_full(s, 0, 1.0)
 
 
 def test_complete_twice(make_scheduler, make_request, step):
@@ -460,14 +461,14 @@ def test_complete_twice(make_scheduler, make_request, step):
     s.submit(make_request(1), 0.0)
     step(s, 0, 1.0)
     with pytest.raises(ProtocolError, match="no plan in flight"):
-        s.complete(0, StepResult(), 2.0)
+        complete_full(s, 0, StepResult(), 2.0)
 
 
 @pytest.mark.parametrize("call", [
     lambda s, t: s.submit(Request(5, "a", 1, 1), t),
-    lambda s, t: s.cancel(5, t),
-    lambda s, t: s.plan(1, t),
-    lambda s, t: s.complete(0, StepResult(), t),
+    lambda s, t: cancel_full(s, 5, t),
+    lambda s, t: plan_full(s, 1, t),
+    lambda s, t: complete_full(s, 0, StepResult(), t),
     lambda s, t: s.add_worker(3, 64, t),
     lambda s, t: s.remove_worker(1, t),
 ], ids=["submit", "cancel", "plan", "complete", "add_worker", "remove_worker"])
@@ -475,7 +476,7 @@ def test_complete_twice(make_scheduler, make_request, step):
 def test_time_must_not_go_backwards(make_scheduler, make_request, call, bad):
     s = make_scheduler(workers=(64, 64))
     s.submit(make_request(1), 0.0)
-    s.plan(0, 5.0)
+    plan_full(s, 0, 5.0)
     submitted = s.counts.submitted
     with pytest.raises(ProtocolError, match="time went backwards"):
         call(s, bad)
@@ -483,7 +484,7 @@ def test_time_must_not_go_backwards(make_scheduler, make_request, call, bad):
     call(s, 5.0)  # the same instant is fine
 
 
-@pytest.mark.parametrize("call", [lambda s: s.plan(9, 1.0), lambda s: s.complete(9, StepResult(), 1.0)],
+@pytest.mark.parametrize("call", [lambda s: plan_full(s, 9, 1.0), lambda s: complete_full(s, 9, StepResult(), 1.0)],
                          ids=["plan", "complete"])
 def test_unknown_worker(make_scheduler, call):
     with pytest.raises(ProtocolError, match="worker 9: not in the pool"):
@@ -494,26 +495,26 @@ def test_eos_on_a_request_that_sampled_nothing(make_scheduler, make_request):
     s = make_scheduler()
     s.submit(make_request("long", prompt=40), 0.0)
     s.submit(make_request("other", prompt=4), 0.0)
-    s.plan(0, 1.0)  # "long" computes a 16-token chunk: no sample
+    plan_full(s, 0, 1.0)  # "long" computes a 16-token chunk: no sample
     with pytest.raises(WorkerError, match="'long'.*sampled no token"):
-        s.complete(0, StepResult(1, frozenset({"long"})), 2.0)
+        complete_full(s, 0, StepResult(1, frozenset({"long"})), 2.0)
 
 
 def test_eos_on_a_request_not_in_the_step(make_scheduler, make_request):
     s = make_scheduler()
     s.submit(make_request(1), 0.0)
-    s.plan(0, 1.0)
+    plan_full(s, 0, 1.0)
     with pytest.raises(WorkerError, match="sampled no token"):
-        s.complete(0, StepResult(1, frozenset({"stranger"})), 2.0)
+        complete_full(s, 0, StepResult(1, frozenset({"stranger"})), 2.0)
 
 
 @pytest.mark.parametrize("steps", [0, 2, 1.0])
 def test_steps_beyond_the_plans_repeat(make_scheduler, make_request, steps):
     s = make_scheduler()
     s.submit(make_request(1), 0.0)
-    s.plan(0, 1.0)
+    plan_full(s, 0, 1.0)
     with pytest.raises(WorkerError, match="steps"):
-        s.complete(0, StepResult(steps), 2.0)
+        complete_full(s, 0, StepResult(steps), 2.0)
 
 
 # ----- debug checks -------------------------------------------------------------------------------
@@ -529,9 +530,9 @@ def test_debug_checks_run_invariants_after_every_call(make_scheduler, make_reque
     s.add_worker(1, 64, 0.0)
     s.submit(make_request(1), 0.0)
     s.submit(make_request(2), 0.0)
-    s.plan(0, 1.0)
-    s.complete(0, StepResult(), 1.0)
-    s.cancel(2, 1.0)
+    plan_full(s, 0, 1.0)
+    complete_full(s, 0, StepResult(), 1.0)
+    cancel_full(s, 2, 1.0)
     s.remove_worker(1, 1.0)
     assert len(calls) == (8 if debug else 0)
 
@@ -539,10 +540,10 @@ def test_debug_checks_run_invariants_after_every_call(make_scheduler, make_reque
 def test_debug_checks_catch_corruption_on_the_next_call(make_scheduler, make_request):
     s = make_scheduler()
     s.submit(make_request(1), 0.0)
-    s.plan(0, 1.0)
+    plan_full(s, 0, 1.0)
     s.workers[0].pool.free -= 1  # a leaked block
     with pytest.raises(invariants.InvariantError, match="blocks used"):
-        s.complete(0, StepResult(), 2.0)
+        complete_full(s, 0, StepResult(), 2.0)
 
 
 def test_scheduled_item_is_decode():

@@ -60,11 +60,11 @@ def _overfill_pool(s):
 
 
 def _duplicate_running(s):
-    s.workers[1].running.append(_running(s, "p"))
+    s.workers[1].running[_running(s, "p")] = None
 
 
 def _queued_also_running(s):
-    s.workers[1].running.append(s.sequence("w"))
+    s.workers[1].running[s.sequence("w")] = None
 
 
 def _count_one_more_submitted(s):
@@ -84,13 +84,13 @@ def _running_in_wrong_state(s):
 
 
 def _computed_too_much(s):
-    seq = _running(s, "p")
-    seq.computed = seq.target + 1
+    seq = _running(s, "p")  # decoding: its counts are read from its decode set's clock
+    seq._computed += seq.target + 1 - seq.computed
 
 
 def _generated_too_much(s):
     seq = _running(s, "p")
-    seq.generated = seq.request.max_new_tokens + 1
+    seq._generated += seq.request.max_new_tokens + 1 - seq.generated
 
 
 def _too_many_running(s):
@@ -102,14 +102,15 @@ def _bound_elsewhere(s):
 
 
 def _kv_beyond_blocks(s):
-    seq = _running(s, "p")  # computed 8 tokens: 2 blocks
-    seq.blocks = 1
-    s.workers[0].pool.free += 2  # it held 3 (room for its next token), keep the pool itself consistent
+    worker = s.workers[0]
+    held = sum(seq.blocks for seq in worker.running)
+    worker.decode.reserved -= 8  # "p" (computed 8 tokens) now holds 1 block, "q" none
+    worker.pool.free += held - sum(seq.blocks for seq in worker.running)  # keep the pool itself consistent
 
 
 def _step_over_budget(s):
     worker = s.workers[0]
-    worker.inflight = [(_running(s, "p"), s.config.max_batched_tokens + 1)]
+    worker.inflight = [(_running(s, "p"), s.config.max_batched_tokens + 1 - worker.decode.size)]
 
 
 def _ledger_queued(s):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from mirrored import cancel_full, complete_full, forget_worker, plan_full
 
 from scheduler.actions import Admitted, Emitted, Finished, Rejected, RejectReason
 from scheduler.core import Scheduler, SchedulerConfig
@@ -165,7 +166,7 @@ class Driver:
         state = self.s.workers[worker]
         queue = next(iter(self.s.queues())) if self.s.placement.late_binding else state.queue
         idle_with_work = not state.running and len(queue) > 0
-        plan = self.s.plan(worker, self.now)
+        plan = plan_full(self.s, worker, self.now)
         self.transcript.append(("plan", plan))
         self.check_plan(worker, plan)
         if idle_with_work:
@@ -190,7 +191,7 @@ class Driver:
             item.request_id for item in plan.items
             if item.samples and self.emitted.get(item.request_id, 0) + 1 >= self.accepted[item.request_id].output
         )
-        outputs = self.s.complete(worker, StepResult(1, eos), self.now)
+        outputs = complete_full(self.s, worker, StepResult(1, eos), self.now)
         self.transcript.append(("complete", worker, tuple(outputs)))
         in_step = {item.request_id for item in plan.items}
         for out in outputs:
@@ -216,7 +217,7 @@ class Driver:
         rid = self.ids[arg % len(self.ids)]
         live = rid in self.s.live
         assert live == (rid in self.accepted and rid not in self.outcome)
-        result = self.s.cancel(rid, self.now)
+        result = cancel_full(self.s, rid, self.now)
         self.transcript.append(("cancel", rid, result))
         assert result is live
         if result:
@@ -229,6 +230,7 @@ class Driver:
         state = self.s.workers[worker]
         expected = sorted(seq.id for seq in state.running) + sorted(seq.id for seq in state.queue or ())
         moved = self.s.remove_worker(worker, self.now)
+        forget_worker(self.s, worker)
         self.transcript.append(("remove", worker, tuple(moved)))
         self.inflight.pop(worker, None)
         assert sorted(moved) == sorted(expected) and len(set(moved)) == len(moved)

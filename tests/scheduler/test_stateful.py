@@ -36,6 +36,7 @@ from collections import Counter
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from mirrored import cancel_full, complete_full, forget_worker, plan_full
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from scheduler.actions import Admitted, Emitted, Finished, Rejected, RejectReason
@@ -172,7 +173,7 @@ class Machine(RuleBasedStateMachine):
         ended = sorted(rid for rid, o in self.outcome.items() if o != LIVE and not isinstance(rid, tuple))
         pool = {"live": live, "ended": ended}.get(kind) or [("unknown", pick)]
         rid = pool[pick % len(pool)]
-        assert self.s.cancel(rid, self.now) is (self.outcome.get(rid) == LIVE)
+        assert cancel_full(self.s, rid, self.now) is (self.outcome.get(rid) == LIVE)
         if self.outcome.get(rid) == LIVE:
             self.outcome[rid] = CANCELLED
 
@@ -185,6 +186,7 @@ class Machine(RuleBasedStateMachine):
         state = self.s.workers[worker]
         expected = [seq.id for seq in state.running] + [seq.id for seq in state.queue or ()]
         moved = self.s.remove_worker(worker, self.now)
+        forget_worker(self.s, worker)
         assert sorted(moved) == sorted(expected) and len(set(moved)) == len(moved), (moved, expected)
         assert worker not in self.s.workers
         self.inflight.pop(worker, None)
@@ -326,7 +328,7 @@ class Machine(RuleBasedStateMachine):
         state = s.workers[worker]
         queue = next(iter(s.queues())) if s.placement.late_binding else state.queue
         idle_with_work = not state.running and len(queue) > 0
-        plan = s.plan(worker, self.now)
+        plan = plan_full(s, worker, self.now)
         assert plan.worker == worker and plan.repeat >= 1
         assert plan.num_tokens <= config.max_batched_tokens and len(plan.items) <= config.max_seqs
         ids = [item.request_id for item in plan.items]
@@ -374,7 +376,7 @@ class Machine(RuleBasedStateMachine):
             steps, final = to_eos, True
         # It does not know about cancellations: it reports EOS wherever its token was EOS.
         eos = frozenset(rid for rid in sampling if self.emitted[rid] + steps >= self.hidden[rid]) if final else frozenset()
-        outputs = self.s.complete(worker, StepResult(steps, eos, final), self.now)
+        outputs = complete_full(self.s, worker, StepResult(steps, eos, final), self.now)
         if final:
             del self.inflight[worker], self.left[worker]
         else:
@@ -460,13 +462,13 @@ def test_progress_reports_of_one_step_grow_kv_across_block_boundaries(make_sched
     one included) allocates the KV blocks the steps it reports grew into."""
     s = make_scheduler(debug_checks=False)  # 4-token blocks
     s.submit(make_request(1, prompt=4, max_new=20), 0.0)
-    s.plan(0, 1.0)
-    s.complete(0, StepResult(), 1.0)  # the prompt: 4 tokens cached, the first token sampled
-    plan = s.plan(0, 2.0)
+    plan_full(s, 0, 1.0)
+    complete_full(s, 0, StepResult(), 1.0)  # the prompt: 4 tokens cached, the first token sampled
+    plan = plan_full(s, 0, 2.0)
     assert plan.repeat > 8
     seq = s.sequence(1)
     for steps in (3, 1, 1, 1, 1, 1):  # cached: 7, 8, 9 (a third block), 10, 11, 12
-        s.complete(0, StepResult(steps, frozenset(), final=False), 2.0)
+        complete_full(s, 0, StepResult(steps, frozenset(), final=False), 2.0)
         check(s)
         assert seq.blocks * 4 >= seq.computed, seq
     assert (seq.computed, seq.generated, seq.blocks) == (12, 9, 3)
