@@ -129,6 +129,7 @@ class Scheduler:
         self.now = -math.inf
         self._live: dict[Hashable, Sequence] = {}
         self._workers: dict[int, WorkerState] = {}
+        self._max_sequence_tokens = 0
         # Late binding: the one queue. Early binding: where requests wait while no worker exists.
         self._pool_queue = self.policy.new_queue()
         self._order = itertools.count()
@@ -240,6 +241,7 @@ class Scheduler:
             raise ConfigError(f"kv_blocks: worker {worker_id} would hold no request ({kv_blocks} blocks)")
         queue = None if self.placement.late_binding else self.policy.new_queue()
         self._workers[worker_id] = WorkerState(worker_id, pool, queue)
+        self._pool_changed()
         if queue is not None:
             while len(self._pool_queue):
                 seq = self._pool_queue.pop()
@@ -252,6 +254,7 @@ class Scheduler:
         self._advance(now)
         worker = self._worker(worker_id)
         del self._workers[worker_id]
+        self._pool_changed()
         moved = [seq.id for seq in worker.running]
         for seq in list(worker.running):
             self._preempt(seq, worker)
@@ -280,7 +283,10 @@ class Scheduler:
     @property
     def max_sequence_tokens(self) -> int:
         """Prompt + max_new_tokens that every worker can hold alone (0 with no workers)."""
-        return min((w.pool.admissible_tokens for w in self._workers.values()), default=0)
+        return self._max_sequence_tokens
+
+    def _pool_changed(self) -> None:
+        self._max_sequence_tokens = min((w.pool.admissible_tokens for w in self._workers.values()), default=0)
 
     @property
     def num_waiting(self) -> int:
@@ -425,10 +431,10 @@ class Scheduler:
             decode.advance(steps)
             return 0
         worker.pool.allocate(decode.advance(steps))  # repeat_limit made sure these were free
-        output_tokens, on_service = self.ledger.output_tokens, self.policy.on_service
+        output_tokens = self.ledger.output_tokens
         for tenant, members in decode.tenants.items():
             output_tokens[tenant] += members * steps
-            on_service(tenant, 0, members * steps)
+        self.policy.on_decode_steps(decode.tenants, steps)
         return decode.size
 
     def _decode_set_ends(self, worker: WorkerState, eos: frozenset) -> list[tuple[Sequence, str]]:

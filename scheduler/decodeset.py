@@ -20,7 +20,7 @@ from .request import Sequence
 
 class DecodeSet:
     __slots__ = ("clock", "size", "block_size", "reserved", "tenants", "_by_phase", "_context_base",
-                 "_deadlines", "_join_ids")
+                 "_deadlines", "_join_ids", "_growth")
 
     def __init__(self, block_size: int) -> None:
         self.clock = 0  # steps the set has advanced
@@ -34,6 +34,7 @@ class DecodeSet:
         self._context_base = 0  # sum of (computed at join - clock at join) over members
         self._deadlines: list[tuple[int, int, Sequence]] = []  # (clock at max_new_tokens, join id, seq)
         self._join_ids = itertools.count()
+        self._growth: tuple[int, DecodeGrowth] | None = None  # (clock, growth) until membership changes
 
     # ----- membership ---------------------------------------------------------------------------
 
@@ -43,6 +44,7 @@ class DecodeSet:
         seq.joined = clock
         seq.join_id = next(self._join_ids)
         seq.decoding_on = self
+        self._growth = None
         self.size += 1
         self._by_phase[(clock - seq._computed) % self.block_size] += 1
         self._context_base += seq._computed - clock
@@ -53,6 +55,7 @@ class DecodeSet:
     def leave(self, seq: Sequence) -> None:
         """Let a member go, writing its counts back into it."""
         computed, generated, blocks = seq.computed, seq.generated, seq.blocks
+        self._growth = None
         self.size -= 1
         self._by_phase[(seq.joined - seq._computed) % self.block_size] -= 1
         self._context_base -= seq._computed - seq.joined
@@ -80,8 +83,11 @@ class DecodeSet:
 
     def growth(self) -> DecodeGrowth:
         """How the members grow into new blocks over a run of steps starting now."""
-        size = self.block_size
-        return DecodeGrowth.from_offsets([self._by_phase[(self.clock + r) % size] for r in range(size)])
+        if self._growth is None or self._growth[0] != self.clock:
+            phase = self.clock % self.block_size
+            by_offset = self._by_phase[phase:] + self._by_phase[:phase]
+            self._growth = (self.clock, DecodeGrowth.from_offsets(by_offset))
+        return self._growth[1]
 
     def advance(self, steps: int) -> int:
         """Members computed `steps` tokens each; returns the new blocks those steps took beyond the

@@ -148,6 +148,9 @@ class Simulation:
         cost = config.cluster.cost_model()
         blocks = cost.kv_blocks(config.scheduler.block_size)
         self.workers = [SimWorker(w, cost, blocks) for w in range(config.cluster.workers)]
+        # Workers that arrivals may have to wake (idle) or cut (running past the next boundary).
+        self._idle = {worker.id: worker for worker in self.workers}
+        self._long_runs: dict[int, SimWorker] = {}
         for worker in self.workers:
             self.scheduler.add_worker(worker.id, blocks, 0.0)
         self.records = self._empty_records()
@@ -204,12 +207,18 @@ class Simulation:
             self.loop.at(float(wl.arrival_s[i + 1]), self._arrive, i + 1)
 
     def _queue_grew(self, worker_id: int | None = None) -> None:
-        """A request joined the queue `worker_id` serves (None: the global queue): wake or cut runs."""
+        """A request joined the queue `worker_id` serves (None: the global queue): wake idle workers
+        and cut runs that go past the next step boundary (the others plan at it anyway)."""
+        if worker_id is None:
+            ids = sorted(self._idle.keys() | self._long_runs.keys())
+        else:
+            ids = [worker_id] if worker_id in self._idle or worker_id in self._long_runs else []
         max_seqs = self.scheduler.config.max_seqs
-        for worker in self.workers if worker_id is None else (self.workers[worker_id],):
+        for wid in ids:
+            worker = self.workers[wid]
             if worker.run is None:
                 self._start_step(worker)
-            elif len(self.scheduler.workers[worker.id].running) < max_seqs:
+            elif len(self.scheduler.workers[wid].running) < max_seqs:
                 self._cut(worker)
 
     def _cut(self, worker: SimWorker) -> None:
@@ -221,14 +230,17 @@ class Simulation:
             run.steps = steps
             worker.version += 1
             self.loop.at(run.ends[steps - 1], self._finish_step, worker, worker.version)
+        del self._long_runs[worker.id]  # later arrivals come before its end: it is as short as it gets
 
     def _start_step(self, worker: SimWorker) -> None:
         now = self.loop.now
         if self._sync_before_decisions and self._may_read_service(worker.id):
             self._sync()
         plan = self.scheduler.plan(worker.id, now)
+        self._long_runs.pop(worker.id, None)
         if not plan:
             worker.run = None
+            self._idle[worker.id] = worker
             if self._waiting_for(worker.id):
                 self.idle_while_waiting.append((now, worker.id))
             return
@@ -242,6 +254,9 @@ class Simulation:
             if worker.eos_at.pop(rid, None) is not None:
                 self._last_token[rid] = now  # it decoded in the step that just ended
         steps = self._steps(worker, plan)
+        self._idle.pop(worker.id, None)
+        if steps > 1:
+            self._long_runs[worker.id] = worker
         state = self.scheduler.workers[worker.id]
         growth = state.decode.growth() if steps > 1 else None
         durations = [worker.cost.plan_step_time(plan)] if steps == 1 else worker.cost.plan_step_times(plan, steps)

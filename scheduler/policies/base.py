@@ -201,6 +201,13 @@ class Policy(ABC):
     def on_service(self, tenant: int, prompt_tokens: int, output_tokens: int) -> None:
         """`tenant` was served: prompt tokens processed (recompute excluded) and tokens generated."""
 
+    def on_decode_steps(self, members: dict[int, int], steps: int) -> None:
+        """A decode set with `members[tenant]` requests per tenant ran `steps` steps: each member
+        generated `steps` tokens. Same as on_service per tenant; override to charge in one loop."""
+        if type(self).on_service is not Policy.on_service:  # the base's does nothing: skip the loop
+            for tenant, count in members.items():
+                self.on_service(tenant, 0, count * steps)
+
 
 class LazyMinHeap:
     """Min-heap over integer ids whose keys only grow; stale entries are fixed when they surface.

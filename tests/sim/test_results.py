@@ -17,6 +17,7 @@ from sim.results import (
     RunData,
     TenantInfo,
     Timeline,
+    WeightedSamples,
     WorkerStats,
     format_report,
     jain_index,
@@ -312,3 +313,21 @@ def test_bad_inputs_are_refused():
         run(records({"tenant": 3}))
     with pytest.raises(ValueError, match="unique"):
         run(records(), tenants=(TenantInfo("a"), TenantInfo("a")))
+
+
+@given(st.lists(st.tuples(st.lists(st.sampled_from([0.5, 0.25, 1e-3, 7.0]), min_size=1, max_size=5),
+                          st.integers(0, 4)), max_size=20),
+       st.integers(1, 8))
+def test_weighted_samples_merge_to_distinct_values_with_summed_weights(blocks, merge_every):
+    samples = WeightedSamples(merge_every=merge_every)
+    expected: dict[float, int] = {}
+    for values, weight in blocks:
+        if len(values) == 1:
+            samples.add_one(values[0], weight)
+        else:
+            samples.add(np.array(values), weight)
+        for value in values:
+            expected[value] = expected.get(value, 0) + weight
+    values, weights = samples.arrays()
+    assert values.tolist() == sorted(expected) and weights.tolist() == [expected[v] for v in sorted(expected)]
+    assert weights.dtype == np.int64

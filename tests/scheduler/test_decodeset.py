@@ -1,0 +1,82 @@
+"""Tests of scheduler.decodeset: members advance by the clock, aggregates equal what members say."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scheduler.decodeset import DecodeSet
+from scheduler.request import Request, Sequence
+
+BLOCK = 4
+
+
+def member(order, computed, generated=1, max_new=100, tenant=0):
+    seq = Sequence(Request(order, "a", computed, max_new), tenant, order, 0.0)
+    seq.computed, seq.generated, seq.blocks = computed, generated, -(-computed // BLOCK)
+    return seq
+
+
+def test_members_counts_are_read_from_the_clock_and_written_back_on_leaving():
+    decode = DecodeSet(BLOCK)
+    seq = member(0, computed=8, generated=1)
+    decode.join(seq)
+    decode.advance(3)
+    assert (seq.computed, seq.generated, seq.blocks) == (11, 4, 3)
+    decode.leave(seq)
+    assert seq.decoding_on is None and (seq._computed, seq._generated, seq._blocks) == (11, 4, 3)
+    decode.advance(5)  # no longer a member: nothing moves
+    assert (seq.computed, seq.generated) == (11, 4)
+
+
+def test_blocks_needed_counts_members_whose_last_block_is_full():
+    decode = DecodeSet(BLOCK)
+    decode.join(member(0, computed=8))
+    decode.join(member(1, computed=6))
+    assert decode.blocks_needed() == 1  # 8 tokens fill two blocks; 6 leave room
+    decode.advance(1)
+    assert decode.blocks_needed() == 0  # 9 and 7
+    decode.advance(1)
+    assert decode.blocks_needed() == 1  # 10 and 8
+
+
+def test_tenants_and_context_follow_joins_and_leaves():
+    decode = DecodeSet(BLOCK)
+    a, b, c = member(0, 8, tenant=0), member(1, 5, tenant=1), member(2, 3, tenant=1)
+    for seq in (a, b, c):
+        decode.join(seq)
+    decode.advance(2)
+    assert decode.tenants == {0: 1, 1: 2} and decode.context == 10 + 7 + 5 and decode.size == 3
+    decode.leave(b)
+    assert decode.tenants == {0: 1, 1: 1} and decode.context == 10 + 5
+    decode.leave(a)
+    assert decode.tenants == {1: 1} and decode.size == 1
+
+
+def test_length_deadlines_skip_members_that_left_or_joined_again():
+    decode = DecodeSet(BLOCK)
+    short, long = member(0, 8, generated=1, max_new=4), member(1, 8, generated=1, max_new=10)
+    decode.join(short)
+    decode.join(long)
+    assert decode.steps_to_length() == 3
+    decode.leave(short)
+    assert decode.steps_to_length() == 9
+    decode.join(short)  # joined again at clock 0 with 1 token: its old deadline entry is stale
+    decode.advance(3)
+    assert list(decode.pop_at_length()) == [short] and short.generated == 4
+    assert list(decode.pop_at_length()) == [] and decode.steps_to_length() == 6
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=12), st.lists(st.integers(1, 9), min_size=1, max_size=6))
+def test_advance_allocates_exactly_the_blocks_members_grow_into(contexts, reports):
+    """A plan takes blocks_needed() (the first step's), each report what advance() returns; the
+    total always equals every member's blocks_for(computed + reserved)."""
+    decode = DecodeSet(BLOCK)
+    members = [member(i, c) for i, c in enumerate(contexts)]
+    for seq in members:
+        decode.join(seq)
+    held = sum(-(-c // BLOCK) for c in contexts)
+    held += decode.blocks_needed()  # the plan
+    decode.reserved = 1
+    for steps in reports:
+        held += decode.advance(steps)  # progress reports: the first takes no first-step blocks again
+        assert held == sum(seq.blocks for seq in members) == sum(-(-seq.computed // BLOCK) for seq in members)
+    assert [seq.computed for seq in members] == [c + sum(reports) for c in contexts]
