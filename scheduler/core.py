@@ -19,7 +19,7 @@ from .actions import Admitted, Emitted, Finished, Rejected, RejectReason, StepOu
 from .admission import Admission, QueueTotals, refuse_reason
 from .errors import ConfigError, ProtocolError, WorkerError
 from .events import StepResult
-from .decodeset import DecodeSet
+from .decodeset import DecodeSet, DecodingTenants
 from .kv import BlockPool
 from .placement import Placement, make_placement
 from .planner import StepBudget, StepHooks, form_step, repeat_limit, to_items
@@ -67,12 +67,12 @@ class WorkerState:
     __slots__ = ("id", "pool", "running", "prefilling", "decode", "queue", "inflight", "repeat",
                  "released", "dropped")
 
-    def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None) -> None:
+    def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None, decode: DecodeSet) -> None:
         self.id = worker_id
         self.pool = pool
         self.running: dict[Sequence, None] = {}  # in admission order
         self.prefilling: dict[Sequence, None] = {}  # running, prefill not complete
-        self.decode = DecodeSet(pool.block_size)  # running, prefill complete
+        self.decode = decode  # running, prefill complete
         self.queue = queue  # None under late binding: the worker pulls from the global queue
         self.inflight: list[tuple[Sequence, int]] | None = None  # the plan's chunks, while in flight
         self.repeat = 1  # the in-flight plan's repeat
@@ -83,15 +83,23 @@ class WorkerState:
 class TenantLedger:
     """Per-tenant counts the core keeps whatever the policy: queued, running, tokens served."""
 
-    __slots__ = ("queued", "queued_tokens", "running", "prompt_tokens", "output_tokens", "rejected")
+    __slots__ = ("queued", "queued_tokens", "running", "prompt_tokens", "settled_output", "rejected",
+                 "_decoding")
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, decoding: DecodingTenants) -> None:
         self.queued = [0] * n
         self.queued_tokens = [0] * n  # prompt tokens of the queued requests
         self.rejected: dict[tuple[int, RejectReason], int] = {}  # (tenant, reason) -> count
         self.running = [0] * n
         self.prompt_tokens = [0] * n  # prompt tokens processed, recompute excluded
-        self.output_tokens = [0] * n  # output tokens generated
+        self.settled_output = [0] * n  # output tokens generated, but those decode sets owe still
+        self._decoding = decoding
+
+    @property
+    def output_tokens(self) -> list[int]:
+        """Output tokens generated (a new list: decode sets settle their tokens lazily)."""
+        pending = self._decoding.pending
+        return [settled + pending(tenant) for tenant, settled in enumerate(self.settled_output)]
 
 
 @dataclass(slots=True)
@@ -123,7 +131,10 @@ class Scheduler:
         self.policy = make_policy(policy) if isinstance(policy, str) else policy
         self.policy.bind(self.tenants)
         self.placement = make_placement(placement) if isinstance(placement, str) else placement
-        self.ledger = TenantLedger(len(self.tenants))
+        self._decoding = DecodingTenants(self._settle_output)
+        self.ledger = TenantLedger(len(self.tenants), self._decoding)
+        if self.policy.lazy_output:
+            self.policy.decoding = self._decoding
         self.admission = Admission(self.tenants, self.config.max_queued, self.config.max_queued_tokens)
         self.counts = Counts()
         self.now = -math.inf
@@ -240,7 +251,7 @@ class Scheduler:
         if pool.admissible_tokens < 2:
             raise ConfigError(f"kv_blocks: worker {worker_id} would hold no request ({kv_blocks} blocks)")
         queue = None if self.placement.late_binding else self.policy.new_queue()
-        self._workers[worker_id] = WorkerState(worker_id, pool, queue)
+        self._workers[worker_id] = WorkerState(worker_id, pool, queue, DecodeSet(pool.block_size, self._decoding))
         self._pool_changed()
         if queue is not None:
             while len(self._pool_queue):
@@ -288,6 +299,10 @@ class Scheduler:
     def _pool_changed(self) -> None:
         self._max_sequence_tokens = min((w.pool.admissible_tokens for w in self._workers.values()), default=0)
 
+    def waiting_of(self, tenant: int) -> int:
+        """Requests of tenant (its index) waiting in queues."""
+        return self.ledger.queued[tenant]
+
     @property
     def num_waiting(self) -> int:
         return sum(self.ledger.queued)
@@ -300,8 +315,9 @@ class Scheduler:
         """Per tenant: w_p * prompt + w_q * output tokens served, divided by the tenant's weight."""
         w_p, w_q = self.config.service_weights
         ledger = self.ledger
+        output_tokens = ledger.output_tokens
         return [
-            (w_p * ledger.prompt_tokens[i] + w_q * ledger.output_tokens[i]) / tenant.weight
+            (w_p * ledger.prompt_tokens[i] + w_q * output_tokens[i]) / tenant.weight
             for i, tenant in enumerate(self.tenants)
         ]
 
@@ -431,11 +447,14 @@ class Scheduler:
             decode.advance(steps)
             return 0
         worker.pool.allocate(decode.advance(steps))  # repeat_limit made sure these were free
-        output_tokens = self.ledger.output_tokens
-        for tenant, members in decode.tenants.items():
-            output_tokens[tenant] += members * steps
-        self.policy.on_decode_steps(decode.tenants, steps)
+        if not self.policy.lazy_output:  # the ledger and a lazy policy are charged when settled
+            self.policy.on_decode_steps(decode.tenants, steps)
         return decode.size
+
+    def _settle_output(self, tenant: int, tokens: int) -> None:
+        self.ledger.settled_output[tenant] += tokens
+        if self.policy.lazy_output:
+            self.policy.on_service(tenant, 0, tokens)
 
     def _decode_set_ends(self, worker: WorkerState, eos: frozenset) -> list[tuple[Sequence, str]]:
         """Members that sampled EOS or reached max_new_tokens, in admission order."""
@@ -462,7 +481,7 @@ class Scheduler:
             self.policy.on_service(tenant, charged, 0)
             return
         seq.generated += 1
-        self.ledger.output_tokens[tenant] += 1
+        self.ledger.settled_output[tenant] += 1
         self.policy.on_service(tenant, charged, 1)
         first = seq.first_token_time is None
         if first:

@@ -195,7 +195,7 @@ class Simulation:
         wl, now = self.workload, self.loop.now
         self._last_event = now
         request = Request(i, self.tenant_names[wl.tenant[i]], int(wl.prompt_tokens[i]), int(wl.max_new_tokens[i]))
-        if self._sync_before_decisions and self.scheduler.ledger.queued[wl.tenant[i]] == 0:
+        if self._sync_before_decisions and self.scheduler.waiting_of(wl.tenant[i]) == 0:
             self._sync()  # the tenant becomes backlogged: the policy reads service (VTC's lift)
         verdict = self.scheduler.submit(request, now)
         if isinstance(verdict, Rejected):

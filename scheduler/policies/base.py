@@ -12,6 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterable, Sequence as Seq
 
+from ..decodeset import DecodingTenants
 from ..request import Sequence, Tenant
 
 
@@ -176,7 +177,12 @@ class Policy(ABC):
     # True when the order or the victim depends on service received (counters, deficits): a driver
     # that runs steps ahead must report them before the core decides anything (see sim.cluster).
     uses_service: ClassVar[bool] = False
+    # True: output tokens of decoding requests reach on_service only when their tenant is settled
+    # (its decoding changes, or the policy calls decoding.settle); decoding.pending(tenant) reads
+    # the rest. False: on_decode_steps after every step report, which costs a loop over tenants.
+    lazy_output: ClassVar[bool] = False
     now: float = -math.inf  # the core's current time, set by the core before every decision
+    decoding: DecodingTenants = DecodingTenants(lambda tenant, tokens: None)  # set by the core
 
     def bind(self, tenants: Seq[Tenant]) -> None:
         """Called once by the scheduler with its tenants (indexed as Sequence.tenant)."""

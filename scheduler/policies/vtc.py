@@ -8,6 +8,10 @@ smallest counter. A tenant that becomes backlogged with a new request has its co
 least the smallest counter among backlogged tenants (or, when none is, to the counter of the last
 tenant that stopped being backlogged), so idle time earns no credit. The preemption victim is the
 latest running request of the tenant with the largest counter.
+
+Output tokens of decoding requests are charged lazily (`lazy_output`): a counter is the settled
+`counters[tenant]` plus what the tenant's decoding requests generated since, read from the decode
+sets' clocks, so a step charges nothing and a decision reads only the counters it compares.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .base import LazyMinHeap, Policy, TenantQueue
 class VTC(Policy):
     name = "vtc"
     uses_service = True
+    lazy_output = True
 
     def __init__(self, w_p: float = 1.0, w_q: float = 2.0) -> None:
         for key, value in (("w_p", w_p), ("w_q", w_q)):
@@ -36,22 +41,27 @@ class VTC(Policy):
         self._last_idle: int | None = None  # the tenant that most recently stopped being backlogged
 
     def counter_of(self, tenant: int) -> float:
-        return self.counters[tenant]
+        """The tenant's counter now: settled service plus its decoding requests' tokens since."""
+        pending = self.decoding.pending(tenant)
+        if not pending:
+            return self.counters[tenant]
+        return self.counters[tenant] + self.w_q * pending * self._inverse_weight[tenant]
 
     def new_queue(self) -> "VTCQueue":
         return VTCQueue(self)
 
     def victim(self, running):
-        counters = self.counters
-        return max(running, key=lambda seq: (counters[seq.tenant], seq.order))
+        counter_of = self.counter_of
+        return max(running, key=lambda seq: (counter_of(seq.tenant), seq.order))
 
     def on_backlogged(self, tenant: int, arrival: bool) -> None:
+        self.decoding.settle(tenant)  # counters[tenant] is then its counter now
         if arrival:
             lowest = self._backlogged.min(self.counter_of)
             if lowest is not None:
-                floor = self.counters[lowest]
+                floor = self.counter_of(lowest)
             else:  # its counter now, service received since it left the queue included
-                floor = 0.0 if self._last_idle is None else self.counters[self._last_idle]
+                floor = 0.0 if self._last_idle is None else self.counter_of(self._last_idle)
             self.counters[tenant] = max(self.counters[tenant], floor)
         self._backlogged.add(tenant, self.counters[tenant])
 
@@ -88,7 +98,7 @@ class VTCQueue(TenantQueue):
         return self._tenants.min(self._policy.counter_of)
 
     def _tenant_backlogged(self, tenant: int) -> None:
-        self._tenants.add(tenant, self._policy.counters[tenant])
+        self._tenants.add(tenant, self._policy.counter_of(tenant))
 
     def _tenant_idle(self, tenant: int) -> None:
         self._tenants.discard(tenant)
@@ -101,4 +111,4 @@ class LCF(VTC):
     name = "lcf"
 
     def on_backlogged(self, tenant: int, arrival: bool) -> None:
-        self._backlogged.add(tenant, self.counters[tenant])
+        self._backlogged.add(tenant, self.counter_of(tenant))

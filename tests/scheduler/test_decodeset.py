@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler.decodeset import DecodeSet
+from scheduler.decodeset import DecodeSet, DecodingTenants
 from scheduler.request import Request, Sequence
 
 BLOCK = 4
@@ -80,3 +80,23 @@ def test_advance_allocates_exactly_the_blocks_members_grow_into(contexts, report
         held += decode.advance(steps)  # progress reports: the first takes no first-step blocks again
         assert held == sum(seq.blocks for seq in members) == sum(-(-seq.computed // BLOCK) for seq in members)
     assert [seq.computed for seq in members] == [c + sum(reports) for c in contexts]
+
+
+def test_pending_output_is_read_across_sets_and_settled_once():
+    settled = []
+    registry = DecodingTenants(lambda tenant, tokens: settled.append((tenant, tokens)))
+    one, two = DecodeSet(BLOCK, registry), DecodeSet(BLOCK, registry)
+    a1, a2, b = member(0, 8, tenant=0), member(1, 8, tenant=0), member(2, 8, tenant=1)
+    one.join(a1)
+    one.join(b)
+    two.join(a2)
+    one.advance(3)
+    two.advance(5)
+    assert registry.pending(0) == 3 + 5 and registry.pending(1) == 3 and settled == []
+    one.leave(b)  # a membership change settles that tenant in that set
+    assert settled == [(1, 3)] and registry.pending(1) == 0
+    registry.settle_all()
+    assert sorted(settled) == [(0, 3), (0, 5), (1, 3)] and registry.pending(0) == 0
+    one.advance(2)
+    registry.settle(0)
+    assert settled[-1] == (0, 2)

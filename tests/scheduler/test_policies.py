@@ -1,6 +1,7 @@
 """Tests of scheduler.policies: fcfs and VTC order and victims, their queues, LazyMinHeap, make_policy."""
 
 import pytest
+from mirrored import complete_full, plan_full
 
 from scheduler.errors import ConfigError
 from scheduler.events import StepResult
@@ -137,9 +138,9 @@ def test_vtc_lift_in_the_scheduler_uses_the_service_given_while_others_were_idle
     for t in range(1, 7):  # admit, prefill and 5 decodes: a = 10 + 2 * 6
         s.plan(0, t)
         s.complete(0, StepResult(), t)
-    assert s.policy.counters[A] == 22.0
+    assert s.policy.counter_of(A) == 22.0
     s.submit(make_request(2, "b"), 7.0)
-    assert s.policy.counters[B] == 22.0
+    assert s.policy.counter_of(B) == 22.0
 
 
 def test_vtc_charges_prompt_at_first_admission_only_and_divides_by_weight(vtc, make_sequence):
@@ -297,3 +298,33 @@ def test_make_policy_unknown_param_lists_the_allowed_params():
 def test_vtc_bad_weight_names_the_param(key, value):
     with pytest.raises(ConfigError, match=f"policy_params.{key}"):
         VTC(**{key: value})
+
+
+class _EagerVTC(VTC):
+    """VTC charged after every step report, as a policy that is not lazy is."""
+
+    lazy_output = False
+
+
+def test_vtc_charged_lazily_decides_as_when_charged_after_every_step(make_scheduler, make_request):
+    """Arrivals while others decode exercise the lift and the admission order on both workers."""
+    seen = {}
+    for policy in (VTC(), _EagerVTC()):
+        s = make_scheduler(policy, max_seqs=3, workers=(64, 64))
+        admitted, counters = [], []
+        for t in range(80):
+            if t % 2 == 0 and t < 50:
+                rid = t // 2
+                s.submit(make_request(rid, "abc"[rid % 3] if rid % 4 else "a", prompt=4 + rid % 5,
+                                      max_new=3 + rid % 9), float(t))
+            for worker in (0, 1):
+                plan = plan_full(s, worker, float(t))
+                if plan:  # every fourth request ends by EOS at its second token
+                    eos = {i.request_id for i in plan.items if i.request_id % 4 == 0 and s.sequence(i.request_id).generated == 1}
+                    complete_full(s, worker, StepResult(1, frozenset(eos)), float(t))
+                admitted.append(plan.admitted)
+            counters.append([policy.counter_of(tenant) for tenant in range(3)])
+        assert not s.live
+        seen[policy.lazy_output] = (admitted, counters)
+    assert seen[True] == seen[False]
+    assert len({tuple(c) for c in seen[True][1]}) > 20  # the counters did move along the way

@@ -8,7 +8,7 @@ from sim.cluster import Simulation, simulate
 from sim.config import config_to_dict
 from sim.results import OUTCOMES, REASONS, summarize
 
-from conftest import small_config
+from sim_configs import small_config
 
 FINISHED = OUTCOMES.index("finished")
 

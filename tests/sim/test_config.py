@@ -3,7 +3,7 @@ import pytest
 from scheduler.errors import ConfigError
 from sim.config import DEFAULT_CONFIG, config_to_dict, load_config
 
-from conftest import small_config
+from sim_configs import small_config
 
 SCENARIOS = __import__("pathlib").Path(__file__).resolve().parents[2] / "benchmarks" / "scenarios"
 
