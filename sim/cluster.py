@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
+import operator
 
 import numpy as np
 
@@ -39,12 +41,9 @@ class StepRun:
                  growth: DecodeGrowth | None, version: int) -> None:
         self.plan = plan
         self.start = start
-        # A list: most runs are one step, where numpy costs more than it saves. np.cumsum adds left
-        # to right, so the ends of a longer run equal the times of stepping one at a time.
-        if len(durations) == 1:
-            self.ends = [start + durations[0]]
-        else:
-            self.ends = np.cumsum(np.concatenate(([start], durations)))[1:].tolist()
+        # Lists, not arrays: runs are short, where numpy's per-call cost exceeds the work. Adding
+        # left to right gives the times of stepping one at a time.
+        self.ends = list(itertools.accumulate(durations, initial=start))[1:]
         self.steps = len(durations)
         self.reported = 0  # steps whose tokens the core has been told of
         self.kv_used = kv_used  # blocks in use during the first step
@@ -54,12 +53,12 @@ class StepRun:
     def steps_done(self, now: float) -> int:
         return bisect.bisect_right(self.ends, now, 0, self.steps)
 
-    def durations(self, first: int = 0, upto: int | None = None) -> np.ndarray:
+    def durations(self, first: int = 0, upto: int | None = None) -> list[float]:
         """Durations of steps first..upto-1 (the gap between a decode's tokens at those steps)."""
         upto = self.steps if upto is None else upto
+        ends = self.ends[first:upto]
         before = self.start if first == 0 else self.ends[first - 1]
-        times = np.array([before] + self.ends[first:upto])
-        return times[1:] - times[:-1]
+        return [end - previous for previous, end in zip([before] + ends, ends)]
 
 
 class SimWorker:
@@ -108,17 +107,13 @@ class SimWorker:
 
     def account(self, run: StepRun) -> None:
         steps, plan = run.steps, run.plan
-        if steps == 1:
-            busy = run.ends[0] - run.start
+        durations = run.durations()
+        busy = sum(durations)
+        if run.growth is None:
             self.kv_block_seconds += run.kv_used * busy
-        else:
-            durations = run.durations()
-            busy = float(durations.sum())
-            used = np.full(steps, float(run.kv_used))
-            if run.growth is not None:
-                at_step = [run.growth.at_step(i) for i in range(1, min(steps, run.growth.block_size + 1))]
-                used[1:] += np.cumsum(np.resize(np.array(at_step, dtype=float), steps - 1))
-            self.kv_block_seconds += float(used @ durations)
+        else:  # blocks in use grow as the decodes fill theirs
+            used = itertools.accumulate((run.growth.at_step(i) for i in range(1, steps)), initial=run.kv_used)
+            self.kv_block_seconds += sum(map(operator.mul, used, durations))
         self.busy_s += busy
         self.steps += steps
         self.seq_steps += (plan.decodes + len(plan.chunks)) * steps
@@ -259,7 +254,10 @@ class Simulation:
             self._long_runs[worker.id] = worker
         state = self.scheduler.workers[worker.id]
         growth = state.decode.growth() if steps > 1 else None
-        durations = [worker.cost.plan_step_time(plan)] if steps == 1 else worker.cost.plan_step_times(plan, steps)
+        if steps == 1:
+            durations = [worker.cost.plan_step_time(plan)]
+        else:
+            durations = worker.cost.plan_step_times(plan, steps).tolist()
         worker.run = StepRun(plan, now, durations, state.pool.used, growth, worker.version)
         self.loop.at(worker.run.ends[-1], self._finish_step, worker, worker.version)
         if plan.preempted:
@@ -315,7 +313,7 @@ class Simulation:
             if upto - done == 1:
                 self._itl.add_one(run.ends[done] - (run.ends[done - 1] if done else run.start), outputs.decoded)
             else:
-                self._itl.add(run.durations(done, upto), outputs.decoded)
+                self._itl.add(np.array(run.durations(done, upto)), outputs.decoded)
         first_end = run.ends[done]
         for output in outputs.finished:
             rid = output.request_id
