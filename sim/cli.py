@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--load", type=float, help="multiply every tenant's arrival rate by this")
     sim.add_argument("--json", type=Path, help="also write config, summary, tenants, fairness, workers here")
     sim.add_argument("--print-config", action="store_true", help="print the built-in default config and exit")
+    serve = commands.add_parser("serve", help="serve an OpenAI-compatible API on simulated workers")
+    serve.add_argument("--config", type=Path, help="TOML pool, tenants and [serve] keys (default: demo tenants "
+                                                   "alice and bob, keys key-alice and key-bob)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--speed", type=float, default=1.0,
+                       help="multiplies the cost model's step times: 1 real time, 0 no waiting")
     cost = commands.add_parser("costmodel", help="print the cost model's sanity figures")
     cost.add_argument("--gpu", default="h100")
     cost.add_argument("--model", default="llama-3-8b")
@@ -77,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["simulate", *(argv or [])])
     try:
+        if args.command == "serve":
+            from .serve import run as serve  # imported on demand: it needs the `serve` extra
+
+            return serve(args.config, args.host, args.port, args.speed)
         if args.command == "costmodel":
             print(sanity_table(args.gpu, args.model, args.tensor_parallel))
             return 0

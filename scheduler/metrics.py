@@ -1,0 +1,143 @@
+"""Prometheus collectors of a scheduler: request outcomes, tokens, latencies, queue and KV state.
+
+`Metrics` registers its collectors in the registry it is given (never the global one), so a
+process, a test or a simulated run each have their own. The tenant label only takes the tenants
+named at construction; any other name is counted as "other", so the label set stays bounded.
+Latencies are in seconds: TTFT, TPOT ((e2e - TTFT) / (output tokens - 1), per request, as the
+simulator's summary defines it), end-to-end and queue time (arrival to first admission).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .actions import RejectReason
+
+OTHER = "other"
+OUTCOMES = ("finished", "cancelled", "rejected")
+REASONS = tuple(reason.value for reason in RejectReason)
+# LLM request latencies: a few milliseconds (a short prompt on an idle pool) to minutes (a long
+# generation behind a backlog).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
+                   1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# Time per output token: a decode step, from about a millisecond to a stalled second or more.
+TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1,
+                 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+
+
+class Timed(Protocol):
+    """A request as the runtime tracks it (scheduler.runtime.RequestHandle is one)."""
+
+    tenant: str
+    arrival: float
+    admitted_at: float | None
+    first_token_at: float | None
+    finished_at: float | None
+    tokens: int
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, tenants: Iterable[str]) -> None:
+        self.tenants = frozenset(tenants)
+        self._names = sorted(self.tenants)
+        tenant = ("tenant",)
+        self.requests = Counter("fairbatch_requests", "Requests that ended, by outcome.",
+                                tenant + ("outcome",), registry=registry)
+        self.rejections = Counter("fairbatch_rejections", "Requests refused at submission, by reason.",
+                                  tenant + ("reason",), registry=registry)
+        self.prompt_tokens = Counter("fairbatch_prompt_tokens", "Prompt tokens of requests whose prefill completed (recompute excluded).",
+                                     tenant, registry=registry)
+        self.generation_tokens = Counter("fairbatch_generation_tokens", "Output tokens generated.",
+                                         tenant, registry=registry)
+        self.preemptions = Counter("fairbatch_preemptions", "Running requests preempted (to be recomputed).",
+                                   registry=registry)
+        self.ttft = Histogram("fairbatch_time_to_first_token_seconds", "Arrival to first token.",
+                              tenant, buckets=LATENCY_BUCKETS, registry=registry)
+        self.tpot = Histogram("fairbatch_time_per_output_token_seconds",
+                              "Per finished request: (e2e - TTFT) / (output tokens - 1).",
+                              tenant, buckets=TOKEN_BUCKETS, registry=registry)
+        self.e2e = Histogram("fairbatch_e2e_request_latency_seconds", "Arrival to the last token.",
+                             tenant, buckets=LATENCY_BUCKETS, registry=registry)
+        self.queue_time = Histogram("fairbatch_request_queue_time_seconds", "Arrival to first admission.",
+                                    tenant, buckets=LATENCY_BUCKETS, registry=registry)
+        self.running = Gauge("fairbatch_num_requests_running", "Requests running on workers.", registry=registry)
+        self.waiting = Gauge("fairbatch_num_requests_waiting", "Requests waiting in queues.", tenant,
+                             registry=registry)
+        self.kv_usage = Gauge("fairbatch_kv_cache_usage_ratio", "Fraction of a worker's KV blocks in use.",
+                              ("worker",), registry=registry)
+        self.service = Gauge("fairbatch_tenant_service",
+                             "Service received: (w_p x prompt + w_q x output tokens) / weight.", tenant,
+                             registry=registry)
+        self._init_series()
+
+    def _init_series(self) -> None:
+        """Every configured tenant's series exist from the start, at zero."""
+        for name in self._names + [OTHER]:
+            for outcome in OUTCOMES:
+                self.requests.labels(name, outcome)
+            for reason in REASONS:
+                self.rejections.labels(name, reason)
+            for collector in (self.prompt_tokens, self.generation_tokens, self.ttft, self.tpot, self.e2e,
+                              self.queue_time, self.waiting):
+                collector.labels(name)
+
+    def label(self, tenant: Any) -> str:
+        """The tenant label: the name if it is configured, else "other"."""
+        return tenant if isinstance(tenant, str) and tenant in self.tenants else OTHER
+
+    # ----- events -------------------------------------------------------------------------------
+
+    def rejected(self, tenant: Any, reason: str) -> None:
+        label = self.label(tenant)
+        self.rejections.labels(label, reason).inc()
+        self.requests.labels(label, "rejected").inc()
+
+    def admitted(self, request: Timed) -> None:
+        self.queue_time.labels(self.label(request.tenant)).observe(request.admitted_at - request.arrival)
+
+    def first_token(self, request: Timed) -> None:
+        self.ttft.labels(self.label(request.tenant)).observe(request.first_token_at - request.arrival)
+
+    def prefilled(self, tenant: Any, tokens: int) -> None:
+        self.prompt_tokens.labels(self.label(tenant)).inc(tokens)
+
+    def generated(self, by_tenant: Mapping[Any, int]) -> None:
+        for tenant, tokens in by_tenant.items():
+            self.generation_tokens.labels(self.label(tenant)).inc(tokens)
+
+    def preempted(self, count: int = 1) -> None:
+        self.preemptions.inc(count)
+
+    def request_ended(self, request: Timed, outcome: str) -> None:
+        label = self.label(request.tenant)
+        self.requests.labels(label, outcome).inc()
+        if outcome != "finished" or request.first_token_at is None:
+            return
+        e2e = request.finished_at - request.arrival
+        self.e2e.labels(label).observe(e2e)
+        if request.tokens > 1:
+            ttft = request.first_token_at - request.arrival
+            self.tpot.labels(label).observe((e2e - ttft) / (request.tokens - 1))
+
+    # ----- state --------------------------------------------------------------------------------
+
+    def sample(self, scheduler: Any) -> None:
+        """Set the gauges from a scheduler.core.Scheduler as it is now."""
+        self.running.set(scheduler.num_running)
+        waiting = dict.fromkeys(self._names + [OTHER], 0)
+        service = dict.fromkeys(self._names, 0.0)
+        for tenant, queued, served in zip(scheduler.tenants, scheduler.ledger.queued, scheduler.tenant_service()):
+            label = self.label(tenant.name)
+            waiting[label] += queued
+            if label != OTHER:
+                service[label] = served
+        for label, count in waiting.items():
+            self.waiting.labels(label).set(count)
+        for label, served in service.items():
+            self.service.labels(label).set(served)
+        self.kv_usage.clear()  # a worker that left the pool leaves no stale series
+        for wid, worker in scheduler.workers.items():
+            self.kv_usage.labels(str(wid)).set(worker.pool.used / worker.pool.total)

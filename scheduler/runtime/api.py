@@ -1,0 +1,202 @@
+"""The OpenAI wire format: parsing and checking request bodies, building response bodies and
+stream chunks. Plain functions on plain data, no I/O.
+
+Prompt tokens are counted without a tokenizer: a text counts ceil(characters / 4) tokens, at
+least 1 (OpenAI's rule of thumb for English); a prompt given as token ids counts one per id; a
+chat counts each message's content that way plus 4 tokens per message (role and separators) plus
+3 for the reply's priming.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+COMPLETION, CHAT = "text_completion", "chat.completion"
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+FINISH_REASONS = {"eos": "stop", "length": "length"}
+TOKENS_PER_MESSAGE, REPLY_PRIMING = 4, 3
+
+
+class BadRequest(Exception):
+    """A request body the server refuses (HTTP 400), naming the field (`param`) at fault."""
+
+    def __init__(self, param: str | None, message: str, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.param = param
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    model: str  # the one model served
+    max_tokens: int  # the largest max_tokens accepted
+    default_max_tokens: int = 16  # when a request gives none (OpenAI's default for completions)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A checked request: what to submit and how to answer."""
+
+    kind: str  # COMPLETION or CHAT
+    model: str
+    prompt: str | list[int] | list[dict]
+    prompt_tokens: int
+    max_tokens: int
+    stream: bool = False
+    include_usage: bool = False
+
+
+def count_tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
+
+
+# ----- parsing ----------------------------------------------------------------------------------
+
+
+def parse(body: bytes, kind: str, limits: Limits) -> Completion:
+    """Check a /v1/completions (COMPLETION) or /v1/chat/completions (CHAT) body."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise BadRequest("body", f"body: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body", f"body: must be a JSON object, got {type(data).__name__}")
+    model = _model(data, limits)
+    if kind == CHAT:
+        prompt, tokens = _messages(data.get("messages"))
+        max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+        key = "max_completion_tokens" if "max_completion_tokens" in data else "max_tokens"
+    else:
+        prompt, tokens = _prompt(data.get("prompt"))
+        max_tokens, key = data.get("max_tokens"), "max_tokens"
+    n = data.get("n", 1)
+    if n != 1 or isinstance(n, bool):
+        raise BadRequest("n", f"n: only 1 choice per request is supported, got {n!r}")
+    stream = _boolean(data, "stream")
+    options = data.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest("stream_options", f"stream_options: must be an object, got {options!r}")
+    include_usage = _boolean(options or {}, "include_usage", "stream_options.include_usage")
+    return Completion(kind, model, prompt, tokens, _max_tokens(max_tokens, key, limits), stream,
+                      stream and include_usage)
+
+
+def _model(data: dict, limits: Limits) -> str:
+    model = data.get("model", limits.model)
+    if model != limits.model:
+        raise BadRequest("model", f"model: unknown model {model!r}; this server serves {limits.model!r}",
+                         "model_not_found")
+    return model
+
+
+def _boolean(data: dict, key: str, name: str | None = None) -> bool:
+    value = data.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest(name or key, f"{name or key}: must be true or false, got {value!r}")
+    return value
+
+
+def _max_tokens(value: Any, key: str, limits: Limits) -> int:
+    if value is None:
+        return min(limits.default_max_tokens, limits.max_tokens)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limits.max_tokens:
+        raise BadRequest(key, f"{key}: must be an integer from 1 to {limits.max_tokens}, got {value!r}")
+    return value
+
+
+def _prompt(prompt: Any) -> tuple[str | list[int], int]:
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]  # a batch of one prompt
+    if isinstance(prompt, str):
+        return prompt, count_tokens(prompt)
+    if isinstance(prompt, list) and prompt and all(_token_id(t) for t in prompt):
+        return prompt, len(prompt)
+    raise BadRequest("prompt", "prompt: required, a string or a non-empty list of token ids (integers >= 0); "
+                               f"got {_short(prompt)}")
+
+
+def _token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _messages(messages: Any) -> tuple[list[dict], int]:
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages", f"messages: required, a non-empty list of messages; got {_short(messages)}")
+    tokens = REPLY_PRIMING
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise BadRequest(f"messages[{i}]", f"messages[{i}]: must be an object with a role in "
+                                               f"{', '.join(ROLES)}; got {_short(message)}")
+        tokens += TOKENS_PER_MESSAGE + count_tokens(_content(message.get("content"), f"messages[{i}].content"))
+    return messages, tokens
+
+
+def _content(content: Any, key: str) -> str:
+    """A message's text: a string, a list of text parts, or null (an assistant's tool call)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in content):
+        return "".join(p.get("text", "") for p in content)
+    raise BadRequest(key, f"{key}: must be a string or a list of text parts, got {_short(content)}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ----- responses --------------------------------------------------------------------------------
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def response(request: Completion, rid: str, created: int, text: str, finish: str, tokens: int) -> dict:
+    """The whole answer of a non-streaming request."""
+    if request.kind == CHAT:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                  "finish_reason": FINISH_REASONS.get(finish, finish)}
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": FINISH_REASONS.get(finish, finish)}
+    return {"id": rid, "object": request.kind, "created": created, "model": request.model, "choices": [choice],
+            "usage": usage(request.prompt_tokens, tokens)}
+
+
+def chunk(request: Completion, rid: str, created: int, text: str | None, finish: str | None = None,
+          first: bool = False) -> dict:
+    """One stream event: a token (`text`), or the last event with its finish reason."""
+    reason = None if finish is None else FINISH_REASONS.get(finish, finish)
+    if request.kind == CHAT:
+        delta = {"role": "assistant", "content": text or ""} if first else {} if text is None else {"content": text}
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        kind = "chat.completion.chunk"
+    else:
+        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
+        kind = COMPLETION
+    return {"id": rid, "object": kind, "created": created, "model": request.model, "choices": [choice]}
+
+
+def usage_chunk(request: Completion, rid: str, created: int, tokens: int) -> dict:
+    """The stream's last event when stream_options.include_usage is set (no choices)."""
+    kind = "chat.completion.chunk" if request.kind == CHAT else COMPLETION
+    return {"id": rid, "object": kind, "created": created, "model": request.model, "choices": [],
+            "usage": usage(request.prompt_tokens, tokens)}
+
+
+def error(message: str, kind: str, code: str, param: str | None = None, **extra: Any) -> dict:
+    """OpenAI's error body."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code, **extra}}
+
+
+def sse(data: dict | str) -> bytes:
+    """One server-sent event."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {text}\n\n".encode()

@@ -1,0 +1,146 @@
+"""The consumer's side of one request: a `RequestHandle` that yields tokens as they are produced,
+and the errors a submission or a stream can end with.
+
+Tokens travel through a bounded memory object stream. The worker loop never waits on it: a
+consumer that falls `stream_buffer` tokens behind (one that stops reading, or never reads) has its
+request cancelled with the reason "slow_consumer", which frees its KV blocks at once; it can still
+read what was buffered, then its iteration raises `RequestCancelled`. Closing the handle (leaving
+`async with`, `aclose()`, a cancelled scope such as a `fail_after` deadline, a client that
+disconnects) cancels the request if it is still running.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Hashable
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from scheduler.actions import Rejected, RejectReason
+from scheduler.request import Request
+
+if TYPE_CHECKING:
+    from .driver import Runtime
+
+FINISHED, CANCELLED, REJECTED = "finished", "cancelled", "rejected"
+
+
+class RequestRejected(Exception):
+    """The scheduler refused the request; `reason` is one of `RejectReason`."""
+
+    def __init__(self, verdict: Rejected) -> None:
+        super().__init__(f"{verdict.reason.value}: {verdict.detail}")
+        self.verdict = verdict
+
+    @property
+    def reason(self) -> RejectReason:
+        return self.verdict.reason
+
+    @property
+    def detail(self) -> str:
+        return self.verdict.detail
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.verdict.retry_after
+
+
+class RequestCancelled(Exception):
+    """The request ended before its last token: `reason` says why (slow_consumer, shutdown, ...)."""
+
+    def __init__(self, request_id: Hashable, reason: str) -> None:
+        super().__init__(f"request {request_id!r} was cancelled: {reason}")
+        self.request_id = request_id
+        self.reason = reason
+
+
+class RequestHandle:
+    """A submitted request. `async for token in handle` yields its tokens (str); use it as an async
+    context manager so that leaving early cancels it. Times are the runtime's clock (seconds since
+    the runtime started); `outcome` is None while it runs, then "finished" or "cancelled", with
+    `reason` ("eos" / "length", or why it was cancelled)."""
+
+    def __init__(self, runtime: Runtime, request: Request, payload: Any, arrival: float,
+                 send: MemoryObjectSendStream[str], receive: MemoryObjectReceiveStream[str]) -> None:
+        self.request = request
+        self.payload = payload
+        self.arrival = arrival
+        self.admitted_at: float | None = None  # first admission
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+        self.tokens = 0  # tokens produced (delivered into the stream)
+        self.outcome: str | None = None
+        self.reason: str | None = None
+        self._runtime = runtime
+        self._send = send
+        self._receive = receive
+        self._ended = anyio.Event()
+
+    @property
+    def id(self) -> Hashable:
+        return self.request.id
+
+    @property
+    def tenant(self) -> str:
+        return self.request.tenant
+
+    def __repr__(self) -> str:
+        state = self.outcome or "running"
+        return f"<RequestHandle {self.id!r} tenant={self.tenant!r} {state} tokens={self.tokens}>"
+
+    # ----- the consumer's API -------------------------------------------------------------------
+
+    def __aiter__(self) -> RequestHandle:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if self.outcome == CANCELLED:
+                raise RequestCancelled(self.id, self.reason) from None
+            raise StopAsyncIteration from None
+
+    async def collect(self) -> list[str]:
+        """Every token until the end (raises RequestCancelled if it is cut short)."""
+        return [token async for token in self]
+
+    def cancel(self, reason: str = "closed") -> None:
+        """Cancel the request if it still runs (its KV is freed at once) and stop reading."""
+        self._runtime._cancel(self, reason)
+        self._receive.close()
+
+    async def aclose(self) -> None:
+        self.cancel()
+
+    async def wait(self) -> None:
+        """Until the request has ended (the consumer must still read, or it is a slow consumer)."""
+        await self._ended.wait()
+
+    async def __aenter__(self) -> RequestHandle:
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        # A cancelled scope (a deadline, a client gone) closes the handle as surely as a return.
+        cancelled = exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class())
+        self.cancel("cancelled" if cancelled else "closed")
+
+    # ----- the runtime's side -------------------------------------------------------------------
+
+    def _push(self, token: str) -> str | None:
+        """Put a token in the stream without waiting; why the request must end, if it must."""
+        try:
+            self._send.send_nowait(token)
+        except anyio.WouldBlock:
+            return "slow_consumer"
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return "abandoned"  # the consumer closed its end without cancelling
+        self.tokens += 1
+        return None
+
+    def _end(self, outcome: str, reason: str, now: float) -> None:
+        self.outcome = outcome
+        self.reason = reason
+        self.finished_at = now
+        self._send.close()  # never blocks: the consumer reads what is buffered, then the end
+        self._ended.set()

@@ -1,0 +1,120 @@
+"""What a worker is to the runtime: the `Worker` protocol, the `Step` it is handed, the `StepDone`
+it returns, and `SimulatedWorker`, which prices steps with a cost model and emits synthetic tokens.
+
+A real engine plugs in by implementing `Worker`: it learns of new requests in `Step.joined` (with
+their payload, e.g. the prompt), runs `Step.items` (every request of the step, decode set first,
+then prefill chunks), forgets `Step.left`, and returns the token each sampling item produced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Mapping, Protocol
+
+import anyio
+
+from scheduler.actions import ScheduledItem, StepPlan
+from scheduler.errors import ConfigError
+from scheduler.events import StepResult
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A request joining a worker's batch (admitted, or readmitted after a preemption)."""
+
+    id: Hashable
+    prompt_tokens: int
+    max_new_tokens: int
+    generated: int  # tokens already generated: a recompute after preemption continues after them
+    payload: Any = None  # whatever the caller submitted with the request (the prompt, for an engine)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step for a worker to run: the core's plan and the whole batch it implies."""
+
+    plan: StepPlan
+    items: tuple[ScheduledItem, ...]  # every request the step computes: decode set, then chunks
+    joined: tuple[Job, ...] = ()  # requests admitted by this plan
+    left: tuple[Hashable, ...] = ()  # requests to forget since the last step: ended, preempted, cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class StepDone:
+    """A step's result for the core and the token each sampling item produced, by request."""
+
+    result: StepResult
+    tokens: Mapping[Hashable, str] = field(default_factory=dict)
+
+
+class Worker(Protocol):
+    """An engine the runtime drives: one step at a time, never two steps at once."""
+
+    kv_blocks: int  # the KV blocks it holds, of the scheduler's block size
+
+    async def step(self, step: Step) -> StepDone: ...
+
+
+class StepPricer(Protocol):
+    """A cost model: seconds of one step of a plan (sim.costmodel.RooflineCostModel is one)."""
+
+    def plan_step_time(self, plan: StepPlan) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SimPrompt:
+    """A payload for simulated workers: the prompt text and the true output length, where the
+    worker samples EOS (as the simulator's workloads have it). None: run to max_new_tokens."""
+
+    text: str = ""
+    output_tokens: int | None = None
+
+
+VOCABULARY = (
+    " lorem", " ipsum", " dolor", " sit", " amet", ",", " consectetur", " adipiscing", " elit", ".",
+    " sed", " do", " eiusmod", " tempor", " incididunt", " ut", " labore", " et", " dolore", " magna",
+)
+
+
+def synthetic_token(index: int) -> str:
+    """The `index`-th token of every synthetic output: the same text for the same position."""
+    return VOCABULARY[index % len(VOCABULARY)]
+
+
+class SimulatedWorker:
+    """A worker without a GPU: each step lasts the cost model's step time x `speed` (0: no wait,
+    for tests; 1: as long as the simulator says), and every sampling item emits a synthetic token.
+    It samples EOS where a request's payload says its output ends (`output_tokens`)."""
+
+    def __init__(self, cost: StepPricer, kv_blocks: int, speed: float = 1.0) -> None:
+        if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed < 0:
+            raise ConfigError(f"speed: must be a finite number >= 0, got {speed!r}")
+        self.cost = cost
+        self.kv_blocks = kv_blocks
+        self.speed = float(speed)
+        self.steps = 0
+        self._sampled: dict[Hashable, int] = {}  # tokens each request has sampled, recompute included
+        self._length: dict[Hashable, int | None] = {}  # where each request samples EOS
+
+    async def step(self, step: Step) -> StepDone:
+        for rid in step.left:
+            self._sampled.pop(rid, None)
+            self._length.pop(rid, None)
+        for job in step.joined:
+            self._sampled[job.id] = job.generated
+            self._length[job.id] = getattr(job.payload, "output_tokens", None)
+        await anyio.sleep(self.cost.plan_step_time(step.plan) * self.speed)  # sleep(0) still yields
+        self.steps += 1
+        tokens: dict[Hashable, str] = {}
+        eos = []
+        for item in step.items:
+            if not item.samples:
+                continue
+            rid = item.request_id
+            sampled = self._sampled[rid] = self._sampled[rid] + 1
+            tokens[rid] = synthetic_token(sampled - 1)
+            length = self._length[rid]
+            if length is not None and sampled >= length:
+                eos.append(rid)
+        return StepDone(StepResult(1, frozenset(eos)), tokens)

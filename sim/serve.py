@@ -1,0 +1,196 @@
+"""`fairbatch serve`: the OpenAI-compatible server on a pool of simulated workers.
+
+This module owns the serving configuration (a simulator config plus a `[serve]` table: API keys,
+model name, limits) and what it assembles: a Scheduler and one `SimulatedWorker` per configured
+worker, priced by the simulator's cost model. `scheduler.runtime.serving` runs them (the runtime,
+the HTTP app, hypercorn).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import prometheus_client
+
+from scheduler.core import Scheduler
+from scheduler.errors import ConfigError
+from scheduler.policies import make_policy
+from scheduler.request import SLO, Tenant
+from scheduler.runtime.driver import DEFAULT_STREAM_BUFFER
+from scheduler.runtime.worker import SimulatedWorker
+
+from .config import DEFAULT_CONFIG, SimConfig, config_from_dict
+from .workload import _check_keys, _integer
+
+# The built-in default pool (2 simulated H100s serving Llama-3-8B under VTC) with two demo tenants.
+# key-alice and key-bob are DEMO KEYS, public in this file: serve only on a trusted interface.
+DEMO_TENANTS = """
+[[tenants]]
+name = "alice"
+
+[[tenants]]
+name = "bob"
+
+[serve]
+api_keys = { "key-alice" = "alice", "key-bob" = "bob" }
+"""
+SERVE_KEYS = ("api_keys", "default_tenant", "model", "max_tokens", "default_max_tokens", "max_body_bytes",
+              "stream_buffer")
+# A serving config's tenants need no traffic: serving takes real requests. These fill what the
+# simulator's schema requires.
+NO_TRAFFIC = {"rate": 0.0, "prompt_tokens": 1, "output_tokens": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    sim: SimConfig  # pool, scheduler, tenants (quotas, weights, SLOs)
+    api_keys: Mapping[str, str]  # bearer key -> tenant name
+    default_tenant: str | None = None  # serves requests with a missing or unknown key; None: 401
+    model: str = "llama-3-8b"
+    max_tokens: int = 4096  # the largest max_tokens a request may ask for
+    default_max_tokens: int = 256  # when a request names none
+    max_body_bytes: int = 1 << 20
+    stream_buffer: int = DEFAULT_STREAM_BUFFER  # tokens a streaming client may fall behind
+
+    @property
+    def tenants(self) -> list[str]:
+        return [spec.name for spec in self.sim.tenants]
+
+
+def default_serve_config_text() -> str:
+    """The built-in default: the simulator's default pool with the two demo tenants."""
+    pool = DEFAULT_CONFIG.split("[[tenants]]", 1)[0]
+    return pool + DEMO_TENANTS.lstrip("\n")
+
+
+def load_serve_config(path: str | Path | None = None) -> ServeConfig:
+    """Read a serving config (the built-in default when None); errors name the key."""
+    if path is None:
+        text, base_dir, where = default_serve_config_text(), None, "the default config"
+    else:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        base_dir, where = path.resolve().parent, str(path)
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{where}: not valid TOML: {err}") from None
+    return serve_config_from_dict(table, base_dir)
+
+
+def serve_config_from_dict(table: Mapping[str, Any], base_dir: Path | None = None) -> ServeConfig:
+    table = dict(table)
+    serve = table.pop("serve", {})
+    if not isinstance(serve, Mapping):
+        raise ConfigError(f"serve: must be a table, got {serve!r}")
+    _check_keys(serve, SERVE_KEYS, "serve")
+    tenants = table.get("tenants")
+    if isinstance(tenants, list):
+        table["tenants"] = [_with_traffic(t) for t in tenants]
+    sim = config_from_dict(table, base_dir)
+    names = {spec.name for spec in sim.tenants}
+    keys = _api_keys(serve.get("api_keys", {}), names)
+    default = serve.get("default_tenant")
+    if default is not None and default not in names:
+        raise ConfigError(f"serve.default_tenant: {default!r} is not a configured tenant; "
+                          f"allowed: {', '.join(sorted(names))}")
+    model = serve.get("model", sim.cluster.model)
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"serve.model: must be a non-empty string, got {model!r}")
+    numbers = {key: _at_least_one(serve[key], f"serve.{key}") for key in SERVE_KEYS[3:] if key in serve}
+    return ServeConfig(sim, keys, default, model, **numbers)
+
+
+def _with_traffic(tenant: Any) -> Any:
+    if not isinstance(tenant, Mapping) or "trace" in tenant:
+        return tenant
+    return {**NO_TRAFFIC, **tenant}
+
+
+def _api_keys(keys: Any, names: set[str]) -> dict[str, str]:
+    if not isinstance(keys, Mapping):
+        raise ConfigError(f"serve.api_keys: must be a table of key = tenant, got {keys!r}")
+    for key, tenant in keys.items():
+        if not key or any(c.isspace() for c in key):
+            raise ConfigError(f"serve.api_keys: a key must be non-empty without spaces, got {key!r}")
+        if tenant not in names:
+            raise ConfigError(f"serve.api_keys.{key}: {tenant!r} is not a configured tenant; "
+                              f"allowed: {', '.join(sorted(names))}")
+    return dict(keys)
+
+
+def _at_least_one(value: Any, key: str) -> int:
+    number = _integer(value, key, ">= 1")
+    if number < 1:
+        raise ConfigError(f"{key}: must be an integer >= 1, got {number}")
+    return number
+
+
+# ----- the process -----------------------------------------------------------------------------
+
+
+def check_speed(speed: Any) -> float:
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed < 0:
+        raise ConfigError(f"--speed: must be a finite number >= 0 (1 = the cost model's step times, "
+                          f"0 = no waiting), got {speed!r}")
+    return float(speed)
+
+
+def build_pool(config: SimConfig, speed: float = 1.0) -> tuple[Scheduler, dict[int, SimulatedWorker]]:
+    """A Scheduler and its simulated workers, as `sim.cluster.Simulation` builds them."""
+    tenants = [Tenant(s.name, s.weight, s.priority, SLO(s.slo_ttft_ms, s.slo_tpot_ms), s.quota)
+               for s in config.tenants]
+    policy = make_policy(config.policy.policy, config.policy.policy_params)
+    scheduler = Scheduler(tenants, policy, config.policy.placement, config.scheduler)
+    cost = config.cluster.cost_model()
+    blocks = cost.kv_blocks(config.scheduler.block_size)
+    return scheduler, {wid: SimulatedWorker(cost, blocks, speed) for wid in range(config.cluster.workers)}
+
+
+def service(config: ServeConfig, speed: float = 1.0):
+    """What `scheduler.runtime.serving` serves for this config (needs the `serve` extra)."""
+    from scheduler.runtime.api import Limits
+    from scheduler.runtime.server import ServerConfig
+    from scheduler.runtime.serving import Service
+
+    scheduler, workers = build_pool(config.sim, check_speed(speed))
+    server = ServerConfig(Limits(config.model, config.max_tokens, config.default_max_tokens), config.api_keys,
+                          config.default_tenant, config.max_body_bytes)
+    return Service(scheduler, workers, server, config.stream_buffer)
+
+
+# ----- the command ------------------------------------------------------------------------------
+
+
+def run(config_path: Path | None, host: str, port: int, speed: float) -> int:
+    """`fairbatch serve`: serve until SIGINT or SIGTERM."""
+    try:
+        from scheduler.runtime import serving
+    except ImportError:
+        raise ConfigError("serve: needs the 'serve' extra: pip install 'fairbatch[serve]'") from None
+    config = load_serve_config(config_path)
+    served = service(config, speed)
+    sock = serving.listen(host, port)
+    # This process's /metrics leaves out the *_created series (the process start, repeated per series).
+    prometheus_client.disable_created_metrics()
+    serving.run(served, sock, lambda url: print(banner(config, url, speed), file=sys.stderr, flush=True))
+    print("fairbatch: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def banner(config: ServeConfig, url: str, speed: float) -> str:
+    cluster, policy = config.sim.cluster, config.sim.policy
+    keys = ", ".join(f"{key} ({tenant})" for key, tenant in config.api_keys.items()) or "none"
+    default = f"; default tenant {config.default_tenant}" if config.default_tenant else ""
+    return (f"fairbatch: serving {config.model} at {url} on {cluster.workers} simulated {cluster.gpu} "
+            f"worker(s), policy {policy.policy}, speed {speed:g}\n"
+            f"fairbatch: API keys: {keys}{default}")
