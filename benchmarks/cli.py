@@ -1,0 +1,212 @@
+"""`fairbatch bench`: compare policies, search goodput capacity, run sweeps, write reports.
+
+    fairbatch bench compare  --scenario S [--policies P,..] [--placements P,..] [--loads X,..] [--report]
+    fairbatch bench capacity --scenario S [--policies P,..] [--start X] [--tolerance F] [--target F]
+    fairbatch bench sweep    GRID.toml
+    fairbatch bench report   DIR [DIR ...] [--out report.md]
+    fairbatch bench results  [--data DIR]          (regenerates benchmarks/RESULTS.md)
+
+compare, capacity, sweep and results take --jobs N, --executor process|ray|serial, --out DIR,
+--cache DIR, --fresh and --no-progress. Results go to --out (default results/bench/<command>-<name>):
+points.json, results.csv and a JSON and TOML per run in the cache, which later runs reuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Sequence
+
+from scheduler.errors import ConfigError
+
+from . import capacity as cap
+from .compare import POLICIES, compare_markdown, compare_points, scenario_label
+from .report import write_report
+from .runner import EXECUTORS, Interrupted
+from .session import Session
+from .sweep import grid_points, load_grid
+from .tables import capacity_table, series_names
+
+DEFAULT_OUT = Path("results") / "bench"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fairbatch bench", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument("--out", type=Path, help="output directory")
+    _run_options(run)
+    scenario = argparse.ArgumentParser(add_help=False)
+    scenario.add_argument("--scenario", default="azure_conv_4tenants",
+                          help="a name in benchmarks/scenarios or a path to a TOML config")
+    scenario.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies")
+    scenario.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a dotted config key (TOML value), e.g. cluster.workers=1")
+    scenario.add_argument("--duration", type=float, help="seconds of arrivals (sets duration_s)")
+    scenario.add_argument("--seed", type=int)
+    compare = commands.add_parser("compare", parents=[run, scenario], help="policies x placements x loads")
+    compare.add_argument("--loads", default="1", help="comma-separated load multipliers")
+    compare.add_argument("--placements", help="comma-separated placements (default: the scenario's)")
+    compare.add_argument("--report", action="store_true", help="also write OUT/report.md with figures")
+    capacity = commands.add_parser("capacity", parents=[run, scenario], help="goodput capacity per policy")
+    capacity.add_argument("--start", type=float, default=1.0, help="first load probed")
+    capacity.add_argument("--low", type=float, default=1 / 64, help="lowest load probed")
+    capacity.add_argument("--high", type=float, default=64.0, help="highest load probed")
+    capacity.add_argument("--tolerance", type=float, default=0.05, help="relative width of the final bracket")
+    capacity.add_argument("--target", type=float, default=cap.TARGET, help="SLO attainment to reach")
+    capacity.add_argument("--drain", type=float, default=cap.DRAIN_S,
+                          help="seconds after arrivals before a probe stops (when the scenario sets no horizon_s)")
+    sweep = commands.add_parser("sweep", parents=[run], help="a grid of dotted config keys")
+    sweep.add_argument("grid", type=Path, help="grid TOML: scenario, [base], [axes]")
+    report = commands.add_parser("report", help="markdown report with figures from saved results")
+    report.add_argument("dirs", type=Path, nargs="+", help="directories written by compare, capacity, sweep")
+    report.add_argument("--out", type=Path, help="report file (default: DIR/report.md)")
+    report.add_argument("--figures", type=Path, help="figures directory (default: beside the report)")
+    report.add_argument("--load", type=float, help="load of the over-time figures (default: the highest)")
+    report.add_argument("--title", default="Benchmark report")
+    results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md")
+    _run_options(results)
+    results.add_argument("--data", type=Path, help="the shared data folder (default: ../shared/data)")
+    results.add_argument("--work", type=Path, help="where runs and CSVs go (default: results/suite)")
+    results.add_argument("--output", type=Path, help="the report (default: benchmarks/RESULTS.md)")
+    results.add_argument("--quick", action="store_true", help="short runs into results/suite/quick (a pipeline check)")
+    return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=int, help="parallel simulations (default: the CPU count; 1 runs in-process)")
+    parser.add_argument("--executor", default="process", help=f"{', '.join(EXECUTORS)} (ray: RAY_ADDRESS or local)")
+    parser.add_argument("--cache", type=Path, help="run documents directory (default OUT/runs)")
+    parser.add_argument("--fresh", action="store_true", help="rerun points even when cached")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"fairbatch: error: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as stop:
+        done = sum(o.status in ("ok", "cached") for o in stop.outcomes)
+        print(f"fairbatch: interrupted: {done} of {len(stop.outcomes)} points saved; run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    points = compare_points(args.scenario, _names(args.policies, "--policies"), _loads(args.loads),
+                            _names(args.placements, "--placements") if args.placements else None,
+                            _overrides(args))
+    out = args.out or DEFAULT_OUT / f"compare-{scenario_label(args.scenario)}"
+    with _session("compare", out, args, len(points)) as session:
+        outcomes = session.run(points)
+    print(compare_markdown(outcomes), end="")
+    if args.report:
+        print(f"report: {write_report([out], out / 'report.md')}")
+    return _finish(session, out)
+
+
+def run_capacity(args: argparse.Namespace) -> int:
+    base = cap.capacity_base(args.scenario, overrides=_overrides(args), drain_s=args.drain)
+    searches = cap.make_searches(base, _names(args.policies, "--policies"), scenario_label(args.scenario),
+                                 start=args.start, low=args.low, high=args.high, tolerance=args.tolerance)
+    out = args.out or DEFAULT_OUT / f"capacity-{scenario_label(args.scenario)}"
+    with _session("capacity", out, args, 0) as session:
+        results = cap.search(searches, session.run, args.target, on_round=session.bar.grow)
+        session.extra["capacity"] = results
+    names = series_names([r["labels"] for r in results])
+    print(capacity_table(dict(zip(names, results))))
+    return _finish(session, out)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    grid = load_grid(args.grid)
+    points = grid_points(grid)
+    out = args.out or DEFAULT_OUT / f"sweep-{args.grid.stem}"
+    started = time.perf_counter()
+    with _session("sweep", out, args, len(points)) as session:
+        session.extra["grid"] = {"scenarios": list(grid.scenarios), "base": grid.base, "axes": grid.axes}
+        outcomes = session.run(points)
+    for o in outcomes:
+        if o.status == "failed":
+            print(f"failed: {', '.join(f'{k}={v}' for k, v in o.point.labels.items())}: {o.error}")
+    print(f"{len(points)} points in {time.perf_counter() - started:.1f} s")
+    return _finish(session, out)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    output = args.out or args.dirs[0] / "report.md"
+    print(write_report(args.dirs, output, figures=args.figures, title=args.title, load=args.load))
+    return 0
+
+
+def run_results(args: argparse.Namespace) -> int:
+    from .regenerate import regenerate
+
+    print(regenerate(data=args.data, jobs=args.jobs, executor=args.executor, cache=args.cache, fresh=args.fresh,
+                     progress=args.progress, quick=args.quick, output=args.output, work=args.work))
+    return 0
+
+
+COMMANDS = {"compare": run_compare, "capacity": run_capacity, "sweep": run_sweep, "report": run_report,
+            "results": run_results}
+
+
+def _session(command: str, out: Path, args: argparse.Namespace, total: int) -> Session:
+    return Session(command, out, cache=args.cache, executor=args.executor, jobs=args.jobs, fresh=args.fresh,
+                   progress=args.progress, total=total)
+
+
+def _finish(session: Session, out: Path) -> int:
+    counts = session.counts()
+    print(f"ran {counts['ok']}, cached {counts['cached']}, failed {counts['failed']}; "
+          f"results in {out / 'results.csv'}")
+    return 1 if counts["failed"] else 0
+
+
+def _names(text: str, flag: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"{flag}: give at least one comma-separated name")
+    return names
+
+
+def _loads(text: str) -> list[float]:
+    try:
+        loads = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--loads: must be comma-separated numbers > 0, got {text!r}") from None
+    if not loads or any(not x > 0 for x in loads):
+        raise ConfigError(f"--loads: must be comma-separated numbers > 0, got {text!r}")
+    return loads
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in args.overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = _value(text.strip())
+    if args.duration is not None:
+        out["duration_s"] = args.duration
+    if args.seed is not None:
+        out["seed"] = args.seed
+    return out
+
+
+def _value(text: str) -> Any:
+    """A TOML value (1, 2.5, true, [1, 2], {a = 1}); anything else is a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""PNG figures of benchmark results (matplotlib, the `plot` extra), drawn from run documents.
+
+Each function takes rows of (series name, run document) and a path, and writes one figure:
+latency CDFs per load, throughput and p99 latency against load, per-tenant service over time,
+worker utilisation and KV usage over time, and capacity per series. Only matplotlib's object API
+is used (no pyplot), so nothing global changes and no display is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scheduler.errors import ConfigError
+
+Rows = Sequence[tuple[str, dict]]
+MAX_LINES = 8  # workers drawn per panel; more make an unreadable tangle
+SMOOTH_BINS = 5  # service rates are averaged over this many time bins
+
+
+def _figure(rows: int, cols: int, width: float = 4.2, height: float = 3.2):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ConfigError("plots need matplotlib: pip install 'fairbatch[plot]'") from None
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    return fig, axes
+
+
+def _panels(n: int, cols: int = 3):
+    """A figure of n panels, at most `cols` a row; returns it and the n axes in reading order."""
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    fig, axes = _figure(rows, cols)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    return path
+
+
+def _log_axis(ax, which: str) -> None:
+    """A log scale labelled in plain numbers (1, 2, 5, 10, ... 1k, 10k): latencies span decades.
+    Call after plotting: the ticks depend on the range drawn."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    low, high = ax.get_xlim() if which == "x" else ax.get_ylim()
+    decades = np.log10(high / low) if low > 0 and high > low else 0
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: _compact(x)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _compact(x: float) -> str:
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{x / scale:g}{suffix}"
+    return f"{x:g}"
+
+
+def colours(names: Sequence[str]) -> dict[str, Any]:
+    """One colour per series name, the same in every figure of a report."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {name: cmap(i % 10) for i, name in enumerate(dict.fromkeys(names))}
+
+
+def cdf_figure(by_load: Mapping[Any, Rows], path: Path, title: str = "") -> Path:
+    """TTFT and TPOT CDFs, a column per load, a line per series."""
+    loads = list(by_load)
+    fig, axes = _figure(2, len(loads))
+    palette = colours([name for rows in by_load.values() for name, _ in rows])
+    for col, load in enumerate(loads):
+        for row, (metric, label) in enumerate((("ttft_ms", "TTFT (ms)"), ("tpot_ms", "TPOT (ms)"))):
+            ax = axes[row, col]
+            for name, doc in by_load[load]:
+                values = doc["series"][metric]
+                if values:
+                    ax.plot(values, np.asarray(doc["series"]["quantiles"]) / 100, label=name, color=palette[name])
+            _log_axis(ax, "x")
+            ax.set_xlabel(label)
+            ax.set_ylabel("fraction of requests")
+            ax.set_title(f"{title} load x{load:g}" if isinstance(load, (int, float)) else title)
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize="small")
+    return _save(fig, path)
+
+
+def load_figure(by_series: Mapping[str, Sequence[tuple[float, dict]]], path: Path, title: str = "") -> Path:
+    """Output throughput, goodput, p99 TTFT and p99 TPOT against load, a line per series."""
+    panels = (("summary", "output_throughput", "output tokens/s", False),
+              ("summary", "request_goodput", "goodput (req/s)", False),
+              ("summary", "p99_ttft_ms", "p99 TTFT (ms)", True),
+              ("summary", "p99_tpot_ms", "p99 TPOT (ms)", True))
+    fig, axes = _figure(1, len(panels))
+    palette = colours(list(by_series))
+    for ax, (section, key, label, log) in zip(axes[0], panels):
+        for name, points in by_series.items():
+            xs = [load for load, doc in points if doc[section].get(key) is not None]
+            ys = [doc[section][key] for _, doc in points if doc[section].get(key) is not None]
+            ax.plot(xs, ys, marker="o", label=name, color=palette[name])
+        ax.set_xlabel("load (x the scenario's rates)")
+        ax.set_ylabel(label)
+        if log:
+            _log_axis(ax, "y")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize="small")
+    return _save(fig, path)
+
+
+def service_figure(rows: Rows, path: Path, title: str = "") -> Path:
+    """Each tenant's weight-normalised service rate over time, a panel per series."""
+    fig, axes = _panels(len(rows))
+    for ax, (name, doc) in zip(axes, rows):
+        time = np.asarray(doc["series"]["time_s"])
+        service = np.asarray(doc["series"]["service"])
+        if time.size > 1:
+            rate = np.diff(service, axis=1) / np.diff(time)
+            kernel = np.ones(SMOOTH_BINS) / SMOOTH_BINS
+            mids = (time[:-1] + time[1:]) / 2
+            for tenant, values in zip(doc["tenants"], rate):
+                ax.plot(mids, np.convolve(values, kernel, mode="same"), label=tenant)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("service / weight (tokens/s)")
+        ax.set_title(f"{title} {name}".strip())
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    return _save(fig, path)
+
+
+def workers_figure(rows: Rows, path: Path, title: str = "") -> Path:
+    """Busy fraction (solid) and KV usage (dashed) per worker over time, a panel per series."""
+    fig, axes = _panels(len(rows))
+    for ax, (name, doc) in zip(axes, rows):
+        time = np.asarray(doc["series"]["time_s"])
+        mids = (time[:-1] + time[1:]) / 2
+        busy, kv = doc["series"]["busy"][:MAX_LINES], doc["series"]["kv_usage"][:MAX_LINES]
+        for worker, (b, k) in enumerate(zip(busy, kv)):
+            line, = ax.plot(mids, b, linewidth=1, label=f"worker {worker} busy")
+            ax.plot(mids, k, linewidth=1, linestyle="--", color=line.get_color(), label=f"worker {worker} KV")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("busy fraction, KV blocks in use")
+        ax.set_title(f"{title} {name}".strip())
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    return _save(fig, path)
+
+
+def capacity_figure(results: Mapping[str, Mapping[str, Any]], path: Path, title: str = "") -> Path:
+    """Goodput capacity per series, as offered req/s at the largest passing load."""
+    fig, axes = _figure(1, 1, width=max(4.0, 0.9 * len(results) + 1.5))
+    ax = axes[0, 0]
+    names = list(results)
+    rates = [((r.get("at_capacity") or {}).get("offered_request_rate") or 0.0) for r in results.values()]
+    palette = colours(names)
+    ax.bar(names, rates, color=[palette[n] for n in names])
+    ax.set_ylabel("capacity (req/s)")
+    ax.set_title(f"{title}: goodput capacity (>= 90% SLO attainment)".lstrip(": "))
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
