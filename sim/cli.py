@@ -1,4 +1,5 @@
-"""The `fairbatch` command line: `simulate` a configuration, print the `costmodel` sanity report."""
+"""The `fairbatch` command line: `simulate` a configuration, print the `costmodel` sanity report,
+and `bench` (the benchmark suite in benchmarks/cli.py)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--load", type=float, help="multiply every tenant's arrival rate by this")
     sim.add_argument("--json", type=Path, help="also write config, summary, tenants, fairness, workers here")
     sim.add_argument("--print-config", action="store_true", help="print the built-in default config and exit")
+    # Listed for --help only: main() hands `bench ...` to benchmarks.cli before parsing.
+    commands.add_parser("bench", help="benchmark suite: compare, capacity, sweep, report, results", add_help=False)
     serve = commands.add_parser("serve", help="serve an OpenAI-compatible API on simulated workers")
     serve.add_argument("--config", type=Path, help="TOML pool, tenants and [serve] keys (default: demo tenants "
                                                    "alice and bob, keys key-alice and key-bob)")
@@ -79,6 +82,11 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from benchmarks.cli import main as bench  # imported on demand: the simulator does not need it
+
+        return bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

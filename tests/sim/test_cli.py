@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from sim.cli import main
 
 
@@ -34,3 +36,12 @@ def test_costmodel_prints_the_sanity_report(capsys):
 def test_print_config_shows_the_built_in_default(capsys):
     assert main(["simulate", "--print-config"]) == 0
     assert 'name = "enterprise"' in capsys.readouterr().out
+
+
+def test_bench_is_handed_to_the_benchmark_suite(capsys):
+    assert main(["bench", "compare", "--loads", "x"]) == 2
+    assert "fairbatch: error: --loads: must be comma-separated numbers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    assert "bench     benchmark suite: compare, capacity, sweep, report, results" in capsys.readouterr().out
