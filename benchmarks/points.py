@@ -21,9 +21,9 @@ import numpy as np
 
 from scheduler.errors import ConfigError
 from sim.cluster import simulate
-from sim.config import CLUSTER_KEYS, SCHEDULER_KEYS, TOP_KEYS, SimConfig, _set_dotted, config_from_dict, config_to_dict
+from sim.config import CLUSTER_KEYS, SCHEDULER_KEYS, TOP_KEYS, SimConfig, set_dotted, config_from_dict, config_to_dict
 from sim.results import FINISHED, RunData, summarize
-from sim.workload import _TENANT_KEYS
+from sim.workload import TENANT_KEYS
 
 from .series import series
 
@@ -102,7 +102,7 @@ def check_key(table: Mapping[str, Any], dotted: str) -> None:
         or (head == "cluster" and len(rest) == 1 and rest[0] in CLUSTER_KEYS)
         or (head == "scheduler" and len(rest) == 1 and rest[0] in SCHEDULER_KEYS)
         or (head == "scheduler" and len(rest) == 2 and rest[0] == "policy_params")
-        or (head == "tenants" and len(rest) >= 2 and rest[1] in _TENANT_KEYS)
+        or (head == "tenants" and len(rest) >= 2 and rest[1] in TENANT_KEYS)
     )
     if not ok:
         raise ConfigError(f"{dotted}: unknown config key; allowed: {allowed_keys()}")
@@ -132,11 +132,11 @@ def with_overrides(table: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
 def _set(table: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     if parts[0] != "tenants":
-        _set_dotted(table, dotted, value)  # sim.config's own rule (requests replaces duration_s, ...)
+        set_dotted(table, dotted, value)  # sim.config's own rule (requests replaces duration_s, ...)
         return
     for tenant in table["tenants"]:
         if isinstance(tenant, dict) and parts[1] in ("*", tenant.get("name")):
-            _set_dotted(tenant, ".".join(parts[2:]), value)
+            set_dotted(tenant, ".".join(parts[2:]), value)
 
 
 def label_name(dotted: str) -> str:

@@ -138,11 +138,12 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             raise ConfigError(f"{path}: not valid TOML: {err}") from None
         base_dir = path.resolve().parent
     for dotted, value in (overrides or {}).items():
-        _set_dotted(table, dotted, value)
+        set_dotted(table, dotted, value)
     return config_from_dict(table, base_dir)
 
 
-def _set_dotted(table: dict, dotted: str, value: Any) -> None:
+def set_dotted(table: dict, dotted: str, value: Any) -> None:
+    """Set `value` at a dotted key ("scheduler.policy") of a config table, creating tables on the way."""
     *parents, last = dotted.split(".")
     for key in parents:
         table = table.setdefault(key, {})

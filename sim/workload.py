@@ -274,7 +274,7 @@ def _empirical_from_trace(table: Mapping, key: str, base_dir) -> LengthDist:
 # ---------------------------------------------------------------------------------------------
 # tenants
 
-_TENANT_KEYS = (
+TENANT_KEYS = (
     "name", "weight", "priority", "rate", "arrival", "cv", "on_s", "off_s", "prompt_tokens",
     "output_tokens", "max_new_tokens", "slo", "trace", "share", "rate_limit", "max_queued", "max_queued_tokens",
 )
@@ -315,7 +315,7 @@ class TenantSpec:
         where = f"tenants[{index}]"
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}: must be a table, got {table!r}")
-        _check_keys(table, _TENANT_KEYS, where)
+        _check_keys(table, TENANT_KEYS, where)
         name = table.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{where}.name: required, a non-empty string; got {name!r}")
