@@ -240,8 +240,8 @@ class Scheduler:
 
     def decoding(self, worker_id: int) -> list[Hashable]:
         """The worker's decode set, in admission order: each computes one token in every step."""
-        decode = self._worker(worker_id).decode
-        return [seq.id for seq in self._worker(worker_id).running if seq.decoding_on is decode]
+        worker = self._worker(worker_id)
+        return [seq.id for seq in worker.running if seq.decoding_on is worker.decode]
 
     def add_worker(self, worker_id: int, kv_blocks: int, now: float) -> None:
         self._advance(now)
