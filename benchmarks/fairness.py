@@ -366,22 +366,20 @@ def goodput(duration_s: float | None = None, policies: Sequence[str] = GOODPUT_P
 def _goodput_policy(r: Run) -> dict[str, Any]:
     result = summarize(r.data)
     s = result["summary"]
-    good = {name: int(round((t["request_goodput"] or 0) * r.data.duration_s)) for name, t in result["tenants"].items()}
-    n_good = sum(good.values())
+    n_good = sum(int(round((t["request_goodput"] or 0) * r.data.duration_s)) for t in result["tenants"].values())
     all_ttft = tenant_ttft(r, list(range(len(r.data.tenants))))
     return {
         "requests": s["requests"],
         "completed": s["completed"],
         "unfinished": s["unfinished"],
         "goodput": n_good / r.config.duration_s,
-        "attainment": n_good / s["requests"] if s["requests"] else None,
-        "attainment_finished": s["slo_attainment"],
+        "attainment": s["slo_attainment"],
+        "attainment_finished": n_good / s["completed"] if s["completed"] else None,
         "p99_ttft_ms": s["p99_ttft_ms"],
         "p99_ttft_all_ms": all_ttft["p99_ttft_ms"],
         "p99_ttft_all_exact": all_ttft["p99_exact"],
         "p99_tpot_ms": s["p99_tpot_ms"],
-        "tenant_attainment": {name: good[name] / t["submitted"] if t["submitted"] else None
-                              for name, t in result["tenants"].items()},
+        "tenant_attainment": {name: t["slo_attainment"] for name, t in result["tenants"].items()},
         "wall_s": r.wall_s,
     }
 

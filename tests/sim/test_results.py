@@ -221,6 +221,14 @@ def test_goodput_and_slo_attainment():
     assert out["summary"]["slo_attainment"] == pytest.approx(5 / 7)
 
 
+def test_slo_attainment_counts_requests_that_never_finished_as_misses():
+    tenants = (TenantInfo("slo", slo_ttft_ms=600, slo_tpot_ms=150),)
+    unfinished = {**THREE[0], "outcome": "unfinished", "finish": NAN}
+    out = summarize(run(records(THREE[0], rejected(), unfinished), tenants))
+    assert out["summary"]["completed"] == 1 and out["summary"]["slo_attainment"] == pytest.approx(1 / 3)
+    assert out["tenants"]["slo"]["slo_attainment"] == pytest.approx(1 / 3)
+
+
 def test_per_tenant_counts_service_and_rejections():
     tenants = (TenantInfo("a", 2.0), TenantInfo("b"))
     recs = records(*THREE, rejected(1, "rate_limited"), rejected(1, "rate_limited"), rejected(1, "prompt_too_long"),
@@ -272,8 +280,9 @@ def test_empty_run_gives_none_and_a_report():
         s = out["summary"]
         json.dumps(out, allow_nan=False)
         for key in ("mean_ttft_ms", "p99_tpot_ms", "median_itl_ms", "p90_e2el_ms", "request_throughput",
-                    "slo_attainment", "utilisation", "mean_batch_size"):
+                    "utilisation", "mean_batch_size"):
             assert s[key] is None, key
+        assert s["slo_attainment"] == (0.0 if len(recs) else None)  # a rejected request misses its SLO
         assert out["fairness"]["max_service_gap"] is None
         report = format_report(out, title="empty")
         assert "TTFT" in report and all(len(line) <= 110 for line in report.splitlines())
