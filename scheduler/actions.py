@@ -114,3 +114,17 @@ class StepOutputs:
     decoded: int = 0
     emitted: tuple[Emitted, ...] = ()
     finished: tuple[Finished, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRemoved:
+    """What `remove_worker` did with the worker's requests.
+
+    `requeued`: its running and queued requests, queued again (running ones to be recomputed).
+    `ended`: requests that no remaining worker can hold (prompt + max_new_tokens exceeds every
+    one's KV cache, which happens when a smaller worker joined after they were accepted); they are
+    cancelled with finish_reason `no_worker_fits` rather than left waiting forever.
+    """
+
+    requeued: tuple[Hashable, ...]
+    ended: tuple[Hashable, ...] = ()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Hashable, Iterable, Sequence as Seq
 
 from . import invariants
-from .actions import Admitted, Emitted, Finished, Rejected, RejectReason, StepOutputs, StepPlan
+from .actions import Admitted, Emitted, Finished, Rejected, RejectReason, StepOutputs, StepPlan, WorkerRemoved
 from .admission import Admission, QueueTotals, refuse_reason
 from .errors import ConfigError, ProtocolError, WorkerError
 from .events import StepResult
@@ -260,8 +260,9 @@ class Scheduler:
                 queue.push(seq)
         self._debug_check()
 
-    def remove_worker(self, worker_id: int, now: float) -> list[Hashable]:
-        """Take a worker out (it failed or is drained). Its requests are queued again to be recomputed."""
+    def remove_worker(self, worker_id: int, now: float) -> WorkerRemoved:
+        """Take a worker out (it failed or is drained). Its requests are queued again to be
+        recomputed; any request no remaining worker can hold is ended (see WorkerRemoved)."""
         self._advance(now)
         worker = self._worker(worker_id)
         del self._workers[worker_id]
@@ -274,8 +275,24 @@ class Scheduler:
                 moved.append(seq.id)
                 worker.queue.remove(seq)
                 self._place(seq).push(seq)
+        ended = self._end_unplaceable(now) if self._workers else []
         self._debug_check()
-        return moved
+        return WorkerRemoved(tuple(rid for rid in moved if rid not in ended), tuple(ended))
+
+    def _end_unplaceable(self, now: float) -> list[Hashable]:
+        """Cancel the queued requests longer than every worker's KV cache: none could ever run."""
+        largest = max(worker.pool.admissible_tokens for worker in self._workers.values())
+        ended = []
+        for queue in list(self.queues()):
+            for seq in sorted(queue, key=lambda s: s.order):
+                if seq.request.prompt_tokens + seq.request.max_new_tokens > largest:
+                    queue.remove(seq)
+                    self._dequeued(seq)
+                    seq.finish_reason = "no_worker_fits"
+                    self._end(seq, RequestState.CANCELLED, now)
+                    self.counts.cancelled += 1
+                    ended.append(seq.id)
+        return ended
 
     # ----- queries ------------------------------------------------------------------------------
 

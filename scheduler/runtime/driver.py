@@ -236,7 +236,10 @@ class Runtime:
         """Take a failed worker out; with none left, nothing could run: cancel what is live."""
         del self._lanes[lane.id]
         self._idle.pop(lane.id, None)
-        self.scheduler.remove_worker(lane.id, self.now())
+        now = self.now()
+        removed = self.scheduler.remove_worker(lane.id, now)
+        for rid in removed.ended:  # too long for every worker left: the core cancelled them
+            self._end(self._live[rid], CANCELLED, "no_worker_fits", now)
         if not self._lanes:
             for handle in list(self._live.values()):
                 self._cancel(handle, "no_workers")

@@ -442,7 +442,7 @@ def test_requests_requeued_by_a_removed_worker_are_never_refused(make_scheduler,
     s = make_scheduler(tenants=tenants_with(STRICT), workers=(64, 64), max_queued=1, debug_checks=False)
     fill_up(s, step, 8, 4)
     before = dict(s.ledger.rejected)
-    moved = s.remove_worker(0, 1.0)
+    moved = s.remove_worker(0, 1.0).requeued
     assert sorted(moved) == [1, 2]
     assert s.ledger.queued[0] == 3 and s.ledger.queued_tokens[0] == 24  # over every cap, and that is fine
     assert all(s.sequence(rid).state is RequestState.QUEUED for rid in (1, 2, 3))

@@ -11,7 +11,7 @@ import pytest
 from mirrored import cancel_full, complete_full, plan_full
 
 from scheduler import invariants
-from scheduler.actions import Admitted, Emitted, Finished, Rejected, RejectReason, ScheduledItem
+from scheduler.actions import Admitted, Emitted, Finished, Rejected, RejectReason, ScheduledItem, WorkerRemoved
 from scheduler.core import SchedulerConfig
 from scheduler.errors import ConfigError, ProtocolError, WorkerError
 from scheduler.events import StepResult
@@ -392,7 +392,7 @@ def test_remove_worker_requeues_its_running_requests_for_recompute(make_schedule
     assert plan.admitted == (0, 1, 2, 3)
     complete_full(s, 0, StepResult(), 1.0)
     plan_full(s, 0, 2.0)  # in flight when the worker fails: that step is lost
-    assert s.remove_worker(0, 2.5) == [0, 1, 2, 3]
+    assert s.remove_worker(0, 2.5) == WorkerRemoved((0, 1, 2, 3))
     assert 0 not in s.workers
     for rid in range(4):
         seq = s.sequence(rid)
@@ -415,7 +415,7 @@ def test_remove_worker_under_early_binding_replaces_running_and_queued(make_sche
     for rid in range(4):
         s.submit(make_request(rid, max_new=2), 0.0)
     plan_full(s, 0, 1.0)  # 0 runs on worker 0, 2 waits there
-    assert s.remove_worker(0, 2.0) == [0, 2]
+    assert s.remove_worker(0, 2.0) == WorkerRemoved((0, 2))
     assert [s.sequence(rid).worker for rid in range(4)] == [1, 1, 1, 1]
     assert sorted(seq.id for seq in s.workers[1].queue) == [0, 1, 2, 3]
     outputs, _ = drive.drain(s, 2.0)
@@ -428,7 +428,7 @@ def test_removing_the_last_worker_parks_requests_until_add_worker(make_scheduler
     for rid in range(3):
         s.submit(make_request(rid, max_new=2), 0.0)
     plan_full(s, 0, 1.0)
-    assert s.remove_worker(0, 1.0) == ([0] if placement == "global" else [0, 1, 2])
+    assert s.remove_worker(0, 1.0).requeued == ((0,) if placement == "global" else (0, 1, 2))
     assert s.num_waiting == 3 and all(s.sequence(rid).worker is None for rid in range(3))
     assert_rejected(s.submit(make_request(9), 1.0), RejectReason.NO_WORKERS)
     with pytest.raises(ProtocolError, match="not in the pool"):
@@ -438,6 +438,19 @@ def test_removing_the_last_worker_parks_requests_until_add_worker(make_scheduler
         assert sorted(seq.id for seq in s.workers[7].queue) == [0, 1, 2]
     outputs, _ = drive.drain(s, 3.0)
     assert drive.emitted(outputs) == {0: 2, 1: 2, 2: 2}
+
+
+def test_a_request_no_remaining_worker_can_hold_is_ended_not_stranded(make_scheduler, make_request, drive):
+    """Accepted while only a big worker existed; a small one joins, the big one leaves."""
+    s = make_scheduler(workers=(16,), block_size=4)
+    s.submit(make_request("long", prompt=40, max_new=8), 0.0)
+    s.add_worker(1, 4, 0.0)
+    s.submit(make_request("short", prompt=4, max_new=4), 0.0)
+    plan_full(s, 0, 1.0)
+    assert s.remove_worker(0, 2.0) == WorkerRemoved(requeued=(), ended=("long",))  # it ran there
+    assert s.sequence("long") is None and s.counts.cancelled == 1 and s.num_waiting == 1
+    outputs, _ = drive.drain(s, 2.0)
+    assert drive.finished(outputs)["short"].reason == "length"
 
 
 def test_remove_unknown_worker(make_scheduler):

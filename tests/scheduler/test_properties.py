@@ -229,7 +229,9 @@ class Driver:
             return
         state = self.s.workers[worker]
         expected = sorted(seq.id for seq in state.running) + sorted(seq.id for seq in state.queue or ())
-        moved = self.s.remove_worker(worker, self.now)
+        removed = self.s.remove_worker(worker, self.now)
+        assert removed.ended == ()  # every worker has the same KV size here
+        moved = removed.requeued
         forget_worker(self.s, worker)
         self.transcript.append(("remove", worker, tuple(moved)))
         self.inflight.pop(worker, None)

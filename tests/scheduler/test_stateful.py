@@ -185,7 +185,9 @@ class Machine(RuleBasedStateMachine):
         worker = workers[pick % len(workers)]
         state = self.s.workers[worker]
         expected = [seq.id for seq in state.running] + [seq.id for seq in state.queue or ()]
-        moved = self.s.remove_worker(worker, self.now)
+        removed = self.s.remove_worker(worker, self.now)
+        assert removed.ended == ()  # every worker has the same KV size here
+        moved = removed.requeued
         forget_worker(self.s, worker)
         assert sorted(moved) == sorted(expected) and len(set(moved)) == len(moved), (moved, expected)
         assert worker not in self.s.workers
