@@ -1,5 +1,5 @@
 """The `fairbatch` command line: `simulate` a configuration, print the `costmodel` sanity report,
-and `bench` (the benchmark suite in benchmarks/cli.py)."""
+`bench` (the benchmark suite in benchmarks/cli.py) and `serve` (the HTTP server, sim/serve.py)."""
 
 from __future__ import annotations
 
