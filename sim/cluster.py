@@ -3,7 +3,8 @@
 `Simulation` drives one `scheduler.core.Scheduler` with arrivals from a `Workload` on an
 `EventLoop`. Each `SimWorker` turns a plan into a step time with the cost model and, knowing every
 request's true output length, reports EOS the way a real engine would. Per-request outcomes are
-written into one numpy record array; everything else the results need is counted on the way.
+kept in plain lists and written into one numpy record array at the end; everything else the
+results need is counted on the way.
 """
 
 from __future__ import annotations
@@ -148,12 +149,19 @@ class Simulation:
         self._long_runs: dict[int, SimWorker] = {}
         for worker in self.workers:
             self.scheduler.add_worker(worker.id, blocks, 0.0)
-        self.records = self._empty_records()
-        # Plain lists: per-request bookkeeping indexes them one element at a time, where numpy is slow.
+        # Plain lists, written into the records at the end: per-request bookkeeping indexes them
+        # one element at a time, where numpy is slow.
+        n = len(self.workload)
         self._output_tokens = self.workload.output_tokens.tolist()  # true lengths
-        self._generated = [0] * len(self.workload)  # written when a request ends
-        self._first_token = [math.nan] * len(self.workload)
-        self._last_token = [0.0] * len(self.workload)  # written when a decoding request is preempted
+        self._generated = [0] * n  # written when a request ends
+        self._admit = [math.nan] * n  # first admission
+        self._worker = [-1] * n  # last worker
+        self._preemptions = [0] * n
+        self._first_token = [math.nan] * n
+        self._finish = [math.nan] * n
+        self._outcome = [UNFINISHED] * n
+        self._reason = [-1] * n
+        self._last_token = [0.0] * n  # written when a decoding request is preempted
         self._itl = WeightedSamples()
         self._samples: list[tuple[float, list[float], list[bool]]] = []
         self._last_event = 0.0
@@ -162,18 +170,17 @@ class Simulation:
         # never under late binding if the core is work-conserving.
         self.idle_while_waiting: list[tuple[float, int]] = []
 
-    def _empty_records(self) -> np.ndarray:
+    def _records(self) -> np.ndarray:
         wl = self.workload
         records = np.zeros(len(wl), dtype=RECORD_DTYPE)
         records["id"] = np.arange(len(wl))
         records["tenant"] = wl.tenant
-        records["worker"] = -1
         records["arrival"] = wl.arrival_s
-        for key in ("admit", "first_token", "finish"):
-            records[key] = np.nan
         records["prompt_tokens"] = wl.prompt_tokens
-        records["outcome"] = UNFINISHED
-        records["reason"] = -1
+        for key, values in (("worker", self._worker), ("admit", self._admit), ("first_token", self._first_token),
+                            ("finish", self._finish), ("output_tokens", self._generated), ("outcome", self._outcome),
+                            ("reason", self._reason), ("preemptions", self._preemptions)):
+            records[key] = values
         return records
 
     # ----- the run ------------------------------------------------------------------------------
@@ -194,8 +201,8 @@ class Simulation:
             self._sync()  # the tenant becomes backlogged: the policy reads service (VTC's lift)
         verdict = self.scheduler.submit(request, now)
         if isinstance(verdict, Rejected):
-            self.records["outcome"][i] = REJECTED
-            self.records["reason"][i] = REASONS.index(verdict.reason.value)
+            self._outcome[i] = REJECTED
+            self._reason[i] = REASONS.index(verdict.reason.value)
         else:
             self._queue_grew(self.scheduler.sequence(i).worker)
         if i + 1 < len(wl):
@@ -239,13 +246,12 @@ class Simulation:
             if self._waiting_for(worker.id):
                 self.idle_while_waiting.append((now, worker.id))
             return
-        records = self.records
         for rid in plan.admitted:
-            if math.isnan(records["admit"][rid]):
-                records["admit"][rid] = now
-            records["worker"][rid] = worker.id
+            if math.isnan(self._admit[rid]):  # its first admission
+                self._admit[rid] = now
+            self._worker[rid] = worker.id
         for rid in plan.preempted:
-            records["preemptions"][rid] += 1
+            self._preemptions[rid] += 1
             if worker.eos_at.pop(rid, None) is not None:
                 self._last_token[rid] = now  # it decoded in the step that just ended
         steps = self._steps(worker, plan)
@@ -317,8 +323,8 @@ class Simulation:
         first_end = run.ends[done]
         for output in outputs.finished:
             rid = output.request_id
-            self.records["finish"][rid] = now
-            self.records["outcome"][rid] = FINISHED
+            self._finish[rid] = now
+            self._outcome[rid] = FINISHED
             self._generated[rid] = output.output_tokens
             worker.eos_at.pop(rid, None)
         for output in outputs.emitted:  # the last chunk of a prefill sampled a token
@@ -349,14 +355,13 @@ class Simulation:
     def _run_data(self) -> RunData:
         for rid, seq in self.scheduler.live.items():  # what requests cut off by the horizon generated
             self._generated[rid] = seq.generated
-        self.records["output_tokens"] = self._generated
-        self.records["first_token"] = self._first_token
+        records = self._records()
         times, service, backlogged = zip(*self._samples)
         timeline = Timeline(np.array(times), np.array(service, dtype=float), np.array(backlogged, dtype=bool))
         itl_values, itl_weights = self._itl.arrays()
         specs = self.workload.tenants
         return RunData(
-            records=self.records,
+            records=records,
             itl_values=itl_values,
             itl_weights=itl_weights,
             duration_s=self._last_event,
