@@ -48,6 +48,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
 def _log_axis(ax, which: str) -> None:
     """A log scale labelled in plain numbers (1, 2, 5, 10, ... 1k, 10k): latencies span decades.
     Call after plotting: the ticks depend on the range drawn."""
@@ -90,10 +97,8 @@ def cdf_figure(by_load: Mapping[Any, Rows], path: Path, title: str = "") -> Path
                 if values:
                     ax.plot(values, np.asarray(doc["series"]["quantiles"]) / 100, label=name, color=palette[name])
             _log_axis(ax, "x")
-            ax.set_xlabel(label)
-            ax.set_ylabel("fraction of requests")
-            ax.set_title(f"{title} load x{load:g}" if isinstance(load, (int, float)) else title)
-            ax.grid(alpha=0.3)
+            _label(ax, label, "fraction of requests",
+                   f"{title} load x{load:g}" if isinstance(load, (int, float)) else title)
     axes[0, 0].legend(fontsize="small")
     return _save(fig, path)
 
@@ -111,12 +116,9 @@ def load_figure(by_series: Mapping[str, Sequence[tuple[float, dict]]], path: Pat
             xs = [load for load, doc in points if doc[section].get(key) is not None]
             ys = [doc[section][key] for _, doc in points if doc[section].get(key) is not None]
             ax.plot(xs, ys, marker="o", label=name, color=palette[name])
-        ax.set_xlabel("load (x the scenario's rates)")
-        ax.set_ylabel(label)
+        _label(ax, "load (x the scenario's rates)", label, title)
         if log:
             _log_axis(ax, "y")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize="small")
     return _save(fig, path)
 
@@ -133,10 +135,7 @@ def service_figure(rows: Rows, path: Path, title: str = "") -> Path:
             mids = (time[:-1] + time[1:]) / 2
             for tenant, values in zip(doc["tenants"], rate):
                 ax.plot(mids, np.convolve(values, kernel, mode="same"), label=tenant)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("service / weight (tokens/s)")
-        ax.set_title(f"{title} {name}".strip())
-        ax.grid(alpha=0.3)
+        _label(ax, "time (s)", "service / weight (tokens/s)", f"{title} {name}".strip())
     axes[0].legend(fontsize="small")
     return _save(fig, path)
 
@@ -152,10 +151,7 @@ def workers_figure(rows: Rows, path: Path, title: str = "") -> Path:
             line, = ax.plot(mids, b, linewidth=1, label=f"worker {worker} busy")
             ax.plot(mids, k, linewidth=1, linestyle="--", color=line.get_color(), label=f"worker {worker} KV")
         ax.set_ylim(0, 1.05)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("busy fraction, KV blocks in use")
-        ax.set_title(f"{title} {name}".strip())
-        ax.grid(alpha=0.3)
+        _label(ax, "time (s)", "busy fraction, KV blocks in use", f"{title} {name}".strip())
     axes[0].legend(fontsize="small")
     return _save(fig, path)
 

@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import numpy as np
 
 from scheduler.errors import ConfigError
 from sim.cluster import simulate
-from sim.config import CLUSTER_KEYS, SCHEDULER_KEYS, TOP_KEYS, SimConfig, set_dotted, config_from_dict, config_to_dict
+from sim.config import (CLUSTER_KEYS, SCHEDULER_KEYS, TOP_KEYS, SimConfig, config_from_dict, config_to_dict, read_toml,
+                        set_dotted)
 from sim.results import FINISHED, RunData, summarize
 from sim.workload import TENANT_KEYS
 
@@ -63,11 +63,7 @@ def scenario_path(name: str | Path) -> Path:
 def load_table(name: str | Path) -> dict[str, Any]:
     """A scenario's TOML table with its relative trace paths made absolute."""
     path = scenario_path(name)
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    return resolve_paths(table, path.resolve().parent)
+    return resolve_paths(read_toml(path, "scenario"), path.resolve().parent)
 
 
 def resolve_paths(table: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:

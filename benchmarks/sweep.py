@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from scheduler.errors import ConfigError
+from sim.config import read_toml
 
 from .points import Point, check_key, label_name, load_table, make_point, with_overrides
 
@@ -44,14 +44,7 @@ class Grid:
 
 
 def load_grid(path: str | Path) -> Grid:
-    path = Path(path)
-    try:
-        table = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: grid file not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    return grid_from_dict(table, path.resolve().parent)
+    return grid_from_dict(read_toml(path, "grid file"), Path(path).resolve().parent)
 
 
 def grid_from_dict(table: Mapping[str, Any], base_dir: Path | None = None) -> Grid:

@@ -316,10 +316,6 @@ class Scheduler:
     def _pool_changed(self) -> None:
         self._max_sequence_tokens = min((w.pool.admissible_tokens for w in self._workers.values()), default=0)
 
-    def waiting_of(self, tenant: int) -> int:
-        """Requests of tenant (its index) waiting in queues."""
-        return self.ledger.queued[tenant]
-
     @property
     def num_waiting(self) -> int:
         return sum(self.ledger.queued)

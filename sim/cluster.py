@@ -36,7 +36,7 @@ FINISHED, REJECTED, UNFINISHED = 0, 1, 3
 class StepRun:
     """A plan in execution: `steps` identical steps ending at `ends` (absolute times)."""
 
-    __slots__ = ("plan", "start", "ends", "steps", "reported", "kv_used", "growth", "version")
+    __slots__ = ("plan", "start", "ends", "steps", "reported", "kv_used", "growth", "version", "_durations")
 
     def __init__(self, plan: StepPlan, start: float, durations: list[float] | np.ndarray, kv_used: int,
                  growth: DecodeGrowth | None, version: int) -> None:
@@ -46,6 +46,7 @@ class StepRun:
         # left to right gives the times of stepping one at a time.
         self.ends = list(itertools.accumulate(durations, initial=start))[1:]
         self.steps = len(durations)
+        self._durations: list[float] | None = None  # from the ends, once (accounting and ITL read them)
         self.reported = 0  # steps whose tokens the core has been told of
         self.kv_used = kv_used  # blocks in use during the first step
         self.growth = growth  # how decodes grow into new blocks during later steps
@@ -56,10 +57,9 @@ class StepRun:
 
     def durations(self, first: int = 0, upto: int | None = None) -> list[float]:
         """Durations of steps first..upto-1 (the gap between a decode's tokens at those steps)."""
-        upto = self.steps if upto is None else upto
-        ends = self.ends[first:upto]
-        before = self.start if first == 0 else self.ends[first - 1]
-        return [end - previous for previous, end in zip([before] + ends, ends)]
+        if self._durations is None:
+            self._durations = [end - previous for previous, end in zip([self.start] + self.ends, self.ends)]
+        return self._durations[first:self.steps if upto is None else upto]
 
 
 class SimWorker:
@@ -197,7 +197,7 @@ class Simulation:
         wl, now = self.workload, self.loop.now
         self._last_event = now
         request = Request(i, self.tenant_names[wl.tenant[i]], int(wl.prompt_tokens[i]), int(wl.max_new_tokens[i]))
-        if self._sync_before_decisions and self.scheduler.waiting_of(wl.tenant[i]) == 0:
+        if self._sync_before_decisions and self.scheduler.ledger.queued[wl.tenant[i]] == 0:
             self._sync()  # the tenant becomes backlogged: the policy reads service (VTC's lift)
         verdict = self.scheduler.submit(request, now)
         if isinstance(verdict, Rejected):

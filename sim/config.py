@@ -124,19 +124,23 @@ SCHEDULER_KEYS = ("policy", "policy_params", "placement", "max_batched_tokens", 
                   "kv_watermark", "service_weights", "max_queued", "max_queued_tokens")
 
 
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The table of a TOML file; a missing file or bad TOML is a ConfigError naming the path."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SimConfig:
     """Read `path` (the built-in default when None), apply dotted-key overrides, validate."""
     if path is None:
         table, base_dir = tomllib.loads(DEFAULT_CONFIG), None
     else:
-        path = Path(path)
-        try:
-            table = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: not valid TOML: {err}") from None
-        base_dir = path.resolve().parent
+        table, base_dir = read_toml(path), Path(path).resolve().parent
     for dotted, value in (overrides or {}).items():
         set_dotted(table, dotted, value)
     return config_from_dict(table, base_dir)

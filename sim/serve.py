@@ -25,7 +25,7 @@ from scheduler.request import SLO, Tenant
 from scheduler.runtime.driver import DEFAULT_STREAM_BUFFER
 from scheduler.runtime.worker import SimulatedWorker
 
-from .config import DEFAULT_CONFIG, SimConfig, config_from_dict
+from .config import DEFAULT_CONFIG, SimConfig, config_from_dict, read_toml
 from .workload import _check_keys, _integer
 
 # The built-in default pool (2 simulated H100s serving Llama-3-8B under VTC) with two demo tenants.
@@ -72,18 +72,9 @@ def default_serve_config_text() -> str:
 def load_serve_config(path: str | Path | None = None) -> ServeConfig:
     """Read a serving config (the built-in default when None); errors name the key."""
     if path is None:
-        text, base_dir, where = default_serve_config_text(), None, "the default config"
+        table, base_dir = tomllib.loads(default_serve_config_text()), None
     else:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        base_dir, where = path.resolve().parent, str(path)
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{where}: not valid TOML: {err}") from None
+        table, base_dir = read_toml(path), Path(path).resolve().parent
     return serve_config_from_dict(table, base_dir)
 
 

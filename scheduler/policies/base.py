@@ -182,7 +182,7 @@ class Policy(ABC):
     # the rest. False: on_decode_steps after every step report, which costs a loop over tenants.
     lazy_output: ClassVar[bool] = False
     now: float = -math.inf  # the core's current time, set by the core before every decision
-    decoding: DecodingTenants = DecodingTenants(lambda tenant, tokens: None)  # set by the core
+    decoding: DecodingTenants = DecodingTenants()  # the core sets its own for a lazy policy
 
     def bind(self, tenants: Seq[Tenant]) -> None:
         """Called once by the scheduler with its tenants (indexed as Sequence.tenant)."""

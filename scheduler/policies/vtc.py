@@ -77,11 +77,6 @@ class VTC(Policy):
         if output_tokens:
             self._charge(tenant, self.w_q * output_tokens)
 
-    def on_decode_steps(self, members: dict[int, int], steps: int) -> None:
-        counters, inverse, w_q = self.counters, self._inverse_weight, self.w_q
-        for tenant, count in members.items():  # _charge inlined: this runs for every report
-            counters[tenant] += w_q * (count * steps) * inverse[tenant]
-
     def _charge(self, tenant: int, cost: float) -> None:
         self.counters[tenant] += cost * self._inverse_weight[tenant]
 

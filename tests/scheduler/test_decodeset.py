@@ -95,7 +95,8 @@ def test_pending_output_is_read_across_sets_and_settled_once():
     assert registry.pending(0) == 3 + 5 and registry.pending(1) == 3 and settled == []
     one.leave(b)  # a membership change settles that tenant in that set
     assert settled == [(1, 3)] and registry.pending(1) == 0
-    registry.settle_all()
+    registry.settle(0)
+    registry.settle(1)
     assert sorted(settled) == [(0, 3), (0, 5), (1, 3)] and registry.pending(0) == 0
     one.advance(2)
     registry.settle(0)
