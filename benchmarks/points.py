@@ -178,7 +178,8 @@ def run_point(table: Mapping[str, Any]) -> dict[str, Any]:
 def slo_attainment(data: RunData, config: SimConfig) -> dict[str, Any]:
     """DistServe's attainment: the fraction of all submitted requests (rejected and unfinished ones
     count as misses) whose TTFT met their tenant's SLO, whose TPOT did, and both; overall and per
-    tenant. A tenant with no SLO meets it; a single-token request has no TPOT and meets that SLO
+    tenant. Overall, a request whose tenant has no SLO meets it; a tenant without any SLO has no
+    attainment of its own (None, not 100%). A single-token request has no TPOT and meets that SLO
     once finished."""
     recs = data.records
     ttft_slo = np.array([_ms(t.slo_ttft_ms) for t in data.tenants])[recs["tenant"]]
@@ -196,14 +197,15 @@ def slo_attainment(data: RunData, config: SimConfig) -> dict[str, Any]:
         "offered_request_rate": n / arrivals if arrivals > 0 else None,
         **_fractions(ttft_ok, tpot_ok, np.ones(n, dtype=bool)),
         "tenants": {t.name: {"requests": int(np.count_nonzero(recs["tenant"] == i)),
-                             **_fractions(ttft_ok, tpot_ok, recs["tenant"] == i)}
+                             **_fractions(ttft_ok, tpot_ok, recs["tenant"] == i, t.has_slo)}
                     for i, t in enumerate(data.tenants)},
     }
 
 
-def _fractions(ttft_ok: np.ndarray, tpot_ok: np.ndarray, mask: np.ndarray) -> dict[str, float | None]:
+def _fractions(ttft_ok: np.ndarray, tpot_ok: np.ndarray, mask: np.ndarray,
+               has_slo: bool = True) -> dict[str, float | None]:
     n = int(np.count_nonzero(mask))
-    share = (lambda ok: float(np.count_nonzero(ok & mask)) / n) if n else (lambda ok: None)
+    share = (lambda ok: float(np.count_nonzero(ok & mask)) / n) if n and has_slo else (lambda ok: None)
     return {"ttft_attainment": share(ttft_ok), "tpot_attainment": share(tpot_ok),
             "attainment": share(ttft_ok & tpot_ok)}
 

@@ -47,6 +47,10 @@ class TenantInfo:
         # The core's Tenant and SLO own the rules for these fields.
         Tenant(self.name, self.weight, slo=SLO(self.slo_ttft_ms, self.slo_tpot_ms))
 
+    @property
+    def has_slo(self) -> bool:
+        return self.slo_ttft_ms is not None or self.slo_tpot_ms is not None
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerStats:
@@ -110,7 +114,7 @@ class RunData:
 @dataclass(frozen=True, slots=True)
 class ServiceGap:
     gap: float | None                  # None when no two tenants were ever backlogged at the same sample
-    pair: tuple[int, int] | None       # tenant indices achieving the gap
+    pair: tuple[int, int] | None       # tenant indices achieving the gap; None when the gap is 0
     considered: int                    # tenants searched
     backlogged: int                    # tenants backlogged at some sample
 
@@ -243,7 +247,9 @@ def max_service_gap(timeline: Timeline, max_tenants: int = GAP_MAX_TENANTS) -> S
             j = int(np.argmax(gaps))
             if gaps[j] > best:
                 best, pair = float(gaps[j]), (int(cand[i]), int(cand[lo + j]))
-    return ServiceGap(best if pair else None, pair, int(cand.size), int(n_backlogged))
+    if pair is None:
+        return ServiceGap(None, None, int(cand.size), int(n_backlogged))
+    return ServiceGap(best, pair if best > 0 else None, int(cand.size), int(n_backlogged))
 
 
 def _pair_gaps(w_f, bl_f, w_g, bl_g) -> np.ndarray:
@@ -298,6 +304,8 @@ def _request_metrics(recs: np.ndarray, dur: float, slo_ttft: np.ndarray, slo_tpo
     tpot = (fin["finish"] - fin["first_token"]) / np.maximum(fin["output_tokens"] - 1, 1)
     # A single-token request has no TPOT and meets a TPOT SLO trivially (as vLLM counts it).
     good = (ttft * 1e3 <= slo_ttft[fin["tenant"]]) & (~multi | (tpot * 1e3 <= slo_tpot[fin["tenant"]]))
+    has_slo = np.isfinite(slo_ttft) | np.isfinite(slo_tpot)  # by tenant
+    n_with_slo = int(np.count_nonzero(has_slo[recs["tenant"]]))
     admitted = recs[~np.isnan(recs["admit"])]
     n_done, n_good = int(fin.size), int(np.count_nonzero(good))
     in_tok, out_tok = int(fin["prompt_tokens"].sum()), int(fin["output_tokens"].sum())
@@ -313,9 +321,10 @@ def _request_metrics(recs: np.ndarray, dur: float, slo_ttft: np.ndarray, slo_tpo
         "output_throughput": _rate(out_tok, dur),
         "total_token_throughput": _rate(in_tok + out_tok, dur),
         "request_goodput": _rate(n_good, dur),
-        # Over every submitted request: rejected, cancelled and unfinished ones miss (DistServe's
-        # attainment), so a policy cannot look good by leaving a tenant's requests unserved.
-        "slo_attainment": n_good / recs.size if recs.size else None,
+        # Over every submitted request with an SLO: rejected, cancelled and unfinished ones miss
+        # (DistServe's attainment), so a policy cannot look good by leaving a tenant's requests
+        # unserved. A tenant without an SLO has nothing to attain: None, not 100%.
+        "slo_attainment": int(np.count_nonzero(good & has_slo[fin["tenant"]])) / n_with_slo if n_with_slo else None,
     }
     out |= _latency_stats("ttft", ttft)
     out |= _latency_stats("tpot", tpot[multi])
@@ -504,7 +513,7 @@ def _tenant_table(tenants: dict[str, dict], max_tenants: int) -> str:
 
 def _fairness_line(f: dict) -> str:
     line = f"{'Fairness':<12}Jain {_num(f['jain_index'], 3)}, max service gap {_num(f['max_service_gap'], 1)}"
-    if f["service_gap_pair"] and f["max_service_gap"]:
+    if f["service_gap_pair"]:
         line += " ({} vs {})".format(*f["service_gap_pair"])
     if f["max_service_gap_note"]:
         line += f"\n{'':<12}({f['max_service_gap_note']})"

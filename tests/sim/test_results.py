@@ -173,6 +173,14 @@ def test_max_service_gap_none_when_never_backlogged_together():
     assert (gap.gap, gap.pair) == (None, None)
 
 
+def test_no_gap_names_no_pair():
+    tl = timeline([[0, 3, 6], [0, 3, 6]], [[1, 1, 1], [1, 1, 1]])  # served in lockstep
+    assert (max_service_gap(tl).gap, max_service_gap(tl).pair) == (0.0, None)
+    out = summarize(run(records(*THREE), [TenantInfo("a"), TenantInfo("b")], timeline=tl))
+    assert (out["fairness"]["max_service_gap"], out["fairness"]["service_gap_pair"]) == (0.0, None)
+    assert "max service gap 0.0" in format_report(out) and " vs " not in format_report(out)
+
+
 def brute_gap(w, bl):
     best = None
     for f, g in itertools.combinations(range(w.shape[1]), 2):
@@ -215,10 +223,12 @@ def test_goodput_and_slo_attainment():
     # "slo": only the first request meets both (the second misses TPOT, the third TTFT).
     assert out["tenants"]["slo"]["request_goodput"] == pytest.approx(0.25)
     assert out["tenants"]["slo"]["slo_attainment"] == pytest.approx(1 / 3)
-    assert out["tenants"]["free"]["slo_attainment"] == 1.0
+    assert out["tenants"]["free"]["slo_attainment"] is None  # no SLO: nothing to attain
     assert out["tenants"]["tpot_only"]["slo_attainment"] == 1.0  # one output token: TPOT met trivially
     assert out["summary"]["request_goodput"] == pytest.approx(5 / 4)
-    assert out["summary"]["slo_attainment"] == pytest.approx(5 / 7)
+    assert out["summary"]["slo_attainment"] == pytest.approx(2 / 4)  # over the 4 requests with an SLO
+    free_row = next(line for line in format_report(out).splitlines() if line.startswith("free"))
+    assert free_row.split()[-1] == "-" and "100.0%" not in free_row
 
 
 def test_slo_attainment_counts_requests_that_never_finished_as_misses():
@@ -282,7 +292,7 @@ def test_empty_run_gives_none_and_a_report():
         for key in ("mean_ttft_ms", "p99_tpot_ms", "median_itl_ms", "p90_e2el_ms", "request_throughput",
                     "utilisation", "mean_batch_size"):
             assert s[key] is None, key
-        assert s["slo_attainment"] == (0.0 if len(recs) else None)  # a rejected request misses its SLO
+        assert s["slo_attainment"] is None  # tenant "a" has no SLO
         assert out["fairness"]["max_service_gap"] is None
         report = format_report(out, title="empty")
         assert "TTFT" in report and all(len(line) <= 110 for line in report.splitlines())
