@@ -1,5 +1,6 @@
 """The `fairbatch` command line: `simulate` a configuration, print the `costmodel` sanity report,
-`bench` (the benchmark suite in benchmarks/cli.py) and `serve` (the HTTP server, sim/serve.py)."""
+`bench` (the benchmark suite in benchmarks/cli.py), `serve` (the HTTP server, sim/serve.py) and
+`tokenizer` (write the serving tokenizer as a Hugging Face tokenizer folder)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     serve.add_argument("--speed", type=float, default=1.0,
                        help="multiplies the cost model's step times: 1 real time, 0 no waiting")
+    tok = commands.add_parser("tokenizer", help="write the serving tokenizer (one token per UTF-8 byte) as a "
+                                                "Hugging Face tokenizer folder, for load generators")
+    tok.add_argument("dir", type=Path, metavar="DIR", help="the folder to write (created if need be)")
     cost = commands.add_parser("costmodel", help="print the cost model's sanity figures")
     cost.add_argument("--gpu", default="h100")
     cost.add_argument("--model", default="llama-3-8b")
@@ -81,6 +85,14 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_tokenizer(folder: Path) -> int:
+    from scheduler.runtime.tokenizer_folder import write
+
+    for path in write(folder):
+        print(path)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
@@ -96,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .serve import run as serve  # imported on demand: it needs the `serve` extra
 
             return serve(args.config, args.host, args.port, args.speed)
+        if args.command == "tokenizer":
+            return run_tokenizer(args.dir)
         if args.command == "costmodel":
             print(sanity_table(args.gpu, args.model, args.tensor_parallel))
             return 0

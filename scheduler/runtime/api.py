@@ -1,10 +1,10 @@
 """The OpenAI wire format: parsing and checking request bodies, building response bodies and
 stream chunks. Plain functions on plain data, no I/O.
 
-Prompt tokens are counted without a tokenizer: a text counts ceil(characters / 4) tokens, at
-least 1 (OpenAI's rule of thumb for English); a prompt given as token ids counts one per id; a
-chat counts each message's content that way plus 4 tokens per message (role and separators) plus
-3 for the reply's priming.
+Prompt tokens are counted by the serving tokenizer (`scheduler.runtime.tokenizer`, which
+`fairbatch tokenizer DIR` writes for clients): one token per UTF-8 byte of a text; one per id for
+a prompt given as token ids; a chat is rendered by the tokenizer's chat template ("ROLE: CONTENT"
+lines, then "assistant: ") and that text counted.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from . import tokenizer
+
 COMPLETION, CHAT = "text_completion", "chat.completion"
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 FINISH_REASONS = {"eos": "stop", "length": "length"}
-TOKENS_PER_MESSAGE, REPLY_PRIMING = 4, 3
 
 
 class BadRequest(Exception):
@@ -51,7 +52,8 @@ class Completion:
 
 
 def count_tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / 4))
+    """Tokens of a text under the serving tokenizer: its UTF-8 bytes."""
+    return tokenizer.count(text)
 
 
 # ----- parsing ----------------------------------------------------------------------------------
@@ -113,11 +115,11 @@ def _max_tokens(value: Any, key: str, limits: Limits) -> int:
 def _prompt(prompt: Any) -> tuple[str | list[int], int]:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # a batch of one prompt
-    if isinstance(prompt, str):
+    if isinstance(prompt, str) and prompt:
         return prompt, count_tokens(prompt)
     if isinstance(prompt, list) and prompt and all(_token_id(t) for t in prompt):
         return prompt, len(prompt)
-    raise BadRequest("prompt", "prompt: required, a string or a non-empty list of token ids (integers >= 0); "
+    raise BadRequest("prompt", "prompt: required, a non-empty string or list of token ids (integers >= 0); "
                                f"got {_short(prompt)}")
 
 
@@ -126,15 +128,19 @@ def _token_id(value: Any) -> bool:
 
 
 def _messages(messages: Any) -> tuple[list[dict], int]:
+    return messages, count_tokens(chat_prompt(messages))
+
+
+def chat_prompt(messages: Any, add_generation_prompt: bool = True) -> str:
+    """The checked `messages` rendered as the prompt text the model reads."""
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages", f"messages: required, a non-empty list of messages; got {_short(messages)}")
-    tokens = REPLY_PRIMING
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise BadRequest(f"messages[{i}]", f"messages[{i}]: must be an object with a role in "
                                                f"{', '.join(ROLES)}; got {_short(message)}")
-        tokens += TOKENS_PER_MESSAGE + count_tokens(_content(message.get("content"), f"messages[{i}].content"))
-    return messages, tokens
+        _content(message.get("content"), f"messages[{i}].content")
+    return tokenizer.render_chat(messages, add_generation_prompt)
 
 
 def _content(content: Any, key: str) -> str:

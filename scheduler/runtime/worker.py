@@ -71,15 +71,16 @@ class SimPrompt:
     output_tokens: int | None = None
 
 
-VOCABULARY = (
-    " lorem", " ipsum", " dolor", " sit", " amet", ",", " consectetur", " adipiscing", " elit", ".",
-    " sed", " do", " eiusmod", " tempor", " incididunt", " ut", " labore", " et", " dolore", " magna",
-)
+# Synthetic output, one ASCII character per token: under the serving tokenizer (one token per
+# UTF-8 byte, scheduler.runtime.tokenizer) a client that tokenizes the text counts the tokens
+# reported in `usage`.
+SYNTHETIC_TEXT = "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut " \
+                 "labore et dolore magna aliqua. "
 
 
 def synthetic_token(index: int) -> str:
-    """The `index`-th token of every synthetic output: the same text for the same position."""
-    return VOCABULARY[index % len(VOCABULARY)]
+    """The `index`-th token of every synthetic output: the same character for the same position."""
+    return SYNTHETIC_TEXT[index % len(SYNTHETIC_TEXT)]
 
 
 class SimulatedWorker:

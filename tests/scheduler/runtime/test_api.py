@@ -15,22 +15,22 @@ def parse(body, kind=api.COMPLETION):
     return api.parse(json.dumps(body).encode() if not isinstance(body, bytes) else body, kind, LIMITS)
 
 
-@pytest.mark.parametrize("text,tokens", [("", 1), ("a", 1), ("abcd", 1), ("abcde", 2), ("x" * 400, 100)])
-def test_a_text_counts_a_token_per_four_characters(text, tokens):
+@pytest.mark.parametrize("text,tokens", [("", 0), ("a", 1), ("abcd", 4), ("é🙂", 6), ("x" * 400, 400)])
+def test_a_text_counts_a_token_per_utf8_byte(text, tokens):
     assert api.count_tokens(text) == tokens
 
 
 def test_a_completion_request_is_read_with_defaults():
     request = parse({"model": "llama-3-8b", "prompt": "Say hello to the world"})
-    assert (request.prompt_tokens, request.max_tokens, request.stream, request.include_usage) == (6, 64, False, False)
+    assert (request.prompt_tokens, request.max_tokens, request.stream, request.include_usage) == (22, 64, False, False)
     assert parse({"prompt": [1, 2, 3], "max_tokens": 7, "stream": True}).prompt_tokens == 3
     assert parse({"prompt": ["one prompt"], "stream": True, "stream_options": {"include_usage": True}}).include_usage
 
 
-def test_a_chat_counts_each_message_plus_its_overhead():
+def test_a_chat_counts_the_text_its_template_renders():
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "hi"}]}]
     request = parse({"messages": messages, "max_completion_tokens": 5}, api.CHAT)
-    assert request.prompt_tokens == 3 + (4 + 3) + (4 + 1) and request.max_tokens == 5
+    assert request.prompt_tokens == len("system: Be brief.\nuser: hi\nassistant: ") and request.max_tokens == 5
 
 
 @pytest.mark.parametrize("body,param", [
@@ -41,6 +41,7 @@ def test_a_chat_counts_each_message_plus_its_overhead():
     ({"prompt": "x", "model": "gpt-4"}, "model"),
     ({"prompt": 5}, "prompt"),
     ({"prompt": []}, "prompt"),
+    ({"prompt": ""}, "prompt"),
     ({"prompt": [1, -2]}, "prompt"),
     ({"prompt": [1, True]}, "prompt"),
     ({}, "prompt"),
@@ -84,7 +85,7 @@ def test_responses_and_chunks_have_openais_shape():
     completion = parse({"prompt": "abcdefgh", "max_tokens": 3})
     body = api.response(completion, "cmpl-1", 100, "a b c", "length", 3)
     assert body["choices"][0] == {"index": 0, "text": "a b c", "logprobs": None, "finish_reason": "length"}
-    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    assert body["usage"] == {"prompt_tokens": 8, "completion_tokens": 3, "total_tokens": 11}
     chat = parse({"messages": [{"role": "user", "content": "hi"}]}, api.CHAT)
     assert api.response(chat, "c", 1, "yo", "eos", 1)["choices"][0]["message"] == {"role": "assistant", "content": "yo"}
     assert api.chunk(chat, "c", 1, " yo", first=True)["choices"][0]["delta"] == {"role": "assistant", "content": " yo"}

@@ -89,7 +89,7 @@ async def replay(url: str, workload, names: list[str], speed: float, streams: St
         await anyio.sleep_until(start + float(workload.arrival_s[i]) * speed)
         tenant = names[workload.tenant[i]]
         hang_up = tenant == "carol" and i % HANG_UP_EVERY == 0
-        body = {"prompt": "x" * (4 * int(workload.prompt_tokens[i])), "max_tokens": int(workload.output_tokens[i]),
+        body = {"prompt": "x" * int(workload.prompt_tokens[i]), "max_tokens": int(workload.output_tokens[i]),
                 "stream": True}
         client = SSEClient(host, int(port), tenant)
         results.append(await client.complete(body, hang_up, streams) | {"id": i, "tenant": tenant})

@@ -29,8 +29,8 @@ async def test_a_streamed_completion_arrives_token_by_token_with_usage():
             events = sse_events((await response.aread()).decode())
     assert [e["choices"][0]["text"] for e in events[:5]] == TOKENS[:5]
     assert events[5]["choices"][0]["finish_reason"] == "length"
-    assert events[6]["choices"] == [] and events[6]["usage"] == {"prompt_tokens": 3, "completion_tokens": 5,
-                                                                 "total_tokens": 8}
+    assert events[6]["choices"] == [] and events[6]["usage"] == {"prompt_tokens": 9, "completion_tokens": 5,
+                                                                 "total_tokens": 14}  # one token per byte
     assert events[7] == "[DONE]" and len(events) == 8
     assert {e["id"] for e in events[:7]} == {events[0]["id"]} and events[0]["object"] == "text_completion"
 
@@ -44,10 +44,10 @@ async def test_a_whole_completion_and_a_chat_completion():
                                                                      "max_tokens": 2}) as response:
             events = sse_events((await response.aread()).decode())
     assert completion["choices"][0]["text"] == "".join(TOKENS[:3])
-    assert completion["usage"] == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+    assert completion["usage"] == {"prompt_tokens": 40, "completion_tokens": 3, "total_tokens": 43}
     assert chat["object"] == "chat.completion" and chat["choices"][0]["finish_reason"] == "length"
     assert chat["choices"][0]["message"] == {"role": "assistant", "content": "".join(TOKENS[:4])}
-    assert chat["usage"]["prompt_tokens"] == 3 + 4 + 2
+    assert chat["usage"]["prompt_tokens"] == len("user: hello\nassistant: ")  # the chat template's text
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": TOKENS[0]}
     assert events[1]["choices"][0]["delta"] == {"content": TOKENS[1]}
     assert events[2]["choices"][0]["finish_reason"] == "length" and events[3] == "[DONE]"
@@ -150,7 +150,7 @@ async def test_the_official_openai_client_works_against_it():
             await ai.close()
     assert completion.choices[0].text == "".join(TOKENS[:4]) and completion.usage.completion_tokens == 4
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "".join(TOKENS[:3])
-    assert chunks[-1].usage.total_tokens == 3 + 4 + 1 + 3
+    assert chunks[-1].usage.total_tokens == len("user: hi\nassistant: ") + 3
     assert [m.id for m in models.data] == ["llama-3-8b"]
     assert bad.value.status_code == 400 and bad.value.body["param"] == "max_tokens"
 
@@ -194,7 +194,7 @@ async def test_metrics_parse_with_prometheus_clients_own_parser():
 
     assert value("fairbatch_requests_total", tenant="alice", outcome="finished") == 3
     assert value("fairbatch_rejections_total", tenant="limited", reason="rate_limited") == 1
-    assert value("fairbatch_prompt_tokens_total", tenant="alice") == 6
+    assert value("fairbatch_prompt_tokens_total", tenant="alice") == 3 * len("abcdefgh")
     assert value("fairbatch_generation_tokens_total", tenant="alice") == 12
     assert value("fairbatch_time_to_first_token_seconds_count", tenant="alice") == 3
     assert value("fairbatch_time_per_output_token_seconds_count", tenant="alice") == 3
@@ -204,7 +204,7 @@ async def test_metrics_parse_with_prometheus_clients_own_parser():
     assert value("fairbatch_num_requests_running") == 0 and value("fairbatch_preemptions_total") == 0
     assert value("fairbatch_num_requests_waiting", tenant="bob") == 0
     assert value("fairbatch_kv_cache_usage_ratio", worker="0") == 0
-    assert value("fairbatch_tenant_service", tenant="alice") == 3 * (2 + 2 * 4)  # w_p = 1, w_q = 2
+    assert value("fairbatch_tenant_service", tenant="alice") == 3 * (8 + 2 * 4)  # w_p = 1, w_q = 2
     assert {labels.get("tenant") for (name, labels) in [(n, dict(l)) for n, l in samples]
             if name == "fairbatch_requests_total"} == {"alice", "bob", "limited", "other"}
 
