@@ -25,7 +25,7 @@ def _figure(rows: int, cols: int, width: float = 4.2, height: float = 3.2):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ConfigError("plots need matplotlib: pip install 'fairbatch[plot]'") from None
+        raise ConfigError("plots need matplotlib: pip install -e '.[plot]'") from None
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
     return fig, axes

@@ -122,7 +122,7 @@ def _slo(slo: Mapping[str, Any]) -> str:
 def figure_block(name: str, loads: Mapping[Any, list], capacity: Mapping[str, dict], figures: Path,
                  root: Path, chosen: float | None) -> str:
     if importlib.util.find_spec("matplotlib") is None:
-        return "### Figures\n\n(not drawn: they need matplotlib, `pip install 'fairbatch[plot]'`)"
+        return "### Figures\n\n(not drawn: they need matplotlib, `pip install -e '.[plot]'`)"
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
     lines = []
 

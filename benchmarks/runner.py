@@ -52,7 +52,7 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            raise ConfigError("--executor ray: ray is not installed; pip install 'fairbatch[ray]'") from None
+            raise ConfigError("--executor ray: ray is not installed; pip install -e '.[ray]'") from None
         address = address if address is not None else os.environ.get("RAY_ADDRESS") or None
         if address is not None:
             check_ray_address(address)

@@ -2,7 +2,9 @@
 
 Every refusal is a `Rejected` with one `RejectReason`; nothing is dropped silently. Checks run in
 a fixed order (tenant, fields, duplicates, workers, size, queue caps, rate limits) and rate-limit
-buckets are only drawn from by requests that pass everything else.
+buckets are only drawn from by requests that pass everything else. A refusal's detail goes to the
+submitter, so it names only the submitting tenant's own figures, never what other tenants or the
+pool have queued.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from .actions import RejectReason
 from .request import Quota, Request, Tenant
 
 Refusal = tuple[RejectReason, str, float | None]  # reason, detail, retry_after seconds
+CHEAPEST_TOKENS = 2  # the smallest token cost of a request: one prompt token, one new token
 
 
 def invalid_fields(request: Request) -> str | None:
@@ -50,7 +53,7 @@ def refuse_reason(request: Request, known_tenant: bool, duplicate: bool, workers
     total = request.prompt_tokens + request.max_new_tokens
     if total > max_tokens:
         return RejectReason.PROMPT_TOO_LONG, (
-            f"prompt_tokens + max_new_tokens = {total} exceeds the {max_tokens} tokens a worker's KV cache holds"
+            f"prompt_tokens + max_new_tokens = {total} exceeds {max_tokens}, the longest sequence a request may have"
         )
     return None
 
@@ -86,7 +89,28 @@ class TokenBucket:
 def _bucket(rate: float | None, burst: float | None, minimum: float) -> TokenBucket | None:
     if rate is None:
         return None
-    return TokenBucket(rate, burst if burst is not None else max(rate, minimum))
+    return TokenBucket(rate, burst_of(rate, burst, minimum))
+
+
+def burst_of(rate: float, burst: float | None, minimum: float = 1.0) -> float:
+    """A bucket's size: `burst`, or one second's worth and at least `minimum`."""
+    return burst if burst is not None else max(rate, minimum)
+
+
+def unadmittable(quota: Quota, cheapest_tokens: int = CHEAPEST_TOKENS) -> tuple[str, str] | None:
+    """(key, why) when a quota's buckets can never admit even the cheapest request, or None: a
+    config loader names the tenant and refuses it, since every request of that tenant would be."""
+    if quota.requests_per_s is not None:
+        burst = burst_of(quota.requests_per_s, quota.request_burst)
+        if burst < 1:
+            return "request_burst", f"a bucket of {burst:g} requests cannot hold one request; allowed: >= 1"
+    if quota.tokens_per_s is not None:
+        burst = burst_of(quota.tokens_per_s, quota.token_burst)
+        if burst < cheapest_tokens:
+            key = "token_burst" if quota.token_burst is not None else "tokens_per_s"
+            return key, (f"a bucket of {burst:g} tokens cannot hold the cheapest request ({cheapest_tokens} "
+                         f"tokens: prompt + max_new_tokens); allowed: token_burst >= {cheapest_tokens}")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,17 +141,22 @@ class Admission:
         return refusal
 
     def _queue_cap(self, request: Request, tenant: int, queued: QueueTotals) -> Refusal | None:
+        """The tenant's caps are named with its own figures; the pool's without any (they would tell
+        one tenant what the others have queued)."""
         quota = self._quotas[tenant]
         prompt = request.prompt_tokens
         caps = (  # what would wait with this request, computed only for the caps that are set
             (quota.max_queued, lambda: queued.requests[tenant] + 1, "the tenant's queued requests"),
             (quota.max_queued_tokens, lambda: queued.tokens[tenant] + prompt, "the tenant's queued prompt tokens"),
-            (self.max_queued, lambda: sum(queued.requests) + 1, "the pool's queued requests"),
-            (self.max_queued_tokens, lambda: sum(queued.tokens) + prompt, "the pool's queued prompt tokens"),
         )
         for cap, would_be, what in caps:
             if cap is not None and would_be() > cap:
                 return RejectReason.QUEUE_FULL, f"{what} would be {would_be()}, over the cap of {cap}", None
+        pool = ((self.max_queued, lambda: sum(queued.requests) + 1, "requests"),
+                (self.max_queued_tokens, lambda: sum(queued.tokens) + prompt, "prompt tokens"))
+        for cap, would_be, what in pool:
+            if cap is not None and would_be() > cap:
+                return RejectReason.QUEUE_FULL, f"the pool's queue is full (a cap on queued {what}); retry later", None
         return None
 
     def _rate_limit(self, request: Request, tenant: int, now: float) -> Refusal | None:
@@ -138,7 +167,7 @@ class Admission:
             wait = bucket.wait(cost)
             if wait is None:
                 return (RejectReason.RATE_LIMITED, f"{unit} limit: a request costing {cost:g} can never fit "
-                        f"the bucket of {bucket.burst:g}", None)
+                        f"the tenant's bucket of {bucket.burst:g}, however long it waits; ask for less", None)
             if not bucket.holds(cost):
                 short.append(unit)
             waits.append(wait)

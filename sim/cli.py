@@ -54,10 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve an OpenAI-compatible API on simulated workers")
     serve.add_argument("--config", type=Path, help="TOML pool, tenants and [serve] keys (default: demo tenants "
                                                    "alice and bob, keys key-alice and key-bob)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; beyond "
+                                                          "loopback the demo keys need --allow-demo-keys)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     serve.add_argument("--speed", type=float, default=1.0,
                        help="multiplies the cost model's step times: 1 real time, 0 no waiting")
+    serve.add_argument("--allow-demo-keys", dest="allow_demo_keys", action="store_true",
+                       help="serve the public demo keys (key-alice, key-bob) on a non-loopback address")
     tok = commands.add_parser("tokenizer", help="write the serving tokenizer (one token per UTF-8 byte) as a "
                                                 "Hugging Face tokenizer folder, for load generators")
     tok.add_argument("dir", type=Path, metavar="DIR", help="the folder to write (created if need be)")
@@ -107,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from .serve import run as serve  # imported on demand: it needs the `serve` extra
 
-            return serve(args.config, args.host, args.port, args.speed)
+            return serve(args.config, args.host, args.port, args.speed, args.allow_demo_keys)
         if args.command == "tokenizer":
             return run_tokenizer(args.dir)
         if args.command == "costmodel":

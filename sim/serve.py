@@ -1,13 +1,15 @@
 """`fairbatch serve`: the OpenAI-compatible server on a pool of simulated workers.
 
 This module owns the serving configuration (a simulator config plus a `[serve]` table: API keys,
-model name, limits) and what it assembles: a Scheduler and one `SimulatedWorker` per configured
-worker, priced by the simulator's cost model. `scheduler.runtime.serving` runs them (the runtime,
-the HTTP app, hypercorn).
+model name, limits, timeouts, the metrics key) and what it assembles: a Scheduler and one
+`SimulatedWorker` per configured worker, priced by the simulator's cost model.
+`scheduler.runtime.serving` runs them (the runtime, the HTTP app, hypercorn). The demo keys are
+public, so the command refuses to serve them beyond loopback unless told to.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import sys
 import tomllib
@@ -18,6 +20,7 @@ from typing import Any
 
 import prometheus_client
 
+from scheduler.admission import unadmittable
 from scheduler.core import Scheduler
 from scheduler.errors import ConfigError
 from scheduler.policies import make_policy
@@ -26,7 +29,7 @@ from scheduler.runtime.driver import DEFAULT_STREAM_BUFFER
 from scheduler.runtime.worker import SimulatedWorker
 
 from .config import DEFAULT_CONFIG, SimConfig, config_from_dict, read_toml
-from .workload import _check_keys, _integer
+from .workload import _at_least, _check_keys, _integer
 
 # The built-in default pool (2 simulated H100s serving Llama-3-8B under VTC) with two demo tenants.
 # key-alice and key-bob are DEMO KEYS, public in this file: serve only on a trusted interface.
@@ -40,8 +43,10 @@ name = "bob"
 [serve]
 api_keys = { "key-alice" = "alice", "key-bob" = "bob" }
 """
-SERVE_KEYS = ("api_keys", "default_tenant", "model", "max_tokens", "default_max_tokens", "max_body_bytes",
-              "stream_buffer")
+DEMO_KEYS = ("key-alice", "key-bob")
+INTEGER_KEYS = ("max_tokens", "default_max_tokens", "max_body_bytes", "stream_buffer")
+SECONDS_KEYS = ("read_timeout_s", "keep_alive_timeout_s")
+SERVE_KEYS = ("api_keys", "default_tenant", "model", "metrics_key", *INTEGER_KEYS, *SECONDS_KEYS)
 # A serving config's tenants need no traffic: serving takes real requests. These fill what the
 # simulator's schema requires.
 NO_TRAFFIC = {"rate": 0.0, "prompt_tokens": 1, "output_tokens": 1}
@@ -57,6 +62,9 @@ class ServeConfig:
     default_max_tokens: int = 256  # when a request names none
     max_body_bytes: int = 1 << 20
     stream_buffer: int = DEFAULT_STREAM_BUFFER  # tokens a streaming client may fall behind
+    read_timeout_s: float = 30.0  # the longest a request body may take to arrive after its headers (408)
+    keep_alive_timeout_s: float = 5.0  # an idle connection, or one still sending its headers, is closed then
+    metrics_key: str | None = None  # a bearer key that /metrics requires; None: anyone who reaches it
 
     @property
     def tenants(self) -> list[str]:
@@ -97,8 +105,32 @@ def serve_config_from_dict(table: Mapping[str, Any], base_dir: Path | None = Non
     model = serve.get("model", sim.cluster.model)
     if not isinstance(model, str) or not model:
         raise ConfigError(f"serve.model: must be a non-empty string, got {model!r}")
-    numbers = {key: _at_least_one(serve[key], f"serve.{key}") for key in SERVE_KEYS[3:] if key in serve}
-    return ServeConfig(sim, keys, default, model, **numbers)
+    _check_quotas(sim)
+    numbers = {key: _at_least_one(serve[key], f"serve.{key}") for key in INTEGER_KEYS if key in serve}
+    numbers |= {key: _at_least(serve[key], f"serve.{key}", 0, strict=True) for key in SECONDS_KEYS if key in serve}
+    metrics_key = _metrics_key(serve.get("metrics_key"), keys)
+    return ServeConfig(sim, keys, default, model, metrics_key=metrics_key, **numbers)
+
+
+def _check_quotas(sim: SimConfig) -> None:
+    """A tenant whose quota refuses even the cheapest request a client may send (one prompt token,
+    max_tokens 1) could only ever be refused."""
+    for index, spec in enumerate(sim.tenants):
+        never = unadmittable(spec.quota, 2)
+        if never is not None:
+            key, why = never
+            raise ConfigError(f"tenants[{index}].rate_limit.{key}: every request would be rejected: {why}")
+
+
+def _metrics_key(key: Any, api_keys: Mapping[str, str]) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key or any(c.isspace() for c in key):
+        raise ConfigError(f"serve.metrics_key: must be a non-empty string without spaces, got {key!r}")
+    if key in api_keys:
+        raise ConfigError("serve.metrics_key: must differ from every API key (its tenant could read every "
+                          "tenant's metrics)")
+    return key
 
 
 def _with_traffic(tenant: Any) -> Any:
@@ -155,22 +187,28 @@ def service(config: ServeConfig, speed: float = 1.0):
 
     scheduler, workers = build_pool(config.sim, check_speed(speed))
     server = ServerConfig(Limits(config.model, config.max_tokens, config.default_max_tokens), config.api_keys,
-                          config.default_tenant, config.max_body_bytes)
+                          config.default_tenant, config.max_body_bytes, config.read_timeout_s,
+                          config.keep_alive_timeout_s, config.metrics_key)
     return Service(scheduler, workers, server, config.stream_buffer)
 
 
 # ----- the command ------------------------------------------------------------------------------
 
 
-def run(config_path: Path | None, host: str, port: int, speed: float) -> int:
+def run(config_path: Path | None, host: str, port: int, speed: float, allow_demo_keys: bool = False) -> int:
     """`fairbatch serve`: serve until SIGINT or SIGTERM."""
     try:
         from scheduler.runtime import serving
     except ImportError:
-        raise ConfigError("serve: needs the 'serve' extra: pip install 'fairbatch[serve]'") from None
+        raise ConfigError("serve: needs the 'serve' extra: pip install -e '.[serve]'") from None
     config = load_serve_config(config_path)
     served = service(config, speed)
     sock = serving.listen(host, port)
+    try:
+        check_demo_keys(config, sock.getsockname()[0], host, allow_demo_keys)
+    except ConfigError:
+        sock.close()
+        raise
     # This process's /metrics leaves out the *_created series (the process start, repeated per series).
     prometheus_client.disable_created_metrics()
     serving.run(served, sock, lambda url: print(banner(config, url, speed), file=sys.stderr, flush=True))
@@ -178,10 +216,27 @@ def run(config_path: Path | None, host: str, port: int, speed: float) -> int:
     return 0
 
 
+def check_demo_keys(config: ServeConfig, address: str, host: str, allowed: bool) -> None:
+    """The demo keys are public: serving them beyond loopback needs --allow-demo-keys."""
+    demo = [key for key in DEMO_KEYS if key in config.api_keys]
+    if not demo or allowed or ipaddress.ip_address(address.split("%")[0]).is_loopback:
+        return
+    raise ConfigError(f"--host: {host} is not a loopback address, and the demo API keys ({', '.join(demo)}) are "
+                      "public; allowed: a loopback address (127.0.0.1, ::1, localhost), a --config whose "
+                      "[serve] api_keys are your own, or --allow-demo-keys")
+
+
+def mask(key: str) -> str:
+    """A key as the banner shows it: a few characters of each end (sk-d…ab12), never all of it."""
+    shown = min(4, len(key) // 4)
+    return f"{key[:shown]}…{key[-shown:]}" if shown else "…"
+
+
 def banner(config: ServeConfig, url: str, speed: float) -> str:
     cluster, policy = config.sim.cluster, config.sim.policy
-    keys = ", ".join(f"{key} ({tenant})" for key, tenant in config.api_keys.items()) or "none"
+    keys = ", ".join(f"{mask(key)} ({tenant})" for key, tenant in config.api_keys.items()) or "none"
     default = f"; default tenant {config.default_tenant}" if config.default_tenant else ""
+    metrics = f"key {mask(config.metrics_key)}" if config.metrics_key else "open to whoever reaches it"
     return (f"fairbatch: serving {config.model} at {url} on {cluster.workers} simulated {cluster.gpu} "
             f"worker(s), policy {policy.policy}, speed {speed:g}\n"
-            f"fairbatch: API keys: {keys}{default}")
+            f"fairbatch: API keys: {keys}{default}; /metrics: {metrics}")

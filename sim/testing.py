@@ -12,7 +12,7 @@ what broke:
 - `check_no_overtaking`: no request is admitted after one that arrived a stated time later than it
   (the starvation bound of priority with aging).
 
-Needs hypothesis (`pip install 'fairbatch[test]'`).
+Needs hypothesis (`pip install -e '.[test]'`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ Prompt tokens are counted by the serving tokenizer (`scheduler.runtime.tokenizer
 `fairbatch tokenizer DIR` writes for clients): one token per UTF-8 byte of a text; one per id for
 a prompt given as token ids; a chat is rendered by the tokenizer's chat template ("ROLE: CONTENT"
 lines, then "assistant: ") and that text counted.
+
+Request fields fall in three sets (the README lists them): those honoured (`model`, `prompt` or
+`messages`, `max_tokens` / `max_completion_tokens`, `stream`, `stream_options.include_usage`,
+`stop`), sampling fields that cannot change the shape of an answer, checked as vLLM checks them
+and otherwise ignored (`SAMPLING`), and fields fairbatch cannot honour, refused naming the field
+unless they hold their no-op value (`UNSUPPORTED`). Other fields are ignored, as vLLM ignores them.
 """
 
 from __future__ import annotations
@@ -18,17 +24,39 @@ from . import tokenizer
 
 COMPLETION, CHAT = "text_completion", "chat.completion"
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-FINISH_REASONS = {"eos": "stop", "length": "length"}
+FINISH_REASONS = {"eos": "stop", "length": "length", "stop": "stop"}
+MAX_STOP = 4  # stop sequences a request may give, as OpenAI allows
+
+# Fields fairbatch cannot honour, and the values that ask for nothing (accepted).
+UNSUPPORTED = {
+    "n": (None, 1), "best_of": (None, 1), "echo": (None, False), "suffix": (None, ""),
+    "logprobs": (None, False), "top_logprobs": (None,), "logit_bias": (None, {}),
+    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}),
+}
+# Sampling fields that cannot change the shape of an answer: checked as vLLM's
+# SamplingParams._verify_args checks them (vllm/sampling_params.py: temperature finite in [0, 2],
+# top_p in (0, 1], top_k an integer >= -1 (0 or -1: no limit), min_p in [0, 1], presence and
+# frequency penalties in [-2, 2], repetition_penalty finite > 0; its protocol takes seed as a
+# 64-bit integer), then ignored: simulated workers emit the same tokens whatever they say.
+# Each is (low, high, low excluded); null means the default.
+SAMPLING = {
+    "temperature": (0.0, 2.0, False), "top_p": (0.0, 1.0, True), "min_p": (0.0, 1.0, False),
+    "presence_penalty": (-2.0, 2.0, False), "frequency_penalty": (-2.0, 2.0, False),
+    "repetition_penalty": (0.0, math.inf, True),
+}
+SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
 class BadRequest(Exception):
     """A request body the server refuses (HTTP 400), naming the field (`param`) at fault."""
 
-    def __init__(self, param: str | None, message: str, code: str = "invalid_request") -> None:
+    def __init__(self, param: str | None, message: str, code: str = "invalid_request", status: int = 400) -> None:
         super().__init__(message)
         self.param = param
         self.message = message
         self.code = code
+        self.status = status  # 404 for an unknown model, as OpenAI and vLLM answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +77,7 @@ class Completion:
     max_tokens: int
     stream: bool = False
     include_usage: bool = False
+    stop: tuple[str, ...] = ()  # the output ends before the first of these it contains
 
 
 def count_tokens(text: str) -> int:
@@ -75,24 +104,73 @@ def parse(body: bytes, kind: str, limits: Limits) -> Completion:
     else:
         prompt, tokens = _prompt(data.get("prompt"))
         max_tokens, key = data.get("max_tokens"), "max_tokens"
-    n = data.get("n", 1)
-    if n != 1 or isinstance(n, bool):
-        raise BadRequest("n", f"n: only 1 choice per request is supported, got {n!r}")
+    _refuse_unsupported(data)
+    _check_sampling(data)
     stream = _boolean(data, "stream")
     options = data.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise BadRequest("stream_options", f"stream_options: must be an object, got {options!r}")
     include_usage = _boolean(options or {}, "include_usage", "stream_options.include_usage")
     return Completion(kind, model, prompt, tokens, _max_tokens(max_tokens, key, limits), stream,
-                      stream and include_usage)
+                      stream and include_usage, _stop(data.get("stop")))
 
 
 def _model(data: dict, limits: Limits) -> str:
     model = data.get("model", limits.model)
     if model != limits.model:
-        raise BadRequest("model", f"model: unknown model {model!r}; this server serves {limits.model!r}",
-                         "model_not_found")
+        raise model_not_found(model, limits)
     return model
+
+
+def model_not_found(model: Any, limits: Limits) -> BadRequest:
+    return BadRequest("model", f"model: the model {_short(model)} does not exist; this server serves "
+                               f"{limits.model!r}", "model_not_found", 404)
+
+
+def _refuse_unsupported(data: dict) -> None:
+    for key, no_ops in UNSUPPORTED.items():
+        value = data.get(key)
+        if not any(type(value) is type(ok) and value == ok for ok in no_ops):
+            raise BadRequest(key, f"{key}: not supported by this server, leave it out; got {_short(value)}",
+                             "unsupported_parameter")
+
+
+def _check_sampling(data: dict) -> None:
+    for key, (low, high, open_low) in SAMPLING.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if not _real(value) or not math.isfinite(value) or value < low or value > high or (open_low and value == low):
+            allowed = f"> {low:g}" if high == math.inf else f"in {'(' if open_low else '['}{low:g}, {high:g}]"
+            raise BadRequest(key, f"{key}: must be a finite number {allowed}, got {_short(value)}")
+    _check_integer(data, "top_k", -1, None, "an integer >= -1 (0 or -1: no limit)")
+    _check_integer(data, "seed", *SEED_RANGE, "a 64-bit integer")
+    user = data.get("user")
+    if user is not None and not isinstance(user, str):
+        raise BadRequest("user", f"user: must be a string, got {_short(user)}")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_integer(data: dict, key: str, low: int, high: int | None, what: str) -> None:
+    value = data.get(key)
+    if value is None:
+        return
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if not integer or value < low or (high is not None and value > high):
+        raise BadRequest(key, f"{key}: must be {what}, got {_short(value)}")
+
+
+def _stop(stop: Any) -> tuple[str, ...]:
+    stops = [stop] if isinstance(stop, str) else stop
+    if stops is None:
+        return ()
+    if not isinstance(stops, list) or len(stops) > MAX_STOP or not all(isinstance(s, str) and s for s in stops):
+        raise BadRequest("stop", f"stop: must be a non-empty string or a list of up to {MAX_STOP} of them, "
+                                 f"got {_short(stop)}")
+    return tuple(dict.fromkeys(stops))
 
 
 def _boolean(data: dict, key: str, name: str | None = None) -> bool:
@@ -155,6 +233,55 @@ def _content(content: Any, key: str) -> str:
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ----- stop sequences ---------------------------------------------------------------------------
+
+
+class StopText:
+    """The generated text as the client sees it under `stop` sequences. `feed(token)` returns what
+    may be sent now: text that could begin a stop sequence is held back until it cannot, and once
+    a stop sequence appears the text ends before it (`stopped`). `tokens` counts the tokens fed."""
+
+    __slots__ = ("stop", "longest", "text", "sent", "tokens", "stopped")
+
+    def __init__(self, stop: tuple[str, ...] = ()) -> None:
+        self.stop = stop
+        self.longest = max(map(len, stop), default=0)
+        self.text = ""
+        self.sent = 0  # characters of `text` given out
+        self.tokens = 0
+        self.stopped = False
+
+    def feed(self, token: str) -> str:
+        if self.stopped:
+            return ""
+        self.tokens += 1
+        if not self.stop:
+            return token
+        start = max(0, len(self.text) - self.longest + 1)  # a new match ends inside this token
+        self.text += token
+        hits = [at for at in (self.text.find(s, start) for s in self.stop) if at >= 0]
+        if hits:
+            self.text, self.stopped = self.text[:min(hits)], True
+            return self.flush()
+        return self._release(len(self.text) - self._held())
+
+    def flush(self) -> str:
+        """What is still held back (at the end of the output)."""
+        return self._release(len(self.text))
+
+    def _held(self) -> int:
+        """The length of the longest end of the text that begins a stop sequence."""
+        for size in range(min(self.longest - 1, len(self.text)), 0, -1):
+            tail = self.text[-size:]
+            if any(s.startswith(tail) for s in self.stop):
+                return size
+        return 0
+
+    def _release(self, end: int) -> str:
+        piece, self.sent = self.text[self.sent:end], max(self.sent, end)
+        return piece
 
 
 # ----- responses --------------------------------------------------------------------------------

@@ -125,8 +125,8 @@ class Runtime:
         self._wake_idle()
         return handle
 
-    def _cancel(self, handle: RequestHandle, reason: str) -> None:
-        """End a live request as cancelled, freeing its KV blocks at once."""
+    def _cancel(self, handle: RequestHandle, reason: str, outcome: str = CANCELLED) -> None:
+        """End a live request as cancelled (or finished early), freeing its KV blocks at once."""
         if handle.outcome is not None:
             return
         self._check_caller()
@@ -138,7 +138,7 @@ class Runtime:
                 lane.left.append(handle.id)
         now = self.now()
         self.scheduler.cancel(handle.id, now)
-        self._end(handle, CANCELLED, reason, now)
+        self._end(handle, outcome, reason, now)
 
     def _end(self, handle: RequestHandle, outcome: str, reason: str, now: float) -> None:
         del self._live[handle.id]

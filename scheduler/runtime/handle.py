@@ -105,9 +105,25 @@ class RequestHandle:
         """Every token until the end (raises RequestCancelled if it is cut short)."""
         return [token async for token in self]
 
+    def buffered(self) -> list[str]:
+        """The tokens already in the stream, without waiting: a consumer that fell behind catches
+        up in one go."""
+        tokens = []
+        while True:
+            try:
+                tokens.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return tokens
+
     def cancel(self, reason: str = "closed") -> None:
         """Cancel the request if it still runs (its KV is freed at once) and stop reading."""
         self._runtime._cancel(self, reason)
+        self._receive.close()
+
+    def finish(self, reason: str = "stop") -> None:
+        """End the request now as finished, not cancelled (the consumer has what it asked for, such
+        as the output up to a stop sequence): its KV is freed at once and it stops reading."""
+        self._runtime._cancel(self, reason, FINISHED)
         self._receive.close()
 
     async def aclose(self) -> None:

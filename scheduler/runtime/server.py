@@ -1,17 +1,22 @@
 """The OpenAI-compatible HTTP app (ASGI, on starlette) around a running `Runtime`.
 
 Routes: POST /v1/completions and /v1/chat/completions (streamed as server-sent events or whole,
-with `usage`), GET /v1/models, /health and /metrics (Prometheus text). A bearer API key names the
-tenant. Refusals are JSON errors in OpenAI's shape whose `code` is the reason: 401 for a missing or
-unknown key (unless a default tenant is configured), 400 for bad input (naming the field),
-`invalid_request` and `prompt_too_long`, 429 with Retry-After for `rate_limited` and `queue_full`,
-503 for `no_workers`. A client that disconnects cancels its request, which frees its KV blocks.
+with `usage`), GET /v1/models, /v1/models/{id}, /health and /metrics (Prometheus text; behind a
+bearer key when one is configured). A bearer API key names the tenant. Refusals are JSON errors in
+OpenAI's shape whose `code` is the reason: 401 for a missing or unknown key (unless a default tenant
+is configured), 400 for bad input (naming the field), `invalid_request` and `prompt_too_long`, 404
+`model_not_found`, 408 for a body not sent within `read_timeout_s`, 429 with Retry-After for
+`rate_limited` and `queue_full`, 400 without it for a request its tenant's quota can never admit,
+503 for `no_workers`. A refusal tells a tenant only its own figures. A client that disconnects
+cancels its request, which frees its KV blocks; one that disconnects before its body is read is a
+debug log line. Response ids are random (`cmpl-<hex>`), so one tenant cannot count another's.
 """
 
 from __future__ import annotations
 
-import itertools
+import logging
 import math
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +25,7 @@ import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,11 +37,14 @@ from . import api
 from .driver import Runtime
 from .handle import RequestCancelled, RequestHandle, RequestRejected
 
+log = logging.getLogger("fairbatch.server")
+
 STATUS = {"rate_limited": 429, "queue_full": 429, "invalid_request": 400, "prompt_too_long": 400,
           "no_workers": 503, "unknown_tenant": 403}
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 405: "invalid_request_error", 429: "rate_limit_error",
+               404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error", 429: "rate_limit_error",
                503: "service_unavailable_error"}
+REQUEST_ERRORS = {"model_not_found"}  # 404s that OpenAI types as invalid_request_error
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
 
@@ -46,6 +55,9 @@ class ServerConfig:
     api_keys: Mapping[str, str] = field(default_factory=dict)  # bearer key -> tenant
     default_tenant: str | None = None  # for a missing or unknown key; None: 401
     max_body_bytes: int = 1 << 20
+    read_timeout_s: float = 30.0  # the longest a request body may take to arrive, after its headers
+    keep_alive_timeout_s: float = 5.0  # an idle connection, or one still sending headers, is closed then
+    metrics_key: str | None = None  # a bearer key /metrics (and /health's figures) require; None: open
 
 
 class Refused(Exception):
@@ -55,7 +67,8 @@ class Refused(Exception):
                  headers: Mapping[str, str] | None = None, **extra) -> None:
         super().__init__(message)
         self.status = status
-        self.body = api.error(message, ERROR_TYPES.get(status, "server_error"), code, param, **extra)
+        kind = "invalid_request_error" if code in REQUEST_ERRORS else ERROR_TYPES.get(status, "server_error")
+        self.body = api.error(message, kind, code, param, **extra)
         self.headers = dict(headers or {})
 
     def response(self) -> JSONResponse:
@@ -63,12 +76,21 @@ class Refused(Exception):
 
 
 def refusal(err: RequestRejected) -> Refused:
+    """The answer to a rejection. A rate-limited request that can never fit its tenant's bucket
+    (retry_after None) is a 400 without Retry-After: retrying cannot help."""
     reason = err.reason.value
     status = STATUS.get(reason, 400)
+    never = reason == "rate_limited" and err.retry_after is None
+    if never:
+        status = 400
     headers = {}
     if status == 429:
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after or 1)))
     return Refused(status, f"{reason}: {err.detail}", reason, headers=headers, reason=reason)
+
+
+class Disconnected(Exception):
+    """The client went away before its request body arrived."""
 
 
 class Server:
@@ -80,13 +102,13 @@ class Server:
         self.config = config
         self.registry = registry
         self.wall_clock = wall_clock
-        self._ids = itertools.count(1)
 
     def app(self) -> Starlette:
         routes = [
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
         ]
@@ -106,6 +128,9 @@ class Server:
             handle, parsed, rid = await self._submit(request, kind, tenant)
         except Refused as err:
             return err.response()
+        except Disconnected:
+            log.debug("client %s disconnected before sending its whole request body", _peer(request))
+            return Response(status_code=400)  # nobody reads it
         created = int(self.wall_clock())
         if parsed.stream:
             return EventStream(handle, parsed, rid, created)
@@ -127,8 +152,8 @@ class Server:
         except api.BadRequest as err:
             if self.runtime.metrics is not None:
                 self.runtime.metrics.rejected(tenant, "invalid_request")
-            raise Refused(400, err.message, err.code, err.param) from None
-        rid = f"{'chatcmpl' if kind == api.CHAT else 'cmpl'}-{next(self._ids)}"
+            raise Refused(err.status, err.message, err.code, err.param) from None
+        rid = f"{'chatcmpl' if kind == api.CHAT else 'cmpl'}-{secrets.token_hex(16)}"
         try:
             handle = self.runtime.submit(Request(rid, tenant, parsed.prompt_tokens, parsed.max_tokens), parsed)
         except RequestRejected as err:
@@ -136,6 +161,18 @@ class Server:
         return handle, parsed, rid
 
     async def _body(self, request: HTTPRequest) -> bytes:
+        """The request body, read within read_timeout_s (408 after), at most max_body_bytes."""
+        timeout = self.config.read_timeout_s
+        try:
+            with anyio.fail_after(timeout):
+                return await self._read_body(request)
+        except ClientDisconnect:
+            raise Disconnected from None
+        except TimeoutError:
+            raise Refused(408, f"body: not received within {timeout:g} s; send the whole body at once",
+                          "request_timeout", "body", headers={"Connection": "close"}) from None
+
+    async def _read_body(self, request: HTTPRequest) -> bytes:
         limit = self.config.max_body_bytes
         too_big = api.BadRequest("body", f"body: larger than the {limit} bytes allowed", "body_too_large")
         declared = request.headers.get("content-length", "")
@@ -152,10 +189,11 @@ class Server:
     async def _whole(self, request: HTTPRequest, handle: RequestHandle, parsed: api.Completion, rid: str,
                      created: int) -> Response:
         result: list = []
+        text = api.StopText(parsed.stop)
 
         async def collect() -> None:
             try:
-                result.append(await handle.collect())
+                result.append("".join([piece async for piece in _pieces(handle, text)]) + text.flush())
             except RequestCancelled as err:
                 result.append(err)
 
@@ -164,28 +202,49 @@ class Server:
         if not result or isinstance(result[0], RequestCancelled):
             reason = result[0].reason if result else "client_disconnected"
             return Refused(503, f"the request was cancelled: {reason}", reason).response()
-        body = api.response(parsed, rid, created, "".join(result[0]), handle.reason, handle.tokens)
-        return JSONResponse(body)
+        return JSONResponse(api.response(parsed, rid, created, result[0], handle.reason, text.tokens))
 
     # ----- the rest -----------------------------------------------------------------------------
 
     async def models(self, request: HTTPRequest) -> Response:
-        model = {"id": self.config.limits.model, "object": "model", "created": 0, "owned_by": "fairbatch"}
-        return JSONResponse({"object": "list", "data": [model]})
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def model(self, request: HTTPRequest) -> Response:
+        limits = self.config.limits
+        model_id = request.path_params["model_id"]
+        if model_id != limits.model:
+            err = api.model_not_found(model_id, limits)
+            return Refused(err.status, err.message, err.code, err.param).response()
+        return JSONResponse(self._model_card())
+
+    def _model_card(self) -> dict:
+        return {"id": self.config.limits.model, "object": "model", "created": 0, "owned_by": "fairbatch"}
 
     async def health(self, request: HTTPRequest) -> Response:
+        """Status, and the pool's figures for whoever may read /metrics."""
         scheduler = self.runtime.scheduler
         workers = len(scheduler.workers)
         ok = self.runtime.running and workers > 0
-        body = {"status": "ok" if ok else "unavailable", "workers": workers, "running": scheduler.num_running,
-                "waiting": scheduler.num_waiting}
+        body = {"status": "ok" if ok else "unavailable"}
+        if self._may_read_metrics(request):
+            body.update(workers=workers, running=scheduler.num_running, waiting=scheduler.num_waiting)
         return JSONResponse(body, 200 if ok else 503)
 
     async def metrics(self, request: HTTPRequest) -> Response:
         if self.registry is None:
             raise HTTPException(404)
+        if not self._may_read_metrics(request):
+            return Refused(401, "/metrics: needs the metrics key: send Authorization: Bearer <metrics_key>",
+                           "invalid_api_key", headers={"WWW-Authenticate": "Bearer"}).response()
         self.runtime.sample_metrics()
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def _may_read_metrics(self, request: HTTPRequest) -> bool:
+        expected = self.config.metrics_key
+        if expected is None:
+            return True
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and secrets.compare_digest(key.strip().encode(), expected.encode())
 
 
 class EventStream:
@@ -208,20 +267,54 @@ class EventStream:
     async def _stream(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         parsed, rid, created = self.parsed, self.rid, self.created
+        text = api.StopText(parsed.stop)
+        first = True
         try:
-            first = True
-            async for token in self.handle:
-                event = api.chunk(parsed, rid, created, token, first=first)
-                await send({"type": "http.response.body", "body": api.sse(event), "more_body": True})
+            async for pieces in _batches(self.handle, text):  # what has arrived, in one write
+                events = [api.chunk(parsed, rid, created, piece, first=first and i == 0)
+                          for i, piece in enumerate(pieces)]
+                await send({"type": "http.response.body", "body": b"".join(map(api.sse, events)), "more_body": True})
                 first = False
         except RequestCancelled as err:
             events = [api.error(str(err), "server_error", err.reason)]
         else:
-            events = [api.chunk(parsed, rid, created, None, self.handle.reason)]
+            rest = text.flush()  # held back for a stop sequence that did not come
+            role = first and parsed.kind == api.CHAT  # a chat stream names the role even with no text
+            events = [api.chunk(parsed, rid, created, rest, first=first)] if rest or role else []
+            events.append(api.chunk(parsed, rid, created, None, self.handle.reason))
             if parsed.include_usage:
-                events.append(api.usage_chunk(parsed, rid, created, self.handle.tokens))
+                events.append(api.usage_chunk(parsed, rid, created, text.tokens))
         body = b"".join(api.sse(event) for event in events) + api.sse("[DONE]")
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _pieces(handle: RequestHandle, text: api.StopText):
+    """The output text token by token, ending the request as finished at a stop sequence."""
+    async for token in handle:
+        piece = text.feed(token)
+        if text.stopped:
+            handle.finish("stop")
+        yield piece
+        if text.stopped:
+            return
+
+
+async def _batches(handle: RequestHandle, text: api.StopText):
+    """Lists of the non-empty pieces of output that have arrived (one token each, or every token
+    a client that fell behind has waiting), ending the request as finished at a stop sequence."""
+    async for token in handle:
+        pieces = []
+        for token in [token, *handle.buffered()]:
+            piece = text.feed(token)
+            if piece or not text.stop:
+                pieces.append(piece)
+            if text.stopped:
+                handle.finish("stop")
+                break
+        if pieces:
+            yield pieces
+        if text.stopped:
+            return
 
 
 async def _unless_disconnected(receive: Receive, handle: RequestHandle, work: Callable) -> None:
@@ -239,6 +332,11 @@ async def _unless_disconnected(receive: Receive, handle: RequestHandle, work: Ca
             pass
         handle.cancel("client_disconnected")
         task_group.cancel_scope.cancel()
+
+
+def _peer(request: HTTPRequest) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "?"
 
 
 async def _http_error(request: HTTPRequest, exc: HTTPException) -> Response:

@@ -47,7 +47,7 @@ async def serve(service: Service, sock: socket.socket, *, registry: CollectorReg
                        stream_buffer=service.stream_buffer) as runtime:
         app = Server(runtime, service.server, registry).app()
         task_status.started((url_of(sock), runtime))
-        await _hypercorn(app, sock, shutdown)
+        await _hypercorn(app, sock, shutdown, service.server)
 
 
 def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
@@ -89,7 +89,7 @@ async def _serve_until_signal(service: Service, sock: socket.socket, on_ready: C
         await stop.wait()
 
 
-async def _hypercorn(app, sock: socket.socket, shutdown: Callable[[], Awaitable[Any]]) -> None:
+async def _hypercorn(app, sock: socket.socket, shutdown: Callable[[], Awaitable[Any]], http: ServerConfig) -> None:
     """Run hypercorn until `shutdown()` returns or this task is cancelled; either way it shuts
     down gracefully (hypercorn's asyncio server must not be cancelled from outside)."""
     stop = anyio.Event()
@@ -103,17 +103,23 @@ async def _hypercorn(app, sock: socket.socket, shutdown: Callable[[], Awaitable[
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(trigger)
         with anyio.CancelScope(shield=True):
-            await _hypercorn_serve(app, sock, stop.wait)
+            await _hypercorn_serve(app, sock, stop.wait, http)
         task_group.cancel_scope.cancel()
 
 
-async def _hypercorn_serve(app, sock: socket.socket, shutdown: Callable[[], Awaitable[Any]]) -> None:
+async def _hypercorn_serve(app, sock: socket.socket, shutdown: Callable[[], Awaitable[Any]],
+                           http: ServerConfig) -> None:
     from hypercorn.config import Config
 
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the listening socket from here
     config.accesslog = None
     config.graceful_timeout = 1.0  # streams still open then are cut (their requests are cancelled)
+    # A connection that is idle, or has not sent all its headers (at most h11_max_incomplete_size,
+    # 16 KiB), is closed after keep_alive_timeout; a stalled body is the app's read_timeout_s (408).
+    # hypercorn's own read_timeout is left unset: it times every socket read, so it would also cut
+    # a long answer whose client, rightly, sends nothing while it streams.
+    config.keep_alive_timeout = http.keep_alive_timeout_s
     if _on_trio():
         from hypercorn.trio import serve as hypercorn_serve
     else:

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.actions import Admitted, Rejected, RejectReason
-from scheduler.admission import TokenBucket
+from scheduler.admission import CHEAPEST_TOKENS, TokenBucket, unadmittable
 from scheduler.core import SchedulerConfig
 from scheduler.errors import ConfigError
 from scheduler.request import Quota, Request, RequestState, Tenant
@@ -340,22 +340,24 @@ def test_pool_max_queued_counts_every_tenant(make_scheduler):
     s = make_scheduler(tenants=tenants_with(Quota()), max_queued=3)
     for rid, tenant in ((1, "a"), (2, "b"), (3, "a")):
         assert s.submit(Request(rid, tenant, 8, 4), 0.0) == Admitted(rid)
-    rejected(s.submit(Request(4, "b", 8, 4), 0.0), QUEUE_FULL, "the pool's queued requests would be 4", "cap of 3")
+    verdict = rejected(s.submit(Request(4, "b", 8, 4), 0.0), QUEUE_FULL, "the pool's queue is full", "queued requests")
+    assert not any(c.isdigit() for c in verdict.detail)  # b is not told what the others have queued
 
 
 def test_pool_max_queued_tokens_counts_every_tenant(make_scheduler):
     s = make_scheduler(tenants=tenants_with(Quota()), max_queued_tokens=24)
     for rid, tenant in ((1, "a"), (2, "b"), (3, "b")):
         assert s.submit(Request(rid, tenant, 8, 4), 0.0) == Admitted(rid)
-    rejected(s.submit(Request(4, "a", 1, 4), 0.0), QUEUE_FULL, "the pool's queued prompt tokens would be 25",
-             "cap of 24")
+    verdict = rejected(s.submit(Request(4, "a", 1, 4), 0.0), QUEUE_FULL, "the pool's queue is full",
+                       "queued prompt tokens")
+    assert not any(c.isdigit() for c in verdict.detail)
 
 
 def test_the_tenants_cap_is_named_before_the_pools(make_scheduler):
     s = make_scheduler(tenants=tenants_with(Quota(max_queued=1)), max_queued=1)
     assert s.submit(Request(1, "a", 8, 4), 0.0) == Admitted(1)
     rejected(s.submit(Request(2, "a", 8, 4), 0.0), QUEUE_FULL, "the tenant's queued requests")
-    rejected(s.submit(Request(2, "b", 8, 4), 0.0), QUEUE_FULL, "the pool's queued requests")
+    rejected(s.submit(Request(2, "b", 8, 4), 0.0), QUEUE_FULL, "the pool's queue is full")
 
 
 # ----- refusals never draw from a bucket ------------------------------------------------------------
@@ -553,3 +555,32 @@ def test_admitted_tokens_in_any_window_are_at_most_burst_plus_rate_times_length(
         for end, cost in admitted[i:]:
             total += cost
             assert total <= burst + rate * (end - start) + 1e-9 * burst, (i, admitted)
+
+
+# ----- quotas that could never admit a request ------------------------------------------------------
+
+
+@pytest.mark.parametrize("quota,key,fragment", [
+    (Quota(requests_per_s=4, request_burst=0.5), "request_burst", "a bucket of 0.5 requests cannot hold one"),
+    (Quota(requests_per_s=0.5), None, None),  # its bucket defaults to 1 request
+    (Quota(tokens_per_s=64, token_burst=1), "token_burst", "a bucket of 1 tokens cannot hold the cheapest"),
+    (Quota(tokens_per_s=1), "tokens_per_s", "allowed: token_burst >= 2"),  # defaults to 1 token
+    (Quota(tokens_per_s=1, token_burst=CHEAPEST_TOKENS), None, None),
+    (Quota(max_queued=1), None, None),
+])
+def test_unadmittable_names_the_key_of_a_bucket_too_small_for_the_cheapest_request(quota, key, fragment):
+    problem = unadmittable(quota)
+    assert (problem and problem[0]) == key
+    if fragment:
+        assert fragment in problem[1]
+
+
+def test_unadmittable_takes_the_cheapest_request_of_the_caller():
+    assert unadmittable(Quota(tokens_per_s=8, token_burst=100), cheapest_tokens=101)[0] == "token_burst"
+    assert unadmittable(Quota(tokens_per_s=8, token_burst=100), cheapest_tokens=100) is None
+
+
+def test_a_request_larger_than_its_bucket_is_told_it_can_never_fit(make_scheduler):
+    s = make_scheduler(tenants=tenants_with(Quota(tokens_per_s=16, token_burst=32)))
+    verdict = rejected(s.submit(Request(1, "a", 30, 4), 0.0), RATE_LIMITED, "can never fit the tenant's bucket of 32")
+    assert verdict.retry_after is None

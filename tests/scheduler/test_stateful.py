@@ -314,15 +314,16 @@ class Machine(RuleBasedStateMachine):
             return RejectReason.PROMPT_TOO_LONG, str(total)
         requests, tokens = self._queued()
         quota, prompt = TENANTS[tenant].quota, request.prompt_tokens
-        caps = (
-            (quota.max_queued, requests[tenant] + 1, "the tenant's queued requests"),
-            (quota.max_queued_tokens, tokens[tenant] + prompt, "the tenant's queued prompt tokens"),
-            (self.config.max_queued, sum(requests) + 1, "the pool's queued requests"),
-            (self.config.max_queued_tokens, sum(tokens) + prompt, "the pool's queued prompt tokens"),
+        caps = (  # the tenant's own figures; the pool's none
+            (quota.max_queued, requests[tenant] + 1, f"the tenant's queued requests would be {requests[tenant] + 1}"),
+            (quota.max_queued_tokens, tokens[tenant] + prompt,
+             f"the tenant's queued prompt tokens would be {tokens[tenant] + prompt}"),
+            (self.config.max_queued, sum(requests) + 1, "the pool's queue is full (a cap on queued requests)"),
+            (self.config.max_queued_tokens, sum(tokens) + prompt, "the pool's queue is full (a cap on queued prompt"),
         )
-        for cap, would_be, what in caps:
+        for cap, would_be, detail in caps:
             if cap is not None and would_be > cap:
-                return RejectReason.QUEUE_FULL, f"{what} would be {would_be}"
+                return RejectReason.QUEUE_FULL, detail
         return None
 
     def _plan(self, worker: int) -> None:

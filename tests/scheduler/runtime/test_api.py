@@ -92,3 +92,108 @@ def test_responses_and_chunks_have_openais_shape():
     assert api.chunk(chat, "c", 1, None, "eos")["choices"][0] == {"index": 0, "delta": {}, "logprobs": None,
                                                                   "finish_reason": "stop"}
     assert api.sse("[DONE]") == b"data: [DONE]\n\n"
+
+
+def test_an_unknown_model_is_a_404_model_not_found():
+    with pytest.raises(api.BadRequest) as err:
+        parse({"prompt": "x", "model": "gpt-5"})
+    assert (err.value.status, err.value.code, err.value.param) == (404, "model_not_found", "model")
+    assert "'gpt-5' does not exist" in err.value.message and "'llama-3-8b'" in err.value.message
+
+
+@pytest.mark.parametrize("kind", [api.COMPLETION, api.CHAT])
+@pytest.mark.parametrize("field,value", [
+    ("logprobs", 1), ("logprobs", 0), ("logprobs", True), ("top_logprobs", 2), ("top_logprobs", 0),
+    ("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "auto"),
+    ("functions", [{"name": "f"}]), ("function_call", "auto"), ("response_format", {"type": "json_object"}),
+    ("n", 2), ("n", True), ("echo", True), ("best_of", 3), ("logit_bias", {"42": 5}), ("suffix", "end"),
+])
+def test_fields_fairbatch_cannot_honour_are_refused_naming_the_field(kind, field, value):
+    body = {"messages": [{"role": "user", "content": "hi"}]} if kind == api.CHAT else {"prompt": "hi"}
+    with pytest.raises(api.BadRequest) as err:
+        parse({**body, field: value}, kind)
+    assert (err.value.param, err.value.code, err.value.status) == (field, "unsupported_parameter", 400)
+    assert err.value.message.startswith(f"{field}: not supported")
+
+
+def test_their_no_op_values_are_accepted():
+    no_ops = {"logprobs": False, "top_logprobs": None, "tools": [], "tool_choice": "none", "functions": [],
+              "function_call": "none", "response_format": {"type": "text"}, "n": 1, "echo": False, "best_of": 1,
+              "logit_bias": {}, "suffix": ""}
+    assert parse({"prompt": "hi", **no_ops}).prompt_tokens == 2
+    assert parse({"prompt": "hi", **{key: None for key in no_ops}}).max_tokens == 64
+
+
+GOOD_SAMPLING = {"temperature": 0, "top_p": 1, "top_k": -1, "min_p": 0, "seed": -(2**63), "user": "u-1",
+                 "presence_penalty": -2, "frequency_penalty": 2, "repetition_penalty": 1.3}
+
+
+@pytest.mark.parametrize("overrides", [{}, {"temperature": 2.0, "top_p": 0.01, "top_k": 0, "min_p": 1.0,
+                                            "seed": 2**63 - 1, "repetition_penalty": 0.01},
+                                       {"top_k": 50, "temperature": 0.7}, {key: None for key in GOOD_SAMPLING}])
+def test_sampling_fields_are_checked_then_ignored(overrides):
+    fields = {**GOOD_SAMPLING, **overrides}
+    chat = {"messages": [{"role": "user", "content": "a"}]}
+    for kind, body in ((api.COMPLETION, {"prompt": "hi"}), (api.CHAT, chat)):
+        request = parse({**body, **fields, "max_tokens": 3}, kind)
+        assert request.max_tokens == 3 and request.stop == ()
+
+
+@pytest.mark.parametrize("field,value,allowed", [
+    ("temperature", -0.1, "[0, 2]"), ("temperature", 2.5, "[0, 2]"), ("temperature", "hot", "[0, 2]"),
+    ("temperature", True, "[0, 2]"), ("top_p", 0, "(0, 1]"), ("top_p", 1.01, "(0, 1]"), ("min_p", -0.5, "[0, 1]"),
+    ("min_p", 1.5, "[0, 1]"), ("presence_penalty", 2.5, "[-2, 2]"), ("frequency_penalty", -3, "[-2, 2]"),
+    ("repetition_penalty", 0, "> 0"), ("repetition_penalty", -1, "> 0"), ("top_k", -2, "integer >= -1"),
+    ("top_k", 2.5, "integer >= -1"), ("top_k", False, "integer >= -1"), ("seed", 2**63, "64-bit integer"),
+    ("seed", "7", "64-bit integer"), ("seed", 1.0, "64-bit integer"), ("user", 5, "a string"),
+])
+def test_bad_sampling_fields_name_the_field_and_the_allowed_range(field, value, allowed):
+    with pytest.raises(api.BadRequest) as err:
+        parse({"prompt": "hi", field: value})
+    assert err.value.param == field and err.value.message.startswith(f"{field}: must be")
+    assert allowed in err.value.message
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_sampling_numbers_are_refused(value):
+    for field in ("temperature", "repetition_penalty"):
+        with pytest.raises(api.BadRequest) as err:
+            parse(f'{{"prompt": "hi", "{field}": {value}}}'.encode())
+        assert err.value.param == field and "finite" in err.value.message
+
+
+@pytest.mark.parametrize("stop,expected", [(None, ()), ([], ()), ("\n", ("\n",)), (["a", "bc", "a"], ("a", "bc")),
+                                           (["w", "x", "y", "z"], ("w", "x", "y", "z"))])
+def test_stop_is_a_string_or_up_to_four(stop, expected):
+    assert parse({"prompt": "hi", "stop": stop}).stop == expected
+
+
+@pytest.mark.parametrize("stop", ["", ["a", ""], ["a", "b", "c", "d", "e"], [1], {"a": 1}, 3])
+def test_bad_stop_values_are_refused(stop):
+    with pytest.raises(api.BadRequest) as err:
+        parse({"prompt": "hi", "stop": stop})
+    assert err.value.param == "stop" and "up to 4" in err.value.message
+
+
+def _fed(stop, tokens):
+    text = api.StopText(stop)
+    pieces = [text.feed(token) for token in tokens]
+    return pieces, text
+
+
+def test_stop_text_ends_before_a_stop_sequence_that_spans_tokens():
+    pieces, text = _fed(("m ip",), [" lorem", " ipsum", " dolor"])
+    assert pieces == [" lore", "", ""] and text.stopped and text.tokens == 2 and text.flush() == ""
+
+
+def test_stop_text_holds_back_only_what_could_begin_a_stop_sequence():
+    pieces, text = _fed(("xyz", "ab"), ["1a", "c", "2x", "y", "w"])
+    assert pieces == ["1", "ac", "2", "", "xyw"] and not text.stopped
+    assert _fed(("xyz",), ["ab", "xy"])[1].flush() == "xy"  # held at the end, given out by flush
+
+
+def test_stop_text_picks_the_earliest_stop_sequence_and_passes_tokens_through_without_any():
+    pieces, text = _fed(("cd", "b"), ["abcd"])
+    assert pieces == ["a"] and text.stopped
+    pieces, text = _fed((), ["x", "", "y"])
+    assert pieces == ["x", "", "y"] and text.tokens == 3 and not text.stopped

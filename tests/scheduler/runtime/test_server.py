@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from contextlib import aclosing
+from functools import partial
 
 import anyio
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from server_helpers import client, config, running_server, sse_events
+from server_helpers import TEST_CONFIG, client, config, running_server, sse_events
 
 from scheduler.actions import Rejected, RejectReason
 from scheduler.runtime import RequestRejected, synthetic_token
@@ -111,7 +114,6 @@ BAD_BODIES = [
     (b'{"prompt": "x", "max_tokens": 100000000}', "max_tokens"),
     (b'{"prompt": 42}', "prompt"),
     (b'{"prompt": "x", "stream": "please"}', "stream"),
-    (b'{"prompt": "x", "model": "gpt-5"}', "model"),
     (json.dumps({"prompt": "z" * 10_000}).encode(), "body"),
 ]
 
@@ -211,3 +213,217 @@ async def test_metrics_parse_with_prometheus_clients_own_parser():
 
 def _sample(registry, name, **labels) -> float:
     return registry.get_sample_value(name, labels) or 0.0
+
+
+# ----- hardening: slow and vanishing clients ---------------------------------------------------------
+
+HANG_GUARD_S = 30  # only so that a broken server fails the test instead of hanging it
+
+
+async def _raw(url: str, data: bytes):
+    """A raw connection to the server that has sent `data`."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await anyio.connect_tcp(host, int(port))
+    await stream.send(data)
+    return stream
+
+
+async def _until_closed(stream) -> bytes:
+    """What the server sends until it closes the connection."""
+    received = b""
+    with anyio.fail_after(HANG_GUARD_S):
+        while True:
+            try:
+                received += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return received
+
+
+PARTIAL_BODY = (b"POST /v1/completions HTTP/1.1\r\nHost: fairbatch\r\nAuthorization: Bearer key-alice\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"prompt\": \"")
+
+
+async def test_a_client_that_disconnects_mid_body_is_a_debug_line_and_the_server_keeps_serving(caplog):
+    caplog.set_level(logging.DEBUG, logger="fairbatch.server")
+    async with running_server() as (url, runtime, _):
+        stream = await _raw(url, PARTIAL_BODY)
+        await stream.aclose()
+        with anyio.fail_after(HANG_GUARD_S):
+            while not any("disconnected before sending its whole request body" in r.getMessage()
+                          for r in caplog.records):
+                await anyio.sleep(0.01)
+        async with client(url) as http:
+            served = await http.post("/v1/completions", json={"prompt": "still here", "max_tokens": 2})
+    assert served.status_code == 200 and runtime.counts["submitted"] == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+
+
+async def test_a_stalled_body_is_answered_408_and_the_connection_closed():
+    async with running_server(config(read_timeout_s=0.5)) as (url, runtime, _):
+        stream = await _raw(url, PARTIAL_BODY)
+        answer = await _until_closed(stream)
+        async with client(url) as http:
+            served = await http.post("/v1/completions", json={"prompt": "still here", "max_tokens": 2})
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408") and b'"code":"request_timeout"' in body.replace(b" ", b"")
+    assert served.status_code == 200 and runtime.counts["submitted"] == 1
+
+
+async def test_a_client_stalled_in_its_headers_is_disconnected():
+    async with running_server(config(keep_alive_timeout_s=0.5)) as (url, _, _):
+        stream = await _raw(url, b"POST /v1/completions HTTP/1.1\r\nHost: fairbatch\r\nContent-Le")
+        assert await _until_closed(stream) == b""
+        async with client(url) as http:
+            assert (await http.get("/health")).status_code == 200
+
+
+# ----- hardening: tenants see only their own ---------------------------------------------------------
+
+
+async def test_response_ids_are_random():
+    async with running_server() as (url, _, _), client(url) as http:
+        ids = [(await http.post("/v1/completions", json={"prompt": "x", "max_tokens": 1})).json()["id"]
+               for _ in range(3)]
+        chat = (await http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                                              "max_tokens": 1})).json()["id"]
+    assert all(re.fullmatch(r"cmpl-[0-9a-f]{32}", rid) for rid in ids) and len(set(ids)) == 3
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]{32}", chat)
+
+
+POOL_CAP = TEST_CONFIG.replace('policy = "vtc"', 'policy = "vtc"\nmax_queued = 1')
+
+
+async def test_a_full_pool_queue_is_refused_without_the_pools_figures():
+    async with running_server(config(POOL_CAP), speed=50.0) as (url, runtime, _):  # slow: nothing ends
+        scheduler = runtime.scheduler
+        fill = {"prompt": [1] * (scheduler.max_sequence_tokens - 100), "max_tokens": 100}  # a worker's KV, nearly
+        async with client(url) as alice, anyio.create_task_group() as group:
+            for running_waiting in ((1, 0), (2, 0), (2, 1)):  # one request per worker, then one that waits
+                group.start_soon(partial(alice.post, "/v1/completions", json=fill))
+                with anyio.fail_after(HANG_GUARD_S):
+                    while (scheduler.num_running, scheduler.num_waiting) != running_waiting:
+                        await anyio.sleep(0.01)
+            async with client(url, "key-bob") as bob:
+                refused = await bob.post("/v1/completions", json={"prompt": "x", "max_tokens": 1})
+            group.cancel_scope.cancel()
+    error = refused.json()["error"]
+    assert refused.status_code == 429 and error["code"] == "queue_full" and "retry-after" in refused.headers
+    assert "the pool's queue is full" in error["message"] and not re.search(r"\d", error["message"])
+
+
+NEVER_FITS = TEST_CONFIG.replace("rate_limit = { requests_per_s = 0.01, request_burst = 1 }",
+                                 "rate_limit = { tokens_per_s = 50, token_burst = 100 }")
+
+
+async def test_a_request_its_quota_can_never_admit_is_a_400_without_retry_after():
+    async with running_server(config(NEVER_FITS)) as (url, runtime, _), client(url, "key-limited") as http:
+        never = await http.post("/v1/completions", json={"prompt": "x", "max_tokens": 200})
+        fits = await http.post("/v1/completions", json={"prompt": "x", "max_tokens": 20})
+    error = never.json()["error"]
+    assert never.status_code == 400 and "retry-after" not in never.headers and error["code"] == "rate_limited"
+    assert "can never fit the tenant's bucket of 100" in error["message"] and fits.status_code == 200
+
+
+def test_a_rate_limit_that_can_never_pass_has_no_retry_after_and_a_queue_cap_one_second():
+    never = refusal(RequestRejected(Rejected("r", RejectReason.RATE_LIMITED, "can never fit", None)))
+    full = refusal(RequestRejected(Rejected("r", RejectReason.QUEUE_FULL, "the pool's queue is full", None)))
+    assert never.status == 400 and "Retry-After" not in never.headers
+    assert full.status == 429 and full.headers["Retry-After"] == "1"
+
+
+async def test_metrics_and_the_pools_figures_need_the_metrics_key_when_one_is_set():
+    async with running_server(config(metrics_key="scrape-secret")) as (url, _, _):
+        async with client(url, key=None) as anyone, client(url) as tenant, client(url, "scrape-secret") as scraper:
+            answers = [await http.get("/metrics") for http in (anyone, tenant, scraper)]
+            health = [(await http.get("/health")).json() for http in (anyone, scraper)]
+    assert [a.status_code for a in answers] == [401, 401, 200]
+    assert answers[0].json()["error"]["code"] == "invalid_api_key"
+    assert answers[0].headers["www-authenticate"] == "Bearer"
+    assert "fairbatch_requests_total" in answers[2].text
+    assert health == [{"status": "ok"}, {"status": "ok", "workers": 2, "running": 0, "waiting": 0}]
+
+
+# ----- hardening: OpenAI parity -------------------------------------------------------------------------
+
+
+async def test_an_unknown_model_is_404_model_not_found_and_models_can_be_retrieved_by_id():
+    async with running_server() as (url, _, _), client(url) as http:
+        unknown = await http.post("/v1/completions", json={"prompt": "x", "model": "gpt-5"})
+        chat = await http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                                             "model": "gpt-5"})
+        known = await http.get("/v1/models/llama-3-8b")
+        missing = await http.get("/v1/models/org/gpt-5")
+    for answer in (unknown, chat, missing):
+        assert answer.status_code == 404
+        assert answer.json()["error"] | {"message": ""} == {"message": "", "type": "invalid_request_error",
+                                                             "param": "model", "code": "model_not_found"}
+    assert known.status_code == 200 and known.json()["id"] == "llama-3-8b" and known.json()["object"] == "model"
+
+
+def _until_stop(stop: str, limit: int) -> tuple[str, int]:
+    """The synthetic output up to `stop`, and how many tokens it took to see the stop."""
+    text = ""
+    for n in range(1, limit + 1):
+        text += synthetic_token(n - 1)
+        if stop in text:
+            return text[:text.index(stop)], n
+    return text, limit
+
+
+OUTPUT = "".join(synthetic_token(i) for i in range(30))
+STOP = OUTPUT[8:12]  # spans tokens
+
+
+async def test_a_stop_sequence_ends_the_output_before_it_with_finish_reason_stop():
+    expected, tokens = _until_stop(STOP, 30)
+    async with running_server() as (url, runtime, _), client(url) as http:
+        whole = (await http.post("/v1/completions", json={"prompt": "x", "max_tokens": 30, "stop": STOP})).json()
+        body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 30, "stop": ["never", STOP],
+                "stream": True, "stream_options": {"include_usage": True}}
+        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            events = sse_events((await response.aread()).decode())
+        with anyio.fail_after(HANG_GUARD_S):
+            while runtime.live:
+                await anyio.sleep(0.01)
+        used = [worker.pool.used for worker in runtime.scheduler.workers.values()]
+    assert whole["choices"][0]["text"] == expected and whole["choices"][0]["finish_reason"] == "stop"
+    assert whole["usage"]["completion_tokens"] == tokens
+    streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2] if e["choices"])
+    assert streamed == expected and events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events[-3]["choices"][0]["finish_reason"] == "stop" and events[-2]["usage"]["completion_tokens"] == tokens
+    assert runtime.counts["finished"] == 2 and runtime.counts["cancelled"] == 0 and used == [0, 0]
+
+
+async def test_a_stop_sequence_that_never_comes_loses_no_text():
+    async with running_server() as (url, _, _), client(url) as http:
+        body = {"prompt": "x", "max_tokens": 12, "stop": [OUTPUT[11:13] + "#"], "stream": True}
+        async with http.stream("POST", "/v1/completions", json=body) as response:
+            events = sse_events((await response.aread()).decode())
+    assert "".join(e["choices"][0]["text"] for e in events[:-1]) == OUTPUT[:12]
+    assert events[-2]["choices"][0]["finish_reason"] == "length"
+
+
+async def test_unsupported_fields_are_refused_and_sampling_fields_accepted_through_the_openai_client():
+    async with running_server() as (url, _, _):
+        ai = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="key-alice", max_retries=0)
+        try:
+            sampled = await ai.completions.create(model="llama-3-8b", prompt="x", max_tokens=3, temperature=0.2,
+                                                  top_p=0.9, seed=7, presence_penalty=1, frequency_penalty=-1,
+                                                  user="u", extra_body={"top_k": 5, "min_p": 0.1,
+                                                                        "repetition_penalty": 1.1})
+            with pytest.raises(openai.BadRequestError) as logprobs:
+                await ai.completions.create(model="llama-3-8b", prompt="x", max_tokens=3, logprobs=2)
+            with pytest.raises(openai.BadRequestError) as tools:
+                await ai.chat.completions.create(model="llama-3-8b", messages=[{"role": "user", "content": "x"}],
+                                                 tools=[{"type": "function", "function": {"name": "f"}}])
+            with pytest.raises(openai.BadRequestError) as hot:
+                await ai.completions.create(model="llama-3-8b", prompt="x", temperature=3)
+            with pytest.raises(openai.NotFoundError) as unknown:
+                await ai.models.retrieve("gpt-5")
+            model = await ai.models.retrieve("llama-3-8b")
+        finally:
+            await ai.close()
+    assert sampled.choices[0].text == "".join(TOKENS[:3])
+    assert [e.value.body["param"] for e in (logprobs, tools, hot)] == ["logprobs", "tools", "temperature"]
+    assert logprobs.value.body["code"] == "unsupported_parameter" and unknown.value.body["code"] == "model_not_found"
+    assert model.id == "llama-3-8b"
