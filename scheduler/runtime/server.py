@@ -202,7 +202,7 @@ class Server:
         if not result or isinstance(result[0], RequestCancelled):
             reason = result[0].reason if result else "client_disconnected"
             return Refused(503, f"the request was cancelled: {reason}", reason).response()
-        return JSONResponse(api.response(parsed, rid, created, result[0], handle.reason, text.tokens))
+        return JSONResponse(api.response(parsed, rid, created, result[0], _finish(handle, text), text.tokens))
 
     # ----- the rest -----------------------------------------------------------------------------
 
@@ -281,11 +281,16 @@ class EventStream:
             rest = text.flush()  # held back for a stop sequence that did not come
             role = first and parsed.kind == api.CHAT  # a chat stream names the role even with no text
             events = [api.chunk(parsed, rid, created, rest, first=first)] if rest or role else []
-            events.append(api.chunk(parsed, rid, created, None, self.handle.reason))
+            events.append(api.chunk(parsed, rid, created, None, _finish(self.handle, text)))
             if parsed.include_usage:
                 events.append(api.usage_chunk(parsed, rid, created, text.tokens))
         body = b"".join(api.sse(event) for event in events) + api.sse("[DONE]")
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _finish(handle: RequestHandle, text: api.StopText) -> str:
+    """Why the output ended: "stop" whenever a stop sequence cut it, even in the request's last token."""
+    return "stop" if text.stopped else handle.reason
 
 
 async def _pieces(handle: RequestHandle, text: api.StopText):

@@ -427,3 +427,15 @@ async def test_unsupported_fields_are_refused_and_sampling_fields_accepted_throu
     assert [e.value.body["param"] for e in (logprobs, tools, hot)] == ["logprobs", "tools", "temperature"]
     assert logprobs.value.body["code"] == "unsupported_parameter" and unknown.value.body["code"] == "model_not_found"
     assert model.id == "llama-3-8b"
+
+
+async def test_a_stop_sequence_completed_by_the_last_allowed_token_still_finishes_with_stop():
+    expected, tokens = _until_stop(STOP, 30)
+    async with running_server() as (url, _, _), client(url) as http:
+        whole = (await http.post("/v1/completions", json={"prompt": "x", "max_tokens": tokens, "stop": STOP})).json()
+        body = {"prompt": "x", "max_tokens": tokens, "stop": STOP, "stream": True}
+        async with http.stream("POST", "/v1/completions", json=body) as response:
+            events = sse_events((await response.aread()).decode())
+    assert (whole["choices"][0]["text"], whole["choices"][0]["finish_reason"]) == (expected, "stop")
+    assert "".join(e["choices"][0]["text"] for e in events[:-1]) == expected
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
