@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -30,23 +32,51 @@ OVERRIDES = {
     "seed": "seed",
     "load": "load",
 }
+# dotted config key -> the flag as the user types it, to name in errors about a value it set
+FLAGS = {dotted: "--" + dest.replace("_", "-") for dest, dotted in OVERRIDES.items()}
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the flag, like every other error; exit code 2 (SystemExit,
+    as argparse does, without the usage lines)."""
+
+    def error(self, message: str):
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown != message:  # argparse reports them at the top level, all together
+            message = f"{unknown.split()[0]}: unknown argument; allowed: the flags `fairbatch COMMAND --help` lists"
+        print(f"fairbatch: error: {message.removeprefix('argument ')}", file=sys.stderr)
+        sys.exit(2)
+
+
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fairbatch", description=__doc__)
+    parser = Parser(prog="fairbatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     sim = commands.add_parser("simulate", help="run one simulation and print its summary")
     sim.add_argument("--config", type=Path, help="TOML scenario (default: the built-in 4-tenant pool)")
     sim.add_argument("--policy", help="queue policy, e.g. fcfs or vtc")
     sim.add_argument("--placement", help="global, round_robin or least_loaded")
-    sim.add_argument("--workers", type=int, help="number of workers in the pool")
+    sim.add_argument("--workers", type=integer, help="number of workers in the pool")
     sim.add_argument("--gpu", help="h100, a100-80gb, h200 or l40s")
     sim.add_argument("--model", help="llama-3-8b, llama-3-70b, mistral-7b or qwen2.5-14b")
-    sim.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, help="GPUs per worker")
-    sim.add_argument("--duration", type=float, help="seconds of arrivals (replaces requests)")
-    sim.add_argument("--requests", type=int, help="number of requests (replaces duration)")
-    sim.add_argument("--seed", type=int, help="seed of every random draw")
-    sim.add_argument("--load", type=float, help="multiply every tenant's arrival rate by this")
+    sim.add_argument("--tensor-parallel", dest="tensor_parallel", type=integer, help="GPUs per worker")
+    sim.add_argument("--duration", type=number, help="seconds of arrivals (replaces requests)")
+    sim.add_argument("--requests", type=integer, help="number of requests (replaces duration)")
+    sim.add_argument("--seed", type=integer, help="seed of every random draw")
+    sim.add_argument("--load", type=number, help="multiply every tenant's arrival rate by this")
     sim.add_argument("--json", type=Path, help="also write config, summary, tenants, fairness, workers here")
     sim.add_argument("--print-config", action="store_true", help="print the built-in default config and exit")
     # Listed for --help only: main() hands `bench ...` to benchmarks.cli before parsing.
@@ -76,16 +106,57 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(DEFAULT_CONFIG, end="")
         return 0
     overrides = {OVERRIDES[k]: v for k, v in vars(args).items() if k in OVERRIDES and v is not None}
-    config = load_config(args.config, overrides)
-    result = summarize(simulate(config))
+    if args.duration is not None and args.requests is not None:  # each replaces the other: one would be lost
+        raise ConfigError("--duration, --requests: give one of them, not both")
+    if args.json is not None:
+        check_output(args.json, "--json")
+    with flags_named(overrides):
+        config = load_config(args.config, overrides)
+        data = simulate(config)
+    result = summarize(data)
     title = f"{config.policy.policy} / {config.policy.placement} on {config.cluster.workers}x " \
             f"{config.cluster.gpu} {config.cluster.model} (seed {config.seed})"
     print(format_report(result, title))
     if args.json is not None:
-        document = {"config": config_to_dict(config), **result}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        # allow_nan=False: a NaN is not JSON; summarize() writes None where a statistic has no value.
+        text = json.dumps({"config": config_to_dict(config), **result}, indent=2, allow_nan=False) + "\n"
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(text)
+        except OSError as err:
+            raise ConfigError(f"--json: cannot write {args.json}: {err.strerror or err}") from None
     return 0
+
+
+@contextlib.contextmanager
+def flags_named(overrides: dict):
+    """Errors about a value a flag set name the flag (--workers), not the config key it sets; an
+    OSError about a file (a trace the checks did not foresee) names the file, in one line."""
+    try:
+        yield
+    except ConfigError as err:
+        message = str(err)
+        dotted = next((key for key in overrides if message.startswith(key + ":")), None)
+        if dotted is None:
+            raise
+        raise ConfigError(FLAGS[dotted] + message[len(dotted):]) from None
+    except OSError as err:
+        if err.filename is None:
+            raise
+        raise ConfigError(f"{err.filename}: {err.strerror or err}") from None
+
+
+def check_output(path: Path, flag: str) -> None:
+    """Refuse, before the run rather than after it, an output path that cannot be written."""
+    if path.is_dir():
+        raise ConfigError(f"{flag}: {path} is a directory; allowed: a file path (its folder is created if need be)")
+    folder = next(p for p in path.parents if p.exists() or p == p.parent)
+    if not folder.is_dir():
+        raise ConfigError(f"{flag}: {folder} is a file, so {path} cannot be created under it; "
+                          "allowed: a file path whose parents are folders or do not exist yet")
+    target = path if path.exists() else folder
+    if not os.access(target, os.W_OK):
+        raise ConfigError(f"{flag}: {target} is not writable; allowed: a path this user may write")
 
 
 def run_tokenizer(folder: Path) -> int:
@@ -118,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return run_simulate(args)
     except ConfigError as err:
-        print(f"fairbatch: error: {err}", file=sys.stderr)
+        print(f"fairbatch: error: {' '.join(str(err).splitlines())}", file=sys.stderr)  # always one line
         return 2
 
 

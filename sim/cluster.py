@@ -23,7 +23,7 @@ from scheduler.events import StepResult
 from scheduler.policies import Policy, make_policy
 from scheduler.request import SLO, Request, Tenant
 
-from .config import SimConfig
+from .config import SimConfig, check_runnable
 from .costmodel import RooflineCostModel
 from scheduler.kv import DecodeGrowth
 from .engine import EventLoop
@@ -134,6 +134,7 @@ class Simulation:
         rng = np.random.default_rng(config.seed)
         self.workload = workload if workload is not None else generate(
             config.tenants, rng, duration_s=config.duration_s, requests=config.requests, load=config.load)
+        check_runnable(config, self.workload)
         specs = self.workload.tenants
         self.tenant_names = [spec.name for spec in specs]
         tenants = [Tenant(s.name, s.weight, s.priority, SLO(s.slo_ttft_ms, s.slo_tpot_ms), s.quota) for s in specs]

@@ -1,8 +1,10 @@
 """Simulation configuration: the TOML schema, its defaults, validation, and CLI overrides.
 
 `load_config` reads a TOML file (or the built-in default) into a frozen `SimConfig`; every error
-names the key and the allowed values or range. `config_to_dict` gives the JSON-able form written
-with results, so a run can be reproduced from its output.
+names the key as written and the allowed values or range, within bounds that keep the arithmetic
+finite and a run's time and memory in reach. `check_runnable` rejects what only the generated
+workload shows (a quota that refuses every request, a timeline too long to keep). `config_to_dict`
+gives the JSON-able form written with results, so a run can be reproduced from its output.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scheduler.core import SchedulerConfig
 from scheduler.errors import ConfigError
 from scheduler.placement import PLACEMENTS
@@ -21,7 +25,9 @@ from scheduler.policies import make_policy
 
 from .costmodel import RooflineCostModel
 from .hardware import get_gpu, get_model
-from .workload import TenantSpec, _check_keys, _integer, _number
+from .workload import (BOOLEAN, FACTOR, INTEGER, LIST, MAX_COUNT, MAX_REQUESTS, MAX_SECONDS, MAX_TOKENS, NUMBER,
+                       STRING, TABLE, TenantSpec, Workload, _bound, _check_keys, _in_range, _integer, _name_tenant,
+                       _number, _seconds, _shown, check_quota_admits)
 
 # 4 tenants of different sizes on 2 H100s with Llama-3-8B; lengths shaped like the Azure
 # conversation trace (input mean 1,155, p99 4,142; output mean 211, p99 601).
@@ -118,21 +124,57 @@ class SimConfig:
     tenants: tuple[TenantSpec, ...] = ()
 
 
-TOP_KEYS = ("seed", "duration_s", "requests", "load", "horizon_s", "sample_interval_s", "fast_forward", "cluster", "scheduler", "tenants")
-CLUSTER_KEYS = tuple(f.name for f in dataclasses.fields(ClusterConfig))
-SCHEDULER_KEYS = ("policy", "policy_params", "placement", "max_batched_tokens", "max_seqs", "block_size",
-                  "kv_watermark", "service_weights", "max_queued", "max_queued_tokens")
+# Every key of the schema and the kind of value it takes (the tests feed each a wrong one); the
+# tenant tables' keys are workload.TENANT_SCHEMA.
+TOP_SCHEMA = {"seed": INTEGER, "duration_s": NUMBER, "requests": INTEGER, "load": NUMBER, "horizon_s": NUMBER,
+              "sample_interval_s": NUMBER, "fast_forward": BOOLEAN, "cluster": TABLE, "scheduler": TABLE,
+              "tenants": LIST}
+CLUSTER_SCHEMA = {"workers": INTEGER, "gpu": STRING, "model": STRING, "tensor_parallel": INTEGER, "mfu": NUMBER,
+                  "mbu": NUMBER, "step_overhead_ms": NUMBER, "memory_fraction": NUMBER}
+SCHEDULER_SCHEMA = {"policy": STRING, "policy_params": TABLE, "placement": STRING, "max_batched_tokens": INTEGER,
+                    "max_seqs": INTEGER, "block_size": INTEGER, "kv_watermark": NUMBER, "service_weights": LIST,
+                    "max_queued": INTEGER, "max_queued_tokens": INTEGER}
+TOP_KEYS = tuple(TOP_SCHEMA)
+CLUSTER_KEYS = tuple(CLUSTER_SCHEMA)
+SCHEDULER_KEYS = tuple(SCHEDULER_SCHEMA)
+
+MAX_SEED = 2**128 - 1  # numpy's SeedSequence takes any integer >= 0; 128 bits is all the entropy it keeps
+# The simulator visits every idle worker at each arrival: time grows as workers x requests.
+MAX_WORKERS = 1024
+MAX_STEP_OVERHEAD_MS = 1000.0  # a second of fixed cost per step; real engines spend about a millisecond
+MAX_BLOCK_SIZE = 1 << 16
+# The fairness timeline keeps one sample of every tenant's service per sample_interval_s, in memory.
+MAX_SAMPLES = 1_000_000
+MAX_TENANT_SAMPLES = 50_000_000  # samples x tenants: about 2 GB of timeline at this size
 
 
 def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """The table of a TOML file; a missing file or bad TOML is a ConfigError naming the path."""
+    """The table of a TOML file; a file that cannot be read or is not TOML is a ConfigError naming
+    the path as given."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; allowed: a {what}, a TOML text file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); allowed: a {what}, a TOML text file") from None
+    except OSError as err:  # permission, a broken link, ...
+        raise ConfigError(f"{path}: cannot read the {what}: {err.strerror or err}") from None
+    return _parse_toml(text, path)
+
+
+def _parse_toml(text: str, path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except ValueError:  # Python refuses to read integers of more than 4,300 digits
+        raise ConfigError(f"{path}: not valid TOML: an integer too long to read; allowed: at most 4,300 digits") \
+            from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply to read") from None
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SimConfig:
@@ -163,74 +205,75 @@ def config_from_dict(table: Mapping[str, Any], base_dir: Path | None = None) -> 
     duration, requests = _horizon(table)
     horizon = table.get("horizon_s")
     config = SimConfig(
-        seed=_integer(table.get("seed", 0), "seed"),
+        seed=_in_range(table.get("seed", 0), "seed", 0, MAX_SEED, integer=True),
         duration_s=duration,
         requests=requests,
-        load=_positive(table.get("load", 1.0), "load"),
-        horizon_s=None if horizon is None else _positive(horizon, "horizon_s"),
-        sample_interval_s=_positive(table.get("sample_interval_s", 1.0), "sample_interval_s"),
+        load=_in_range(table.get("load", 1.0), "load", *FACTOR),
+        horizon_s=None if horizon is None else _seconds(horizon, "horizon_s"),
+        sample_interval_s=_seconds(table.get("sample_interval_s", 1.0), "sample_interval_s"),
         fast_forward=_boolean(table.get("fast_forward", True), "fast_forward"),
         cluster=_cluster(table.get("cluster", {})),
         policy=_policy(table.get("scheduler", {})),
         scheduler=_scheduler(table.get("scheduler", {})),
         tenants=_tenants(table.get("tenants"), base_dir),
     )
-    config.cluster.cost_model()  # fails early, naming the key, if the model does not fit the GPU
+    _check_pool(config)
     return config
 
 
 def _boolean(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        raise ConfigError(f"{key}: must be true or false, got {_shown(value)}")
     return value
-
-
-def _positive(value: Any, key: str) -> float:
-    number = _number(value, key, "> 0")
-    if number <= 0:
-        raise ConfigError(f"{key}: must be > 0, got {value!r}")
-    return number
 
 
 def _horizon(table: Mapping[str, Any]) -> tuple[float | None, int | None]:
     if "requests" in table and "duration_s" in table:
         raise ConfigError("duration_s, requests: give one of them, not both")
     if "requests" in table:
-        requests = _integer(table["requests"], "requests", ">= 1")
-        if requests < 1:
-            raise ConfigError(f"requests: must be >= 1, got {requests}")
-        return None, requests
-    return _positive(table.get("duration_s", 180.0), "duration_s"), None
+        return None, _in_range(table["requests"], "requests", 1, MAX_REQUESTS, integer=True)
+    return _seconds(table.get("duration_s", 180.0), "duration_s"), None
 
 
 def _section(table: Any, name: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{name}: must be a table, got {table!r}")
+        raise ConfigError(f"{name}: must be a table, got {_shown(table)}")
     _check_keys(table, allowed, name)
     return table
 
 
+def _name(table: Mapping[str, Any], key: str, where: str, default: str) -> str:
+    """A catalogue name (gpu, model, policy, placement): a string; whether it exists is the lookup's check."""
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key}: must be a string, got {_shown(value)}")
+    return value
+
+
 def _cluster(table: Any) -> ClusterConfig:
     table = _section(table, "cluster", CLUSTER_KEYS)
-    workers = _integer(table.get("workers", 2), "cluster.workers", ">= 1")
-    if workers < 1:
-        raise ConfigError(f"cluster.workers: must be an integer >= 1, got {workers}")
+    workers = _in_range(table.get("workers", 2), "cluster.workers", 1, MAX_WORKERS, integer=True)
     tp = _integer(table.get("tensor_parallel", 1), "cluster.tensor_parallel")
-    numbers = {k: _number(table[k], f"cluster.{k}") for k in ("mfu", "mbu", "step_overhead_ms", "memory_fraction")
-               if k in table}
-    get_gpu(table.get("gpu", "h100"))
-    get_model(table.get("model", "llama-3-8b"))
-    return ClusterConfig(workers=workers, gpu=table.get("gpu", "h100"), model=table.get("model", "llama-3-8b"),
-                         tensor_parallel=tp, **numbers)
+    numbers = {k: _in_range(table[k], f"cluster.{k}", 0, 1, open_low=True)
+               for k in ("mfu", "mbu", "memory_fraction") if k in table}
+    if "step_overhead_ms" in table:
+        numbers["step_overhead_ms"] = _in_range(table["step_overhead_ms"], "cluster.step_overhead_ms", 0,
+                                                MAX_STEP_OVERHEAD_MS)
+    gpu, model = _name(table, "gpu", "cluster", "h100"), _name(table, "model", "cluster", "llama-3-8b")
+    get_gpu(gpu)
+    get_model(model)
+    return ClusterConfig(workers=workers, gpu=gpu, model=model, tensor_parallel=tp, **numbers)
 
 
 def _policy(table: Any) -> PolicyConfig:
     table = _section(table, "scheduler", SCHEDULER_KEYS)
-    policy = table.get("policy", "vtc")
-    placement = table.get("placement", "global")
+    policy = _name(table, "policy", "scheduler", "vtc")
+    placement = _name(table, "placement", "scheduler", "global")
     params = table.get("policy_params", {})
     if not isinstance(params, Mapping):
-        raise ConfigError(f"scheduler.policy_params: must be a table, got {params!r}")
+        raise ConfigError(f"scheduler.policy_params: must be a table, got {_shown(params)}")
+    for key, value in params.items():  # every policy parameter is a number; each policy checks its range
+        _in_range(value, f"scheduler.policy_params.{key}", -1e12, 1e12)
     make_policy(policy, params)  # validates the name and the parameters
     if placement not in PLACEMENTS:
         raise ConfigError(
@@ -240,16 +283,76 @@ def _policy(table: Any) -> PolicyConfig:
 
 
 def _scheduler(table: Mapping[str, Any]) -> SchedulerConfig:
-    keys = ("max_batched_tokens", "max_seqs", "block_size", "kv_watermark", "max_queued", "max_queued_tokens")
-    values = {k: table[k] for k in keys if k in table}
+    """Types and bounds here, the rules between keys in SchedulerConfig (max_seqs <= max_batched_tokens)."""
+    limits = {"max_batched_tokens": MAX_TOKENS, "max_seqs": MAX_TOKENS, "block_size": MAX_BLOCK_SIZE,
+              "max_queued": MAX_COUNT, "max_queued_tokens": MAX_COUNT}
+    values = {k: _in_range(table[k], f"scheduler.{k}", 1, high, integer=True)
+              for k, high in limits.items() if k in table}
+    if "kv_watermark" in table:
+        values["kv_watermark"] = _number(table["kv_watermark"], "scheduler.kv_watermark", "in [0, 1)")
     if "service_weights" in table:
-        values["service_weights"] = tuple(table["service_weights"])
+        values["service_weights"] = _service_weights(table["service_weights"])
     return SchedulerConfig(**values)
+
+
+def _service_weights(value: Any) -> tuple[float, float]:
+    key = "scheduler.service_weights"
+    if not isinstance(value, list) or len(value) != 2:
+        raise ConfigError(f"{key}: must be a list of two numbers [w_p, w_q] in [0, {_bound(FACTOR[1])}], "
+                          f"got {_shown(value)}")
+    return tuple(_in_range(w, f"{key}[{i}]", 0, FACTOR[1]) for i, w in enumerate(value))
+
+
+def _check_pool(config: SimConfig) -> None:
+    """Rules that need the cost model: the model fits the GPU, and a worker's KV holds a block."""
+    cost = config.cluster.cost_model()  # names cluster.tensor_parallel if the weights do not fit
+    block_size = config.scheduler.block_size
+    if cost.kv_blocks(block_size) < 1:
+        raise ConfigError(f"scheduler.block_size: a worker's KV cache holds {cost.kv_capacity_tokens:,} tokens, "
+                          f"less than one block of {block_size:,}; allowed: <= {cost.kv_capacity_tokens:,}")
+
+
+def check_runnable(config: SimConfig, workload: Workload) -> None:
+    """Reject, before the run, what would make it useless or unbounded: a tenant whose quota refuses
+    its smallest request (every one of them would be rejected), a pool cap on queued prompt tokens
+    below the smallest prompt, and a timeline of more samples than memory holds."""
+    smallest = np.full(len(workload.tenants), np.iinfo(np.int64).max)
+    np.minimum.at(smallest, workload.tenant, workload.prompt_tokens)
+    for i, spec in enumerate(workload.tenants):
+        if smallest[i] == np.iinfo(np.int64).max:  # a tenant with no requests cannot be refused
+            continue
+        try:
+            check_quota_admits(spec.quota, int(smallest[i]), spec.max_new_tokens, f"tenants[{i}]")
+        except ConfigError as err:
+            _name_tenant(err, spec.name)
+            raise
+    cap, least = config.scheduler.max_queued_tokens, int(workload.prompt_tokens.min(initial=MAX_TOKENS))
+    if cap is not None and cap < least:
+        raise ConfigError(f"scheduler.max_queued_tokens: a cap of {cap:,} prompt tokens cannot queue the smallest "
+                          f"prompt ({least:,} tokens), so every request would be rejected; allowed: >= {least:,}")
+    _check_samples(config, workload)
+
+
+def _check_samples(config: SimConfig, workload: Workload) -> None:
+    span = float(workload.arrival_s[-1]) if len(workload) else 0.0
+    if config.horizon_s is not None:
+        span = min(span, config.horizon_s)
+    tenants = max(len(workload.tenants), 1)
+    limit = min(MAX_SAMPLES, MAX_TENANT_SAMPLES // tenants)
+    interval = config.sample_interval_s
+    if span / interval + 1 > limit:
+        need = span / (limit - 1)
+        shorter = "arrivals over less virtual time (duration_s, horizon_s, higher rates or load)"
+        allowed = f">= {need:.3g} s, or {shorter}" if need <= MAX_SECONDS else shorter
+        raise ConfigError(
+            f"sample_interval_s: {interval:g} s over {span:.4g} s of arrivals would keep more than {limit:,} samples "
+            f"of {tenants:,} tenants' service in memory (at most {MAX_SAMPLES:,} samples and "
+            f"{MAX_TENANT_SAMPLES:,} tenant-samples); allowed: {allowed}")
 
 
 def _tenants(tables: Any, base_dir: Path | None) -> tuple[TenantSpec, ...]:
     if not isinstance(tables, list) or not tables:
-        raise ConfigError("tenants: at least one [[tenants]] table is required")
+        raise ConfigError(f"tenants: at least one [[tenants]] table is required, got {_shown(tables)}")
     specs = tuple(TenantSpec.from_config(t, i, base_dir) for i, t in enumerate(tables))
     names = [spec.name for spec in specs]
     duplicate = next((n for n in names if names.count(n) > 1), None)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .results import FINISHED, RunData, Timeline
+from .results import FINISHED, RunData, Timeline, finite_or_none
 
 __all__ = [
     "WindowedFairness",
@@ -123,11 +123,11 @@ class WindowedFairness:
 
     @property
     def max(self) -> float | None:
-        return float(self.difference.max()) if self.difference.size else None
+        return finite_or_none(float(self.difference.max())) if self.difference.size else None
 
     @property
     def mean(self) -> float | None:
-        return float(self.difference.mean()) if self.difference.size else None
+        return finite_or_none(float(self.difference.mean())) if self.difference.size else None
 
 
 def windowed_service_difference(data: RunData, window_s: float = 60.0, *, true_output=None, max_new_tokens=None,

@@ -3,7 +3,8 @@
 Owns the output contract (RECORD_DTYPE, TenantInfo, WorkerStats, Timeline, RunData), summarize()
 which turns one run into a JSON-ready dict (latency and throughput with vLLM benchmark_serving
 definitions, goodput, per-tenant service, fairness, utilisation), format_report() for a terminal,
-and the statistics helpers weighted_percentile(), jain_index() and max_service_gap().
+the statistics helpers weighted_percentile(), jain_index() and max_service_gap(), and
+finite_or_none(), which keeps NaN out of every result.
 """
 
 from __future__ import annotations
@@ -212,9 +213,10 @@ def weighted_percentile(values, weights, q, method: str = "inverted_cdf"):
 
 
 def jain_index(x) -> float | None:
-    """Jain's fairness index (sum x)^2 / (n sum x^2): 1 is equal shares; None for no values."""
+    """Jain's fairness index (sum x)^2 / (n sum x^2): 1 is equal shares; None for no values, or for
+    values that are not all finite (the ratio would be NaN)."""
     x = np.asarray(x, dtype=np.float64)
-    if x.size == 0:
+    if x.size == 0 or not np.isfinite(x).all():
         return None
     sq = float(np.sum(x * x))
     if x.size == 1 or sq == 0.0:
@@ -287,12 +289,24 @@ def summarize(data: RunData) -> dict:
     summary = _order_latencies(summary)
     summary |= _utilisation(data.workers, dur)
     tenants = _tenant_metrics(data, slo_ttft, slo_tpot)
-    return {
+    return finite_or_none({
         "summary": summary,
         "tenants": tenants,
         "fairness": _fairness(data, tenants),
         "workers": [_worker_metrics(w, dur) for w in data.workers],
-    }
+    })
+
+
+def finite_or_none(value):
+    """`value` with every NaN or infinite float, at any depth of dicts and lists, replaced by None:
+    a ratio of nothing has no value, and JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _request_metrics(recs: np.ndarray, dur: float, slo_ttft: np.ndarray, slo_tpot: np.ndarray) -> dict:
@@ -527,7 +541,7 @@ def _utilisation_line(s: dict) -> str:
 
 
 def _num(x, digits: int = 0) -> str:
-    if x is None:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     if isinstance(x, int):
         return f"{x:,}"
@@ -540,7 +554,7 @@ def _ms(x: float | None) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
 
 
 def _clip(text: str, width: int = 110) -> str:

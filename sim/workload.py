@@ -5,6 +5,10 @@ This module owns turning a tenant configuration (TOML tables or `TenantSpec` obj
 It also owns reading the supported trace formats (Azure LLM 2023 CSV, Mooncake JSONL, Vidur length
 CSV, each plain or gzipped). All randomness comes from the `numpy.random.Generator` passed in, so
 the same inputs and seed always give identical arrays.
+
+It also holds the config value checks the whole TOML schema shares (`_number`, `_in_range`,
+`_tokens`, ...) and the bounds they enforce (MAX_TOKENS, MAX_SECONDS, ...): every error names the
+key as the user wrote it, what is wrong, and what is allowed.
 """
 
 from __future__ import annotations
@@ -26,18 +30,27 @@ from statistics import NormalDist
 
 import numpy as np
 
+from scheduler.admission import unadmittable
 from scheduler.errors import ConfigError
 from scheduler.request import Quota
 
 __all__ = [
     "ARRIVALS",
     "LENGTH_KINDS",
+    "LENGTH_SCHEMA",
     "MAX_REQUESTS",
+    "MAX_SECONDS",
+    "MAX_TOKENS",
+    "RATE_LIMIT_SCHEMA",
+    "SLO_SCHEMA",
+    "TENANT_KEYS",
+    "TENANT_SCHEMA",
     "LengthDist",
     "TenantSpec",
     "Trace",
     "TraceError",
     "Workload",
+    "check_quota_admits",
     "generate",
     "read_trace",
 ]
@@ -46,6 +59,7 @@ LENGTH_KINDS = ("fixed", "uniform", "lognormal", "empirical")
 ARRIVALS = ("poisson", "gamma", "constant", "onoff")
 # A guard against typos such as rate = 1e9: past this the arrays alone take gigabytes.
 MAX_REQUESTS = 50_000_000
+_MAX_HORIZON = 1e12  # seconds: requests mode draws longer spans until the count is reached, up to this
 _Z99 = NormalDist().inv_cdf(0.99)
 
 
@@ -64,6 +78,24 @@ class TraceError(ConfigError):
 
 
 # ---------------------------------------------------------------------------------------------
+# bounds of config values: past them arithmetic overflows, memory runs out, or a run outlasts
+# anyone's patience; each is stated in the error that enforces it
+
+MAX_TOKENS = 2**31 - 1  # a token count (prompt, output, max_new_tokens): beyond any context length
+MAX_SECONDS = 365 * 86_400  # a span of virtual time (durations, on/off windows, SLOs): a year
+MAX_COUNT = 2**63 - 1  # a cap on queued requests or tokens: what an int64 holds
+FACTOR = (1e-6, 1e6)  # weights, shares and load: relative factors, six orders of magnitude each way
+MAX_RATE = 1e6  # requests per second of one tenant
+RATE_LIMIT = (1e-6, 1e12)  # a token bucket's rate (per second) or burst
+MAX_CV = 100.0  # coefficient of variation of gamma arrival gaps (1 is Poisson)
+PRIORITIES = (-(2**31), 2**31 - 1)
+
+# The kinds of value a key takes, as error messages and the schema tables name them.
+NUMBER, INTEGER, STRING, BOOLEAN, TABLE, LIST, LENGTH = (
+    "number", "integer", "string", "boolean", "table", "list", "length")
+
+
+# ---------------------------------------------------------------------------------------------
 # small config helpers: every error names the key and what is allowed
 
 
@@ -75,22 +107,83 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def _shown(value, limit: int = 60) -> str:
+    """A value as TOML writes it, cut to `limit` characters, for error messages."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif _is_int(value):
+        digits = int(value).bit_length() * 0.30103  # str() of a huge int is slow, and refused past 4,300 digits
+        text = str(int(value)) if digits < limit else f"an integer of {digits:,.0f} digits"
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(_shown(v, limit) for v in value[:limit // 2]) + "]"
+    elif isinstance(value, Mapping):
+        text = "{ " + ", ".join(f"{k} = {_shown(v, limit)}" for k, v in list(value.items())[:limit // 4]) + " }"
+    elif isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        text = str(int(value))  # 2.0 may have been written 2: the messages compare it with integer bounds
+    elif hasattr(value, "isoformat"):  # TOML dates and times
+        text = value.isoformat()
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _bound(x: float) -> str:
+    """A bound as the messages state it: 2^k - 1 for the widest integers, other integers with
+    thousands separators, floats in %g unless they are small whole numbers."""
+    if _is_int(x):
+        x = int(x)
+        return f"2^{x.bit_length()} - 1" if x.bit_length() >= 60 and x & (x + 1) == 0 else f"{x:,}"
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e7 else f"{x:g}"
+
+
 def _number(value, key: str, rule: str = "") -> float:
-    if not _is_number(value) or not math.isfinite(value):
-        raise ConfigError(f"{key}: must be a finite number{' ' + rule if rule else ''}, got {value!r}")
-    return float(value)
+    try:
+        x = float(value) if _is_number(value) else math.nan
+    except OverflowError:  # an integer beyond any float
+        x = math.inf
+    if not math.isfinite(x):
+        raise ConfigError(f"{key}: must be a finite number{' ' + rule if rule else ''}, got {_shown(value)}")
+    return x
 
 
 def _integer(value, key: str, rule: str = "") -> int:
     if not _is_int(value):
-        raise ConfigError(f"{key}: must be an integer{' ' + rule if rule else ''}, got {value!r}")
+        raise ConfigError(f"{key}: must be an integer{' ' + rule if rule else ''}, got {_shown(value)}")
     return int(value)
+
+
+def _in_range(value, key: str, low: float, high: float, *, integer: bool = False, open_low: bool = False):
+    """`value` if it is a number (an integer if `integer`) in [low, high], or (low, high] if `open_low`."""
+    rule = f"in {'(' if open_low else '['}{_bound(low)}, {_bound(high)}]"
+    x = _integer(value, key, rule) if integer else _number(value, key, rule)
+    if not (low < x if open_low else low <= x) or not x <= high:
+        raise ConfigError(f"{key}: must be {'an integer' if integer else 'a number'} {rule}, got {_shown(value)}")
+    return x
+
+
+def _at_least(value, key: str, bound: float, *, strict: bool) -> float:
+    """`value` if it is a finite number >= bound (> bound if `strict`)."""
+    op = ">" if strict else ">="
+    x = _number(value, key, f"{op} {bound:g}")
+    if x < bound or (strict and x == bound):
+        raise ConfigError(f"{key}: must be {op} {bound:g}, got {x:g}")
+    return x
+
+
+def _tokens(value, key: str) -> int:
+    """A token count: an integer in [1, MAX_TOKENS]."""
+    return _in_range(value, key, 1, MAX_TOKENS, integer=True)
+
+
+def _seconds(value, key: str) -> float:
+    """A span of virtual time in seconds: (0, MAX_SECONDS], a year."""
+    return _in_range(value, key, 0, MAX_SECONDS, open_low=True)
 
 
 def _check_keys(table: Mapping, allowed: Sequence[str], key: str) -> None:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise ConfigError(f"{key}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
+        raise ConfigError(f"{key}: unknown key {_shown(unknown[0])}; allowed keys: {', '.join(allowed)}")
 
 
 def _resolve(path, base_dir: Path | None) -> str:
@@ -160,23 +253,26 @@ class LengthDist:
         if isinstance(value, LengthDist):
             return value
         if _is_int(value):
-            return cls("fixed", (_positive_int(value, key),))
+            return cls("fixed", (_tokens(value, key),))
         if not isinstance(value, Mapping):
             raise ConfigError(
-                f"{key}: must be an integer >= 1 or a table with dist = {' | '.join(LENGTH_KINDS)}, got {value!r}"
+                f"{key}: must be an integer >= 1 or a table with dist = {' | '.join(LENGTH_KINDS)}, got {_shown(value)}"
             )
         dist = value.get("dist")
         if dist not in LENGTH_KINDS:
-            raise ConfigError(f"{key}.dist: must be one of {', '.join(LENGTH_KINDS)}; got {dist!r}")
+            raise ConfigError(f"{key}.dist: must be one of {', '.join(LENGTH_KINDS)}; got {_shown(dist)}")
+        _check_keys(value, ("dist", *LENGTH_SCHEMA[dist]), key)
         parser = {"fixed": _fixed, "uniform": _uniform, "lognormal": _lognormal, "empirical": _empirical}
         return parser[dist](value, key, base_dir)
 
 
-def _positive_int(value, key: str) -> int:
-    n = _integer(value, key, ">= 1")
-    if n < 1:
-        raise ConfigError(f"{key}: must be an integer >= 1, got {n}")
-    return n
+# The keys of each length table besides `dist`, and the kind of value each takes.
+LENGTH_SCHEMA = {
+    "fixed": {"value": INTEGER},
+    "uniform": {"min": INTEGER, "max": INTEGER},
+    "lognormal": {"mean": NUMBER, "p99": NUMBER},
+    "empirical": {"values": LIST, "weights": LIST, "trace": STRING, "field": STRING},
+}
 
 
 def _require(table: Mapping, name: str, key: str, what: str):
@@ -186,27 +282,21 @@ def _require(table: Mapping, name: str, key: str, what: str):
 
 
 def _fixed(table: Mapping, key: str, base_dir) -> LengthDist:
-    _check_keys(table, ("dist", "value"), key)
-    return LengthDist("fixed", (_positive_int(_require(table, "value", key, "an integer >= 1"), f"{key}.value"),))
+    return LengthDist("fixed", (_tokens(_require(table, "value", key, "an integer >= 1"), f"{key}.value"),))
 
 
 def _uniform(table: Mapping, key: str, base_dir) -> LengthDist:
-    _check_keys(table, ("dist", "min", "max"), key)
-    lo = _positive_int(_require(table, "min", key, "an integer >= 1"), f"{key}.min")
-    hi = _integer(_require(table, "max", key, "an integer >= min"), f"{key}.max", f">= min ({lo})")
-    if hi < lo:
-        raise ConfigError(f"{key}.max: must be an integer >= min ({lo}), got {hi}")
+    lo = _tokens(_require(table, "min", key, "an integer >= 1"), f"{key}.min")
+    hi = _in_range(_require(table, "max", key, "an integer >= min"), f"{key}.max", lo, MAX_TOKENS, integer=True)
     return LengthDist("uniform", (lo, hi))
 
 
 def _lognormal(table: Mapping, key: str, base_dir) -> LengthDist:
-    _check_keys(table, ("dist", "mean", "p99"), key)
-    mean = _number(_require(table, "mean", key, "a number > 0"), f"{key}.mean", "> 0")
-    if mean <= 0:
-        raise ConfigError(f"{key}.mean: must be > 0, got {mean:g}")
+    mean = _in_range(_require(table, "mean", key, "a number >= 1"), f"{key}.mean", 1, MAX_TOKENS)
     p99 = _number(_require(table, "p99", key, "a number > mean"), f"{key}.p99", f"> mean ({mean:g})")
     if p99 <= mean:
         raise ConfigError(f"{key}.p99: must be > mean ({mean:g}), got {p99:g}")
+    _in_range(p99, f"{key}.p99", mean, MAX_TOKENS, open_low=True)
     mu, sigma = _fit_lognormal(mean, p99, key)
     return LengthDist("lognormal", (mu, sigma))
 
@@ -230,15 +320,14 @@ def _fit_lognormal(mean: float, p99: float, key: str) -> tuple[float, float]:
 
 
 def _empirical(table: Mapping, key: str, base_dir) -> LengthDist:
-    _check_keys(table, ("dist", "values", "weights", "trace", "field"), key)
     if ("values" in table) == ("trace" in table):
         raise ConfigError(f"{key}: an empirical dist needs exactly one of 'values' or 'trace'")
     if "trace" in table:
         return _empirical_from_trace(table, key, base_dir)
     values = table["values"]
     if not isinstance(values, (list, tuple)) or not values:
-        raise ConfigError(f"{key}.values: must be a non-empty list of integers >= 1, got {values!r}")
-    ints = tuple(_positive_int(v, f"{key}.values[{i}]") for i, v in enumerate(values))
+        raise ConfigError(f"{key}.values: must be a non-empty list of integers >= 1, got {_shown(values)}")
+    ints = tuple(_tokens(v, f"{key}.values[{i}]") for i, v in enumerate(values))
     if "weights" not in table:
         return LengthDist("empirical", (ints, None))
     return LengthDist("empirical", (ints, _weights(table["weights"], len(ints), key)))
@@ -246,11 +335,9 @@ def _empirical(table: Mapping, key: str, base_dir) -> LengthDist:
 
 def _weights(weights, n: int, key: str) -> tuple:
     if not isinstance(weights, (list, tuple)) or len(weights) != n:
-        raise ConfigError(f"{key}.weights: must be a list of {n} numbers >= 0 (one per value), got {weights!r}")
-    w = [_number(x, f"{key}.weights[{i}]", ">= 0") for i, x in enumerate(weights)]
-    for i, x in enumerate(w):
-        if x < 0:
-            raise ConfigError(f"{key}.weights[{i}]: must be >= 0, got {x:g}")
+        raise ConfigError(f"{key}.weights: must be a list of {n} numbers >= 0 (one per value), got {_shown(weights)}")
+    # Bounded so that their sum stays finite: relative weights, not raw counts of a huge trace.
+    w = [_in_range(x, f"{key}.weights[{i}]", 0, 1e15) for i, x in enumerate(weights)]
     total = sum(w)
     if total <= 0:
         raise ConfigError(f"{key}.weights: must sum to > 0, got {total:g}")
@@ -262,11 +349,11 @@ def _empirical_from_trace(table: Mapping, key: str, base_dir) -> LengthDist:
         raise ConfigError(f"{key}.weights: not allowed with 'trace' (each trace row weighs the same)")
     path = table["trace"]
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ConfigError(f"{key}.trace: must be a non-empty path string, got {path!r}")
+        raise ConfigError(f"{key}.trace: must be a non-empty path string, got {_shown(path)}")
     field = _require(table, "field", key, "'prompt' or 'output'")
     if field not in ("prompt", "output"):
-        raise ConfigError(f"{key}.field: must be 'prompt' or 'output', got {field!r}")
-    trace = read_trace(_resolve(path, base_dir))
+        raise ConfigError(f"{key}.field: must be 'prompt' or 'output', got {_shown(field)}")
+    trace = _trace_at(_resolve(path, base_dir), f"{key}.trace")
     column = trace.prompt_tokens if field == "prompt" else trace.output_tokens
     return LengthDist("empirical", (tuple(column.tolist()), None))
 
@@ -274,11 +361,24 @@ def _empirical_from_trace(table: Mapping, key: str, base_dir) -> LengthDist:
 # ---------------------------------------------------------------------------------------------
 # tenants
 
-TENANT_KEYS = (
-    "name", "weight", "priority", "rate", "arrival", "cv", "on_s", "off_s", "prompt_tokens",
-    "output_tokens", "max_new_tokens", "slo", "trace", "share", "rate_limit", "max_queued", "max_queued_tokens",
-)
-_RATE_LIMIT_KEYS = ("requests_per_s", "request_burst", "tokens_per_s", "token_burst")
+# Every key of a [[tenants]] table and the kind of value it takes (the tests feed each a wrong one).
+TENANT_SCHEMA = {
+    "name": STRING, "weight": NUMBER, "priority": INTEGER, "rate": NUMBER, "arrival": STRING, "cv": NUMBER,
+    "on_s": NUMBER, "off_s": NUMBER, "prompt_tokens": LENGTH, "output_tokens": LENGTH, "max_new_tokens": INTEGER,
+    "slo": TABLE, "trace": STRING, "share": NUMBER, "rate_limit": TABLE, "max_queued": INTEGER,
+    "max_queued_tokens": INTEGER,
+}
+TENANT_KEYS = tuple(TENANT_SCHEMA)
+SLO_SCHEMA = {"ttft_ms": NUMBER, "tpot_ms": NUMBER}
+RATE_LIMIT_SCHEMA = {"requests_per_s": NUMBER, "request_burst": NUMBER, "tokens_per_s": NUMBER, "token_burst": NUMBER}
+_RATE_LIMIT_KEYS = tuple(RATE_LIMIT_SCHEMA)
+# The numeric fields of a tenant and their ranges, checked alike in TOML tables and TenantSpec objects.
+_TENANT_RANGES = {
+    "weight": FACTOR, "priority": PRIORITIES, "rate": (0, MAX_RATE),
+    # Gamma gaps of shape 1/cv^2: a millionth of a shape is all draws near 0 and one far off.
+    "cv": (1e-3, MAX_CV),
+    "on_s": (1e-3, MAX_SECONDS), "off_s": (0, MAX_SECONDS), "max_new_tokens": (1, MAX_TOKENS), "share": FACTOR,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,11 +414,11 @@ class TenantSpec:
         """Parse one `[[tenants]]` table; errors name "tenants[index].key" and the tenant."""
         where = f"tenants[{index}]"
         if not isinstance(table, Mapping):
-            raise ConfigError(f"{where}: must be a table, got {table!r}")
+            raise ConfigError(f"{where}: must be a table, got {_shown(table)}")
         _check_keys(table, TENANT_KEYS, where)
         name = table.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{where}.name: required, a non-empty string; got {name!r}")
+            raise ConfigError(f"{where}.name: required, a non-empty string; got {_shown(name)}")
         try:
             spec = cls(name=name, **_tenant_fields(table, where, base_dir))
             spec.check(index)
@@ -331,7 +431,7 @@ class TenantSpec:
         """Raise ConfigError naming "tenants[index].key" if a field is out of its range."""
         where = f"tenants[{index}]"
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ConfigError(f"{where}.name: required, a non-empty string; got {self.name!r}")
+            raise ConfigError(f"{where}.name: required, a non-empty string; got {_shown(self.name)}")
         try:
             self._check_ranges(where)
             self._check_sources(where)
@@ -340,24 +440,18 @@ class TenantSpec:
             raise
 
     def _check_ranges(self, where: str) -> None:
-        _at_least(self.weight, f"{where}.weight", 0, strict=True)
-        _integer(self.priority, f"{where}.priority", "(lower runs first)")
-        if self.rate is not None:
-            _at_least(self.rate, f"{where}.rate", 0, strict=False)
+        for key in _TENANT_RANGES:
+            if getattr(self, key) is not None:  # only rate may be None
+                _tenant_number(getattr(self, key), key, where)
         if self.arrival not in ARRIVALS:
-            raise ConfigError(f"{where}.arrival: must be one of {', '.join(ARRIVALS)}; got {self.arrival!r}")
-        _at_least(self.cv, f"{where}.cv", 0, strict=True)
-        _at_least(self.on_s, f"{where}.on_s", 0, strict=True)
-        _at_least(self.off_s, f"{where}.off_s", 0, strict=False)
-        _positive_int(self.max_new_tokens, f"{where}.max_new_tokens")
+            raise ConfigError(f"{where}.arrival: must be one of {', '.join(ARRIVALS)}; got {_shown(self.arrival)}")
         for key, value in (("ttft_ms", self.slo_ttft_ms), ("tpot_ms", self.slo_tpot_ms)):
             if value is not None:
-                _at_least(value, f"{where}.slo.{key}", 0, strict=True)
-        _at_least(self.share, f"{where}.share", 0, strict=True)
+                _slo_ms(value, f"{where}.slo.{key}")
 
     def _check_sources(self, where: str) -> None:
         """Arrivals and lengths must come from somewhere: the trace or rate + dists."""
-        trace = read_trace(self.trace) if self.trace is not None else None
+        trace = _trace_at(self.trace, f"{where}.trace") if self.trace is not None else None
         if trace is not None and trace.arrival_s is not None:
             return
         if self.rate is None:
@@ -369,12 +463,13 @@ class TenantSpec:
                     raise ConfigError(f"{where}.{key}: required without a trace (an integer or a dist table)")
 
 
-def _at_least(value, key: str, bound: float, *, strict: bool) -> float:
-    op = ">" if strict else ">="
-    x = _number(value, key, f"{op} {bound:g}")
-    if x < bound or (strict and x == bound):
-        raise ConfigError(f"{key}: must be {op} {bound:g}, got {x:g}")
-    return x
+def _tenant_number(value, key: str, where: str):
+    low, high = _TENANT_RANGES[key]
+    return _in_range(value, f"{where}.{key}", low, high, integer=TENANT_SCHEMA[key] == INTEGER)
+
+
+def _slo_ms(value, key: str) -> float:
+    return _in_range(value, key, 0, MAX_SECONDS * 1000, open_low=True)
 
 
 def _name_tenant(err: ConfigError, name: str) -> None:
@@ -386,14 +481,12 @@ def _name_tenant(err: ConfigError, name: str) -> None:
 
 
 def _tenant_fields(table: Mapping, where: str, base_dir: Path | None) -> dict:
-    """Map TOML keys to TenantSpec fields, checking types (ranges are TenantSpec.check's job)."""
+    """Map TOML keys to TenantSpec fields, checking types and the numeric fields' ranges (TenantSpec.check
+    checks the ranges again, for specs built in Python, and the rest)."""
     out: dict = {}
-    for key in ("weight", "rate", "cv", "on_s", "off_s", "share"):
+    for key in _TENANT_RANGES:
         if key in table:
-            out[key] = _number(table[key], f"{where}.{key}")
-    for key in ("priority", "max_new_tokens"):
-        if key in table:
-            out[key] = _integer(table[key], f"{where}.{key}")
+            out[key] = _tenant_number(table[key], key, where)
     if "arrival" in table:
         out["arrival"] = table["arrival"]
     for key, attr in (("prompt_tokens", "prompt"), ("output_tokens", "output")):
@@ -407,7 +500,7 @@ def _tenant_fields(table: Mapping, where: str, base_dir: Path | None) -> dict:
     if "trace" in table:
         path = table["trace"]
         if not isinstance(path, str) or not path:
-            raise ConfigError(f"{where}.trace: must be a non-empty path string, got {path!r}")
+            raise ConfigError(f"{where}.trace: must be a non-empty path string, got {_shown(path)}")
         out["trace"] = _resolve(path, base_dir)
     return out
 
@@ -415,12 +508,13 @@ def _tenant_fields(table: Mapping, where: str, base_dir: Path | None) -> dict:
 def _quota(table: Mapping, where: str) -> Quota | None:
     limits = table.get("rate_limit", {})
     if not isinstance(limits, Mapping):
-        raise ConfigError(f"{where}.rate_limit: must be a table with {', '.join(_RATE_LIMIT_KEYS)}, got {limits!r}")
+        raise ConfigError(f"{where}.rate_limit: must be a table with {', '.join(_RATE_LIMIT_KEYS)}, "
+                          f"got {_shown(limits)}")
     _check_keys(limits, _RATE_LIMIT_KEYS, f"{where}.rate_limit")
-    fields = {key: _number(value, f"{where}.rate_limit.{key}", "> 0") for key, value in limits.items()}
+    fields = {key: _in_range(value, f"{where}.rate_limit.{key}", *RATE_LIMIT) for key, value in limits.items()}
     for key in ("max_queued", "max_queued_tokens"):
         if key in table:
-            fields[key] = _integer(table[key], f"{where}.{key}", ">= 1")
+            fields[key] = _in_range(table[key], f"{where}.{key}", 1, MAX_COUNT, integer=True)
     if not fields:
         return None
     try:
@@ -432,9 +526,26 @@ def _quota(table: Mapping, where: str) -> Quota | None:
 
 def _slo(table, key: str) -> dict:
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{key}: must be a table with ttft_ms and/or tpot_ms, got {table!r}")
-    _check_keys(table, ("ttft_ms", "tpot_ms"), key)
-    return {f"slo_{k}": _number(v, f"{key}.{k}", "> 0") for k, v in table.items()}
+        raise ConfigError(f"{key}: must be a table with ttft_ms and/or tpot_ms, got {_shown(table)}")
+    _check_keys(table, tuple(SLO_SCHEMA), key)
+    return {f"slo_{k}": _slo_ms(v, f"{key}.{k}") for k, v in table.items()}
+
+
+def check_quota_admits(quota: Quota, prompt_tokens: int, max_new_tokens: int, where: str) -> None:
+    """Raise ConfigError if `quota` refuses even a request of `prompt_tokens` and `max_new_tokens`
+    (the smallest the tenant sends) when nothing waits: every request of the tenant would be rejected.
+
+    `where` is the tenant's key, e.g. "tenants[2]"; the error names the quota key at fault. The
+    simulator passes each tenant's smallest request; a server, the smallest a client may send.
+    """
+    never = unadmittable(quota, prompt_tokens + max_new_tokens)
+    if never is not None:
+        key, why = never
+        raise ConfigError(f"{where}.rate_limit.{key}: every request would be rejected: {why}")
+    if quota.max_queued_tokens is not None and quota.max_queued_tokens < prompt_tokens:
+        raise ConfigError(f"{where}.max_queued_tokens: a cap of {quota.max_queued_tokens:,} prompt tokens cannot "
+                          f"queue the smallest prompt ({prompt_tokens:,} tokens), so every request would be "
+                          f"rejected; allowed: >= {prompt_tokens:,}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,12 +596,23 @@ def read_trace(path) -> Trace:
     return _read_trace_cached(str(resolved), st.st_mtime_ns, st.st_size)
 
 
+def _trace_at(path, key: str) -> Trace:
+    """read_trace, its errors led by the config key that names the file."""
+    try:
+        return read_trace(path)
+    except TraceError as err:
+        err.args = (f"{key}: {err.args[0]}",)
+        raise
+
+
 @functools.lru_cache(maxsize=8)
 def _read_trace_cached(path: str, mtime_ns: int, size: int) -> Trace:
     try:
         lines = _decode(path).splitlines()
-    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:  # BadGzipFile is an OSError
-        raise TraceError(f"cannot read trace file: {exc}", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"not UTF-8 text (byte {exc.start}); {_EXPECTED}", path=path) from None
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError without a strerror
+        raise TraceError(f"cannot read trace file: {getattr(exc, 'strerror', None) or exc}", path=path) from None
     with _gc_paused():
         return _parse(path, lines)
 
@@ -587,16 +709,24 @@ def _timestamps(path: str, texts: list[str], line_nos: list[int]) -> np.ndarray:
     if len(bad):
         raise TraceError(f"bad TIMESTAMP {texts[bad[0]]!r}", path=path, line=line_nos[bad[0]])
     micros = stamps.astype(np.int64)
-    return (micros - micros.min()).astype(np.float64) / 1e6
+    return _span_checked((micros - micros.min()).astype(np.float64) / 1e6, line_nos, path, "TIMESTAMP")
 
 
 def _token_column(path: str, texts: list[str], line_nos: list[int], name: str) -> np.ndarray:
     try:
-        values = np.array(list(map(int, texts)), dtype=np.int64)
+        counts = list(map(int, texts))
     except ValueError:  # slow path: find the line, or accept integral floats
-        values = np.array([_parse_count(t, path, ln, name) for t, ln in zip(texts, line_nos)], dtype=np.int64)
-    _reject_negative(values, line_nos, path, name)
-    return np.maximum(values, 1)
+        counts = [_parse_count(t, path, ln, name) for t, ln in zip(texts, line_nos)]
+    return _count_array(counts, line_nos, path, name)
+
+
+def _count_array(counts: list[int], line_nos: list[int], path: str, name: str) -> np.ndarray:
+    """Token counts as int64, clamped to >= 1; one outside [0, MAX_TOKENS] is an error naming its line."""
+    if counts and not 0 <= min(counts) <= max(counts) <= MAX_TOKENS:  # checked before int64 could overflow
+        k = next(k for k, c in enumerate(counts) if not 0 <= c <= MAX_TOKENS)
+        raise TraceError(f"{name}: must be a token count in [0, {MAX_TOKENS:,}], got {_shown(counts[k])}",
+                         path=path, line=line_nos[k])
+    return np.maximum(np.array(counts, dtype=np.int64), 1)
 
 
 def _parse_count(text: str, path: str, line: int, name: str) -> int:
@@ -610,14 +740,8 @@ def _parse_count(text: str, path: str, line: int, name: str) -> int:
     except ValueError:
         x = math.nan
     if not math.isfinite(x) or x != int(x):
-        raise TraceError(f"{name}: expected an integer token count, got {text!r}", path=path, line=line)
+        raise TraceError(f"{name}: expected an integer token count, got {_shown(text)}", path=path, line=line)
     return int(x)
-
-
-def _reject_negative(values: np.ndarray, line_nos: list[int], path: str, name: str) -> None:
-    bad = np.flatnonzero(values < 0)
-    if len(bad):
-        raise TraceError(f"{name}: must be >= 0, got {values[bad[0]]}", path=path, line=line_nos[bad[0]])
 
 
 def _parse_mooncake(path: str, lines: list[str]) -> Trace:
@@ -629,14 +753,23 @@ def _parse_mooncake(path: str, lines: list[str]) -> Trace:
             _mooncake_row(path, k, line)
         raise TraceError("malformed JSONL trace", path=path)
     stamps, prompt, output, hashes = columns
-    arrival = np.array(stamps, dtype=np.float64)
-    arrival = (arrival - arrival.min()) / 1000.0 if len(arrival) else arrival
-    prompt_a = np.array(prompt, dtype=np.int64)
-    output_a = np.array(output, dtype=np.int64)
-    _reject_negative(prompt_a, line_nos, path, "input_length")
-    _reject_negative(output_a, line_nos, path, "output_length")
+    arrival = _span_checked(np.array(stamps, dtype=np.float64) / 1000.0, line_nos, path, "timestamp")
+    prompt_a = _count_array(prompt, line_nos, path, "input_length")
+    output_a = _count_array(output, line_nos, path, "output_length")
     has_ids = any(hashes)
-    return Trace(path, arrival, np.maximum(prompt_a, 1), np.maximum(output_a, 1), hashes if has_ids else None)
+    return Trace(path, arrival, prompt_a, output_a, hashes if has_ids else None)
+
+
+def _span_checked(seconds: np.ndarray, line_nos: list[int], path: str, name: str) -> np.ndarray:
+    """Arrival times counted from the earliest; a trace longer than MAX_SECONDS names its first row past it."""
+    if len(seconds) == 0:
+        return seconds
+    arrival = seconds - seconds.min()
+    late = np.flatnonzero(arrival > MAX_SECONDS)
+    if len(late):
+        raise TraceError(f"{name}: the trace must span at most {MAX_SECONDS:,} s (a year) of arrivals, "
+                         f"this row comes {arrival[late[0]]:g} s after the first", path=path, line=line_nos[late[0]])
+    return arrival
 
 
 def _mooncake_fast(numbered: list[tuple[int, str]]):
@@ -751,10 +884,14 @@ def generate(
     while True:
         splits: dict[str, np.ndarray] = {}
         parts = [_tenant_part(i, t, tenants, rng, horizon, load, splits) for i, t in enumerate(tenants)]
-        if count is None or sum(len(part.arrival_s) for part in parts) >= count or math.isinf(horizon):
+        drawn = sum(len(part.arrival_s) for part in parts)
+        if count is None or drawn >= count or math.isinf(horizon):
             return _merge(tenants, parts, count)
+        if horizon > _MAX_HORIZON:  # rates so low that the requests would spread over millennia
+            raise ConfigError(f"requests: the tenants give only {drawn:,} of the {count:,} requests in "
+                              f"{horizon:g} s of virtual time; raise tenants[*].rate or load, or ask for fewer")
         # Too few arrivals before the horizon (bursts, off windows): a longer one, drawn afresh.
-        horizon = horizon * 2 if horizon < 1e12 else math.inf
+        horizon *= 2
 
 
 def _first_horizon(tenants: tuple, count: int, load: float) -> float:
@@ -771,7 +908,7 @@ def _check_generate(tenants: tuple, duration_s, requests, load) -> tuple[float, 
         raise ConfigError("tenants: at least one tenant is required")
     if (duration_s is None) == (requests is None):
         raise ConfigError("generate: give exactly one of duration_s or requests")
-    load = _at_least(load, "load", 0, strict=True)
+    load = _in_range(load, "load", *FACTOR)
     seen: dict[str, int] = {}
     for i, spec in enumerate(tenants):
         if not isinstance(spec, TenantSpec):
@@ -781,11 +918,8 @@ def _check_generate(tenants: tuple, duration_s, requests, load) -> tuple[float, 
             raise ConfigError(f"tenants[{i}].name: duplicate {spec.name!r} (also tenants[{seen[spec.name]}])")
         seen[spec.name] = i
     if requests is not None:
-        n = _positive_int(requests, "requests")
-        if n > MAX_REQUESTS:
-            raise ConfigError(f"requests: must be <= {MAX_REQUESTS:,}, got {n:,}")
-        return math.inf, n
-    horizon = _at_least(duration_s, "duration_s", 0, strict=True)
+        return math.inf, _in_range(requests, "requests", 1, MAX_REQUESTS, integer=True)
+    horizon = _seconds(duration_s, "duration_s")
     _check_expected(tenants, horizon, load)
     return horizon, None
 

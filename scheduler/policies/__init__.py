@@ -18,17 +18,21 @@ POLICIES: dict[str, type[Policy]] = {
 }
 
 
+def parameters(name: str) -> list[str]:
+    """The keyword parameters of policy `name` (what `policy_params` may set), in signature order."""
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    # A policy without its own __init__ inherits object's (*args, **kwargs): it takes no parameters.
+    signature = inspect.signature(POLICIES[name].__init__).parameters.items()
+    return [param for param, p in signature if param != "self" and p.kind in keyword]
+
+
 def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
     """Build a policy from its name and keyword parameters, with errors naming the allowed set."""
-    if name not in POLICIES:
+    if not isinstance(name, str) or name not in POLICIES:
         raise ConfigError(f"scheduler.policy: unknown policy {name!r}; allowed: {', '.join(sorted(POLICIES))}")
     cls = POLICIES[name]
     params = dict(params or {})
-    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    # A policy without its own __init__ inherits object's (*args, **kwargs): it takes no parameters.
-    allowed = [
-        param for param, p in inspect.signature(cls.__init__).parameters.items() if param != "self" and p.kind in keyword
-    ]
+    allowed = parameters(name)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ConfigError(
@@ -39,6 +43,6 @@ def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
 
 
 __all__ = [
-    "POLICIES", "Policy", "WaitQueue", "KeyedQueue", "make_policy",
+    "POLICIES", "Policy", "WaitQueue", "KeyedQueue", "make_policy", "parameters",
     "FCFS", "Priority", "VTC", "LCF", "DRR", "EDF", "LeastSlack",
 ]

@@ -86,7 +86,8 @@ def test_keys_follow_the_resolved_config_not_its_spelling():
 
 
 def test_make_point_names_the_point_of_a_bad_value():
-    with pytest.raises(ConfigError, match=r"load: must be > 0.*\(point policy=fcfs, load=-1\)"):
+    with pytest.raises(ConfigError,
+                       match=r"load: must be a number in \[1e-06, 1,000,000\], got -1.*\(point policy=fcfs, load=-1\)"):
         make_point({"policy": "fcfs", "load": -1}, tiny_table(load=-1))
 
 

@@ -22,7 +22,7 @@ def test_simulate_prints_a_summary_and_writes_json(tmp_path, capsys):
 def test_bad_flag_values_exit_2_with_the_key_named(capsys):
     assert main(["simulate", "--gpu", "tpu"]) == 2
     err = capsys.readouterr().err
-    assert "cluster.gpu: unknown GPU 'tpu'" in err
+    assert "fairbatch: error: --gpu: unknown GPU 'tpu'" in err
     assert "Traceback" not in err
 
 

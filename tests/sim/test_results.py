@@ -19,6 +19,7 @@ from sim.results import (
     Timeline,
     WeightedSamples,
     WorkerStats,
+    finite_or_none,
     format_report,
     jain_index,
     max_service_gap,
@@ -125,6 +126,13 @@ def test_jain_index():
     assert jain_index([7.0]) == 1.0
     assert jain_index([0.0, 0.0]) == 1.0
     assert jain_index([]) is None
+    assert jain_index([math.inf, 1.0]) is None and jain_index([NAN]) is None
+
+
+def test_no_nan_reaches_a_result_or_the_report():
+    result = finite_or_none({"summary": {"x": NAN, "n": [1.0, math.inf]}, "tenants": {"t": {"share": -math.inf}}})
+    assert result == {"summary": {"x": None, "n": [1.0, None]}, "tenants": {"t": {"share": None}}}
+    json.dumps(result, allow_nan=False)
 
 
 def test_jain_uses_normalised_service_of_tenants_that_submitted():

@@ -138,18 +138,18 @@ def test_lognormal_without_real_root_names_key_and_range():
     ("value", "pattern"),
     [
         ({"dist": "lognormal", "mean": 1000, "p99": 900}, r"k\.p99: must be > mean \(1000\), got 900"),
-        ({"dist": "lognormal", "mean": 0, "p99": 900}, r"k\.mean: must be > 0, got 0"),
+        ({"dist": "lognormal", "mean": 0, "p99": 900}, r"k\.mean: must be a number in \[1, 2,147,483,647\], got 0"),
         ({"dist": "lognormal", "mean": 10}, r"k\.p99: required"),
-        ({"dist": "uniform", "min": 5, "max": 4}, r"k\.max: must be an integer >= min \(5\), got 4"),
-        ({"dist": "uniform", "min": 0, "max": 4}, r"k\.min: must be an integer >= 1, got 0"),
-        ({"dist": "fixed", "value": 0}, r"k\.value: must be an integer >= 1, got 0"),
+        ({"dist": "uniform", "min": 5, "max": 4}, r"k\.max: must be an integer in \[5, 2,147,483,647\], got 4"),
+        ({"dist": "uniform", "min": 0, "max": 4}, r"k\.min: must be an integer in \[1, 2,147,483,647\], got 0"),
+        ({"dist": "fixed", "value": 0}, r"k\.value: must be an integer in \[1, 2,147,483,647\], got 0"),
         ({"dist": "zipf"}, r"k\.dist: must be one of fixed, uniform, lognormal, empirical"),
         ({"dist": "fixed", "value": 3, "mean": 2}, r"k: unknown key 'mean'; allowed keys: dist, value"),
-        ({"dist": "empirical", "values": [3, 0]}, r"k\.values\[1\]: must be an integer >= 1, got 0"),
+        ({"dist": "empirical", "values": [3, 0]}, r"k\.values\[1\]: must be an integer in \[1, 2,147,483,647\], got 0"),
         ({"dist": "empirical", "values": [3], "weights": [1, 2]}, r"k\.weights: must be a list of 1"),
         ({"dist": "empirical", "values": [3, 4], "weights": [0, 0]}, r"k\.weights: must sum to > 0"),
         ({"dist": "empirical"}, r"k: an empirical dist needs exactly one of 'values' or 'trace'"),
-        (0, r"k: must be an integer >= 1, got 0"),
+        (0, r"k: must be an integer in \[1, 2,147,483,647\], got 0"),
         ("big", r"k: must be an integer >= 1 or a table"),
     ],
 )
@@ -291,7 +291,7 @@ def test_load_scales_rates_and_compresses_traces(tmp_path):
     assert abs(n3 / n1 / 3 - 1) < 0.05
     path = _azure_rows(tmp_path, 100, rate=10.0)
     trace = read_trace(path)
-    w = generate([TenantSpec("t", trace=str(path))], np.random.default_rng(0), duration_s=1e9, load=2.0)
+    w = generate([TenantSpec("t", trace=str(path))], np.random.default_rng(0), duration_s=1e7, load=2.0)
     np.testing.assert_allclose(w.arrival_s, trace.arrival_s / 2.0)
     w = generate([TenantSpec("t", trace=str(path))], np.random.default_rng(0), duration_s=2.5, load=2.0)
     assert len(w) == 50  # rows at 0.0, 0.05, ..., 2.45 s once compressed
@@ -321,13 +321,13 @@ def test_shared_trace_split_by_share(tmp_path):
     # A second spelling of the same file must land in the same group.
     other = os.path.relpath(path, Path.cwd())
     tenants = [TenantSpec("a", trace=str(path), share=1.0), TenantSpec("b", trace=other, share=3.0)]
-    w = generate(tenants, np.random.default_rng(7), duration_s=1e9)
+    w = generate(tenants, np.random.default_rng(7), duration_s=1e7)
     assert len(w) == 8000
     assert sorted(w.prompt_tokens.tolist()) == list(range(1, 8001))  # every row exactly once
     assert abs((w.tenant == 0).mean() - 0.25) < 0.02
-    again = generate(tenants, np.random.default_rng(7), duration_s=1e9)
+    again = generate(tenants, np.random.default_rng(7), duration_s=1e7)
     assert np.array_equal(w.tenant, again.tenant)
-    alone = generate(tenants[:1], np.random.default_rng(7), duration_s=1e9)
+    alone = generate(tenants[:1], np.random.default_rng(7), duration_s=1e7)
     assert len(alone) == 8000 and np.all(alone.tenant == 0)
 
 
@@ -336,10 +336,10 @@ def test_shared_trace_split_by_share(tmp_path):
     [
         ({}, r"exactly one of duration_s or requests"),
         ({"duration_s": 10, "requests": 5}, r"exactly one of duration_s or requests"),
-        ({"duration_s": -1}, r"duration_s: must be > 0, got -1"),
-        ({"requests": 0}, r"requests: must be an integer >= 1, got 0"),
-        ({"requests": MAX_REQUESTS + 1}, r"requests: must be <= 50,000,000"),
-        ({"duration_s": 10, "load": 0}, r"load: must be > 0, got 0"),
+        ({"duration_s": -1}, r"duration_s: must be a number in \(0, 31,536,000\], got -1"),
+        ({"requests": 0}, r"requests: must be an integer in \[1, 50,000,000\], got 0"),
+        ({"requests": MAX_REQUESTS + 1}, r"requests: must be an integer in \[1, 50,000,000\], got 50000001"),
+        ({"duration_s": 10, "load": 0}, r"load: must be a number in \[1e-06, 1,000,000\], got 0"),
     ],
 )
 def test_generate_argument_errors(kwargs, pattern):
@@ -349,7 +349,7 @@ def test_generate_argument_errors(kwargs, pattern):
 
 def test_generate_guards_runaway_rates_and_names():
     with pytest.raises(ConfigError, match=r"above the 50,000,000 limit"):
-        generate([_tenant(rate=1e9)], np.random.default_rng(0), duration_s=3600)
+        generate([_tenant(rate=1e6)], np.random.default_rng(0), duration_s=3600)
     with pytest.raises(ConfigError, match=r"tenants\[1\]\.name: duplicate 't'"):
         generate([_tenant(), _tenant()], np.random.default_rng(0), duration_s=1)
     with pytest.raises(ConfigError, match=r"tenants\[0\]\.prompt_tokens: required without a trace"):
@@ -402,17 +402,17 @@ def test_example_config_with_the_real_trace():
 @pytest.mark.parametrize(
     ("key", "value", "pattern"),
     [
-        ("weight", 0, r"tenants\[2\]\.weight: must be > 0, got 0 \(tenant 'carol'\)"),
-        ("rate", -1, r"tenants\[2\]\.rate: must be >= 0, got -1 \(tenant 'carol'\)"),
-        ("cv", 0.0, r"tenants\[2\]\.cv: must be > 0, got 0"),
-        ("on_s", 0, r"tenants\[2\]\.on_s: must be > 0"),
-        ("max_new_tokens", 0, r"tenants\[2\]\.max_new_tokens: must be an integer >= 1, got 0"),
-        ("max_new_tokens", 1.5, r"tenants\[2\]\.max_new_tokens: must be an integer, got 1.5"),
+        ("weight", 0, r"tenants\[2\]\.weight: must be a number in \[1e-06, 1,000,000\], got 0 \(tenant 'carol'\)"),
+        ("rate", -1, r"tenants\[2\]\.rate: must be a number in \[0, 1,000,000\], got -1 \(tenant 'carol'\)"),
+        ("cv", 0.0, r"tenants\[2\]\.cv: must be a number in \[0.001, 100\], got 0"),
+        ("on_s", 0, r"tenants\[2\]\.on_s: must be a number in \[0.001, 31,536,000\], got 0"),
+        ("max_new_tokens", 0, r"tenants\[2\]\.max_new_tokens: must be an integer in \[1, 2,147,483,647\], got 0"),
+        ("max_new_tokens", 1.5, r"tenants\[2\]\.max_new_tokens: must be an integer in \[1, 2,147,483,647\], got 1.5"),
         ("arrival", "burst", r"tenants\[2\]\.arrival: must be one of poisson, gamma, constant, onoff"),
-        ("slo", {"ttft_ms": 0}, r"tenants\[2\]\.slo\.ttft_ms: must be > 0, got 0 \(tenant 'carol'\)"),
+        ("slo", {"ttft_ms": 0}, r"tenants\[2\]\.slo\.ttft_ms: must be a number in \(0, 31,536,000,000\], got 0 \(tenant 'carol'\)"),
         ("slo", {"p99_ms": 3}, r"tenants\[2\]\.slo: unknown key 'p99_ms'; allowed keys: ttft_ms, tpot_ms"),
-        ("share", 0, r"tenants\[2\]\.share: must be > 0"),
-        ("weight", "heavy", r"tenants\[2\]\.weight: must be a finite number, got 'heavy'"),
+        ("share", 0, r"tenants\[2\]\.share: must be a number in \[1e-06, 1,000,000\], got 0"),
+        ("weight", "heavy", r"tenants\[2\]\.weight: must be a finite number in \[1e-06, 1,000,000\], got 'heavy'"),
         ("prompt_tokens", {"dist": "lognormal", "mean": 10, "p99": 5},
          r"tenants\[2\]\.prompt_tokens\.p99: must be > mean \(10\), got 5 \(tenant 'carol'\)"),
         ("ratee", 1, r"tenants\[2\]: unknown key 'ratee'; allowed keys: name, weight, priority, rate,"),
