@@ -20,7 +20,6 @@ from typing import Any
 
 import prometheus_client
 
-from scheduler.admission import unadmittable
 from scheduler.core import Scheduler
 from scheduler.errors import ConfigError
 from scheduler.policies import make_policy
@@ -29,7 +28,7 @@ from scheduler.runtime.driver import DEFAULT_STREAM_BUFFER
 from scheduler.runtime.worker import SimulatedWorker
 
 from .config import DEFAULT_CONFIG, SimConfig, config_from_dict, read_toml
-from .workload import _at_least, _check_keys, _integer
+from .workload import _at_least, _check_keys, _integer, check_quota_admits
 
 # The built-in default pool (2 simulated H100s serving Llama-3-8B under VTC) with two demo tenants.
 # key-alice and key-bob are DEMO KEYS, public in this file: serve only on a trusted interface.
@@ -116,10 +115,7 @@ def _check_quotas(sim: SimConfig) -> None:
     """A tenant whose quota refuses even the cheapest request a client may send (one prompt token,
     max_tokens 1) could only ever be refused."""
     for index, spec in enumerate(sim.tenants):
-        never = unadmittable(spec.quota, 2)
-        if never is not None:
-            key, why = never
-            raise ConfigError(f"tenants[{index}].rate_limit.{key}: every request would be rejected: {why}")
+        check_quota_admits(spec.quota, 1, 1, f"tenants[{index}]")
 
 
 def _metrics_key(key: Any, api_keys: Mapping[str, str]) -> str | None:

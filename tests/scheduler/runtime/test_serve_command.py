@@ -117,6 +117,20 @@ def test_the_smallest_burst_that_admits_a_request_is_accepted():
     assert serve_config_from_dict(table).sim.tenants[2].quota.token_burst == 2
 
 
+@pytest.mark.parametrize("make,message", [
+    (lambda path: path.mkdir(), "is a directory"),
+    (lambda path: path.write_bytes(b"\xff\xfe[serve]"), "not UTF-8"),
+    (lambda path: path.parent.joinpath("file").write_text(""), "cannot read"),
+])
+def test_a_config_that_cannot_be_read_is_a_named_error(tmp_path, capsys, make, message):
+    path = tmp_path / "serve.toml"
+    make(path)
+    target = tmp_path / "file" / "serve.toml" if message == "cannot read" else path  # under a file: unreadable
+    assert main(["serve", "--config", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fairbatch: error: {target}: ") and message in err and len(err.strip().splitlines()) == 1
+
+
 def test_demo_keys_are_served_beyond_loopback_only_when_allowed():
     demo, own = load_serve_config(None), serve_config_from_dict(tomllib.loads(TEST_CONFIG.replace("key-bob", "k-b")))
     for address in ("127.0.0.1", "127.8.9.10", "::1"):
