@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP app (ASGI, on starlette) around a running `Runtime`.
 
 Routes: POST /v1/completions and /v1/chat/completions (streamed as server-sent events or whole,
-with `usage`), GET /v1/models, /v1/models/{id}, /health and /metrics (Prometheus text; behind a
+with `usage`), POST /tokenize and /detokenize (vLLM's, with the serving tokenizer, behind a
+tenant's key), GET /v1/models, /v1/models/{id}, /health and /metrics (Prometheus text; behind a
 bearer key when one is configured). A bearer API key names the tenant. Refusals are JSON errors in
 OpenAI's shape whose `code` is the reason: 401 for a missing or unknown key (unless a default tenant
 is configured), 400 for bad input (naming the field), `invalid_request` and `prompt_too_long`, 404
@@ -33,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from scheduler.request import Request
 
-from . import api
+from . import api, tokenization
 from .driver import Runtime
 from .handle import RequestCancelled, RequestHandle, RequestRejected
 
@@ -109,6 +110,8 @@ class Server:
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
+            Route("/tokenize", self.tokenize, methods=["POST"]),
+            Route("/detokenize", self.detokenize, methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
         ]
@@ -203,6 +206,28 @@ class Server:
             reason = result[0].reason if result else "client_disconnected"
             return Refused(503, f"the request was cancelled: {reason}", reason).response()
         return JSONResponse(api.response(parsed, rid, created, result[0], _finish(handle, text), text.tokens))
+
+    # ----- vLLM's /tokenize and /detokenize (scheduler.runtime.tokenization) ----------------------
+
+    async def tokenize(self, request: HTTPRequest) -> Response:
+        max_model_len = self.runtime.scheduler.max_sequence_tokens
+        return await self._tokenization(request, lambda body: tokenization.tokenize(body, self.config.limits,
+                                                                                    max_model_len))
+
+    async def detokenize(self, request: HTTPRequest) -> Response:
+        return await self._tokenization(request, lambda body: tokenization.detokenize(body, self.config.limits))
+
+    async def _tokenization(self, request: HTTPRequest, answer: Callable[[bytes], dict]) -> Response:
+        """A tenant's tokenizer request: the same key as a completion, nothing submitted."""
+        try:
+            self._tenant(request)
+            return JSONResponse(answer(await self._body(request)))
+        except api.BadRequest as err:
+            return Refused(err.status, err.message, err.code, err.param).response()
+        except Refused as err:
+            return err.response()
+        except Disconnected:
+            return Response(status_code=400)  # nobody reads it
 
     # ----- the rest -----------------------------------------------------------------------------
 
