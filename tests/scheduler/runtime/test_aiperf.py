@@ -2,9 +2,10 @@
 seconds with `--tokenizer DIR` of the folder `fairbatch tokenizer DIR` writes: its counts agree
 with the server's /metrics, and its client-side token counts with the server's `usage`.
 
-aiperf is large (about 1.2 GB with its dependencies), so neither `test` nor CI installs it:
-`pip install -e '.[loadgen]'`, or install it in a venv of its own and point FAIRBATCH_AIPERF at
-its `aiperf` executable. Without it the test is skipped.
+aiperf is large (about 1.2 GB with its dependencies) and pins older prometheus-client and rich,
+so `test` leaves it out and CI installs it in a venv of its own: `pip install -e '.[loadgen]'`, or
+install it in a venv of its own and point FAIRBATCH_AIPERF at its `aiperf` executable. Without it
+the test is skipped.
 """
 
 from __future__ import annotations
