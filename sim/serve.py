@@ -43,7 +43,7 @@ name = "bob"
 api_keys = { "key-alice" = "alice", "key-bob" = "bob" }
 """
 DEMO_KEYS = ("key-alice", "key-bob")
-INTEGER_KEYS = ("max_tokens", "default_max_tokens", "max_body_bytes", "stream_buffer")
+INTEGER_KEYS = ("max_tokens", "default_max_tokens", "max_body_bytes", "stream_buffer", "stream_interval")
 SECONDS_KEYS = ("read_timeout_s", "keep_alive_timeout_s")
 SERVE_KEYS = ("api_keys", "default_tenant", "model", "metrics_key", *INTEGER_KEYS, *SECONDS_KEYS)
 # A serving config's tenants need no traffic: serving takes real requests. These fill what the
@@ -61,6 +61,7 @@ class ServeConfig:
     default_max_tokens: int = 256  # when a request names none
     max_body_bytes: int = 1 << 20
     stream_buffer: int = DEFAULT_STREAM_BUFFER  # tokens a streaming client may fall behind
+    stream_interval: int = 1  # tokens per streamed write after the first (SGLang's --stream-interval)
     read_timeout_s: float = 30.0  # the longest a request body may take to arrive after its headers (408)
     keep_alive_timeout_s: float = 5.0  # an idle connection, or one still sending its headers, is closed then
     metrics_key: str | None = None  # a bearer key that /metrics requires; None: anyone who reaches it
@@ -184,7 +185,7 @@ def service(config: ServeConfig, speed: float = 1.0):
     scheduler, workers = build_pool(config.sim, check_speed(speed))
     server = ServerConfig(Limits(config.model, config.max_tokens, config.default_max_tokens), config.api_keys,
                           config.default_tenant, config.max_body_bytes, config.read_timeout_s,
-                          config.keep_alive_timeout_s, config.metrics_key)
+                          config.keep_alive_timeout_s, config.metrics_key, config.stream_interval)
     return Service(scheduler, workers, server, config.stream_buffer)
 
 

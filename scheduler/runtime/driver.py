@@ -119,8 +119,7 @@ class Runtime:
             if self.metrics is not None:
                 self.metrics.rejected(request.tenant, verdict.reason.value)
             raise RequestRejected(verdict)
-        send, receive = anyio.create_memory_object_stream[str](self._buffer)
-        handle = RequestHandle(self, request, payload, now, send, receive)
+        handle = RequestHandle(self, request, payload, now, self._buffer)
         self._live[request.id] = handle
         self._wake_idle()
         return handle

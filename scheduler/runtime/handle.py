@@ -1,8 +1,10 @@
 """The consumer's side of one request: a `RequestHandle` that yields tokens as they are produced,
 and the errors a submission or a stream can end with.
 
-Tokens travel through a bounded memory object stream. The worker loop never waits on it: a
-consumer that falls `stream_buffer` tokens behind (one that stops reading, or never reads) has its
+Tokens travel through a bounded buffer of the handle's own (a deque and, while the consumer
+waits, one event: a token costs no pass of the event loop, which a memory object stream's
+checkpoint per item would; with hundreds of streams that is most of the serving process's CPU).
+The worker loop never waits on it: a consumer that falls `stream_buffer` tokens behind (one that stops reading, or never reads) has its
 request cancelled with the reason "slow_consumer", which frees its KV blocks at once; it can still
 read what was buffered, then its iteration raises `RequestCancelled`. Closing the handle (leaving
 `async with`, `aclose()`, a cancelled scope such as a `fail_after` deadline, a client that
@@ -11,10 +13,11 @@ disconnects) cancels the request if it is still running.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any, Hashable
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import anyio.lowlevel
 
 from scheduler.actions import Rejected, RejectReason
 from scheduler.request import Request
@@ -60,8 +63,7 @@ class RequestHandle:
     the runtime started); `outcome` is None while it runs, then "finished" or "cancelled", with
     `reason` ("eos" / "length", or why it was cancelled)."""
 
-    def __init__(self, runtime: Runtime, request: Request, payload: Any, arrival: float,
-                 send: MemoryObjectSendStream[str], receive: MemoryObjectReceiveStream[str]) -> None:
+    def __init__(self, runtime: Runtime, request: Request, payload: Any, arrival: float, buffer: int) -> None:
         self.request = request
         self.payload = payload
         self.arrival = arrival
@@ -72,8 +74,10 @@ class RequestHandle:
         self.outcome: str | None = None
         self.reason: str | None = None
         self._runtime = runtime
-        self._send = send
-        self._receive = receive
+        self._buffer = buffer
+        self._queued: deque[str] = deque()  # tokens produced, not yet read
+        self._reading = True  # until the consumer closes its end
+        self._waiter: anyio.Event | None = None  # set when a token or the end comes
         self._ended = anyio.Event()
 
     @property
@@ -94,12 +98,15 @@ class RequestHandle:
         return self
 
     async def __anext__(self) -> str:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if self.outcome == CANCELLED:
-                raise RequestCancelled(self.id, self.reason) from None
-            raise StopAsyncIteration from None
+        while self._reading and not self._queued and self.outcome is None:
+            self._waiter = anyio.Event()
+            await self._waiter.wait()
+        if self._reading and self._queued:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return self._queued.popleft()
+        if self.outcome == CANCELLED:
+            raise RequestCancelled(self.id, self.reason)
+        raise StopAsyncIteration
 
     async def collect(self) -> list[str]:
         """Every token until the end (raises RequestCancelled if it is cut short)."""
@@ -108,23 +115,22 @@ class RequestHandle:
     def buffered(self) -> list[str]:
         """The tokens already in the stream, without waiting: a consumer that fell behind catches
         up in one go."""
-        tokens = []
-        while True:
-            try:
-                tokens.append(self._receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                return tokens
+        if not self._reading:
+            return []
+        tokens = list(self._queued)
+        self._queued.clear()
+        return tokens
 
     def cancel(self, reason: str = "closed") -> None:
         """Cancel the request if it still runs (its KV is freed at once) and stop reading."""
         self._runtime._cancel(self, reason)
-        self._receive.close()
+        self._stop_reading()
 
     def finish(self, reason: str = "stop") -> None:
         """End the request now as finished, not cancelled (the consumer has what it asked for, such
         as the output up to a stop sequence): its KV is freed at once and it stops reading."""
         self._runtime._cancel(self, reason, FINISHED)
-        self._receive.close()
+        self._stop_reading()
 
     async def aclose(self) -> None:
         self.cancel()
@@ -145,18 +151,28 @@ class RequestHandle:
 
     def _push(self, token: str) -> str | None:
         """Put a token in the stream without waiting; why the request must end, if it must."""
-        try:
-            self._send.send_nowait(token)
-        except anyio.WouldBlock:
-            return "slow_consumer"
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        if not self._reading:
             return "abandoned"  # the consumer closed its end without cancelling
+        if len(self._queued) >= self._buffer:
+            return "slow_consumer"
+        self._queued.append(token)
         self.tokens += 1
+        self._wake()
         return None
 
     def _end(self, outcome: str, reason: str, now: float) -> None:
         self.outcome = outcome
         self.reason = reason
         self.finished_at = now
-        self._send.close()  # never blocks: the consumer reads what is buffered, then the end
+        self._wake()  # the consumer reads what is buffered, then the end
         self._ended.set()
+
+    def _stop_reading(self) -> None:
+        self._reading = False
+        self._queued.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None

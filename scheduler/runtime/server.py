@@ -59,6 +59,7 @@ class ServerConfig:
     read_timeout_s: float = 30.0  # the longest a request body may take to arrive, after its headers
     keep_alive_timeout_s: float = 5.0  # an idle connection, or one still sending headers, is closed then
     metrics_key: str | None = None  # a bearer key /metrics (and /health's figures) require; None: open
+    stream_interval: int = 1  # tokens per streamed write after the first one
 
 
 class Refused(Exception):
@@ -136,7 +137,7 @@ class Server:
             return Response(status_code=400)  # nobody reads it
         created = int(self.wall_clock())
         if parsed.stream:
-            return EventStream(handle, parsed, rid, created)
+            return EventStream(handle, parsed, rid, created, self.config.stream_interval)
         return await self._whole(request, handle, parsed, rid, created)
 
     def _tenant(self, request: HTTPRequest) -> str:
@@ -276,11 +277,13 @@ class EventStream:
     """A streamed answer (server-sent events) that owns its request: the request is cancelled if
     the client disconnects or the response fails before the end."""
 
-    def __init__(self, handle: RequestHandle, parsed: api.Completion, rid: str, created: int) -> None:
+    def __init__(self, handle: RequestHandle, parsed: api.Completion, rid: str, created: int,
+                 interval: int = 1) -> None:
         self.handle = handle
         self.parsed = parsed
         self.rid = rid
         self.created = created
+        self.interval = interval
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -295,9 +298,11 @@ class EventStream:
         text = api.StopText(parsed.stop)
         first = True
         try:
-            async for pieces in _batches(self.handle, text):  # what has arrived, in one write
+            async for pieces in _batches(self.handle, text, self.interval):
+                # An event per token by default; with a stream interval, one per write (SGLang's).
+                texts = pieces if self.interval == 1 else ["".join(pieces)]
                 events = [api.chunk(parsed, rid, created, piece, first=first and i == 0)
-                          for i, piece in enumerate(pieces)]
+                          for i, piece in enumerate(texts)]
                 await send({"type": "http.response.body", "body": b"".join(map(api.sse, events)), "more_body": True})
                 first = False
         except RequestCancelled as err:
@@ -329,22 +334,32 @@ async def _pieces(handle: RequestHandle, text: api.StopText):
             return
 
 
-async def _batches(handle: RequestHandle, text: api.StopText):
-    """Lists of the non-empty pieces of output that have arrived (one token each, or every token
-    a client that fell behind has waiting), ending the request as finished at a stop sequence."""
-    async for token in handle:
-        pieces = []
-        for token in [token, *handle.buffered()]:
-            piece = text.feed(token)
-            if piece or not text.stop:
-                pieces.append(piece)
+async def _batches(handle: RequestHandle, text: api.StopText, interval: int = 1):
+    """Lists of the pieces of output text to send in one write: the first token's at once, then
+    every `interval` tokens' (or all that have piled up for a stream that fell behind), and what
+    is left at the end; the request ends as finished at a stop sequence."""
+    pieces, due = [], 1  # tokens still to come before the next write
+    try:
+        async for token in handle:
+            for token in [token, *handle.buffered()]:
+                piece = text.feed(token)
+                if piece or not text.stop:
+                    pieces.append(piece)
+                due -= 1
+                if text.stopped:
+                    handle.finish("stop")
+                    break
+            if pieces and (due <= 0 or text.stopped):
+                yield pieces
+                pieces, due = [], interval
             if text.stopped:
-                handle.finish("stop")
-                break
+                return
+    except RequestCancelled:
         if pieces:
-            yield pieces
-        if text.stopped:
-            return
+            yield pieces  # what it produced before it was cut off
+        raise
+    if pieces:
+        yield pieces
 
 
 async def _unless_disconnected(receive: Receive, handle: RequestHandle, work: Callable) -> None:

@@ -86,7 +86,13 @@ def synthetic_token(index: int) -> str:
 class SimulatedWorker:
     """A worker without a GPU: each step lasts the cost model's step time x `speed` (0: no wait,
     for tests; 1: as long as the simulator says), and every sampling item emits a synthetic token.
-    It samples EOS where a request's payload says its output ends (`output_tokens`)."""
+    It samples EOS where a request's payload says its output ends (`output_tokens`).
+
+    A step that carries on from the last (it computes a request the last one did) keeps to the
+    simulated GPU's own timeline: it ends its step time after the last one ended, not after the
+    event loop got round to starting it, since a real GPU does not wait while the serving process
+    streams the last step's tokens (vLLM's engine core runs beside its API server). At most one
+    step's time is made up that way; a step after an idle spell starts when it is asked for."""
 
     def __init__(self, cost: StepPricer, kv_blocks: int, speed: float = 1.0) -> None:
         if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed < 0:
@@ -97,15 +103,17 @@ class SimulatedWorker:
         self.steps = 0
         self._sampled: dict[Hashable, int] = {}  # tokens each request has sampled, recompute included
         self._length: dict[Hashable, int | None] = {}  # where each request samples EOS
+        self._busy_until = -math.inf  # when the simulated GPU ends its last step (the loop's clock)
 
     async def step(self, step: Step) -> StepDone:
+        carries_on = any(item.request_id in self._sampled for item in step.items)
         for rid in step.left:
             self._sampled.pop(rid, None)
             self._length.pop(rid, None)
         for job in step.joined:
             self._sampled[job.id] = job.generated
             self._length[job.id] = getattr(job.payload, "output_tokens", None)
-        await anyio.sleep(self.cost.plan_step_time(step.plan) * self.speed)  # sleep(0) still yields
+        await self._run(self.cost.plan_step_time(step.plan) * self.speed, carries_on)
         self.steps += 1
         tokens: dict[Hashable, str] = {}
         eos = []
@@ -119,3 +127,13 @@ class SimulatedWorker:
             if length is not None and sampled >= length:
                 eos.append(rid)
         return StepDone(StepResult(1, frozenset(eos)), tokens)
+
+    async def _run(self, seconds: float, carries_on: bool) -> None:
+        """Wait out one step of `seconds` on the simulated GPU's timeline."""
+        if seconds <= 0:
+            await anyio.sleep(0)  # still yields, so a pool that costs nothing cannot starve the loop
+            return
+        now = anyio.current_time()
+        start = max(self._busy_until, now - seconds) if carries_on else now
+        self._busy_until = start + seconds
+        await anyio.sleep_until(self._busy_until)

@@ -40,6 +40,7 @@ def test_a_config_file_sets_keys_limits_and_tenant_quotas(tmp_path):
     ({"default_tenant": "carol"}, "serve.default_tenant: 'carol' is not a configured tenant"),
     ({"max_tokens": 0}, "serve.max_tokens: must be an integer >= 1"),
     ({"stream_buffer": "big"}, "serve.stream_buffer: must be an integer"),
+    ({"stream_interval": 0}, "serve.stream_interval: must be an integer >= 1"),
     ({"port": 80}, "serve: unknown key 'port'"),
     ({"model": ""}, "serve.model: must be a non-empty string"),
     ({"read_timeout_s": 0}, "serve.read_timeout_s: must be > 0"),

@@ -16,7 +16,8 @@ from server_helpers import TEST_CONFIG, client, config, running_server, sse_even
 
 from scheduler.actions import Rejected, RejectReason
 from scheduler.runtime import RequestRejected, synthetic_token
-from scheduler.runtime.server import refusal
+from scheduler.runtime import api
+from scheduler.runtime.server import _batches, refusal
 
 pytestmark = pytest.mark.anyio
 TOKENS = [synthetic_token(i) for i in range(40)]
@@ -36,6 +37,41 @@ async def test_a_streamed_completion_arrives_token_by_token_with_usage():
                                                                  "total_tokens": 14}  # one token per byte
     assert events[7] == "[DONE]" and len(events) == 8
     assert {e["id"] for e in events[:7]} == {events[0]["id"]} and events[0]["object"] == "text_completion"
+
+
+async def test_a_stream_interval_sends_the_first_token_at_once_then_several_per_event():
+    async with running_server(config(stream_interval=4)) as (url, _, _), client(url) as http:
+        body = {"prompt": "Say hello", "max_tokens": 10, "stream": True}
+        async with http.stream("POST", "/v1/completions", json=body) as response:
+            events = sse_events((await response.aread()).decode())
+    texts = [e["choices"][0]["text"] for e in events[:-1] if e["choices"][0]["finish_reason"] is None]
+    assert "".join(texts) == "".join(TOKENS[:10]) and 2 <= len(texts) <= 4  # 1, 4, 4, 1 tokens at most
+
+
+class OneAtATime:
+    """A handle's consumer side whose tokens arrive one per wait (none pile up)."""
+
+    def __init__(self, tokens) -> None:
+        self.tokens = iter(tokens)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> str:
+        await anyio.sleep(0)
+        try:
+            return next(self.tokens)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def buffered(self) -> list[str]:
+        return []
+
+
+@pytest.mark.parametrize("interval,writes", [(1, [[t] for t in "abcdef"]), (4, [["a"], list("bcde"), ["f"]])])
+async def test_batches_send_the_first_token_at_once_then_every_interval_tokens(interval, writes):
+    text = api.StopText()
+    assert [pieces async for pieces in _batches(OneAtATime("abcdef"), text, interval)] == writes
 
 
 async def test_a_whole_completion_and_a_chat_completion():
