@@ -55,6 +55,13 @@ def integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
+def port(text: str) -> int:
+    value = integer(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in [0, 65535] (0 picks a free one), got {value}")
+    return value
+
+
 def number(text: str) -> float:
     try:
         return float(text)
@@ -86,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "alice and bob, keys key-alice and key-bob)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; beyond "
                                                           "loopback the demo keys need --allow-demo-keys)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    serve.add_argument("--speed", type=float, default=1.0,
+    serve.add_argument("--port", type=port, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--speed", type=number, default=1.0,
                        help="multiplies the cost model's step times: 1 real time, 0 no waiting")
     serve.add_argument("--allow-demo-keys", dest="allow_demo_keys", action="store_true",
                        help="serve the public demo keys (key-alice, key-bob) on a non-loopback address")

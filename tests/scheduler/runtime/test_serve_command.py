@@ -69,6 +69,18 @@ def test_bad_command_lines_fail_with_one_line_and_exit_code_2(argv, message, cap
     assert err.startswith("fairbatch: error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["serve", "--port", "x"], "--port: must be an integer, got 'x'"),
+    (["serve", "--port", "65536"], "--port: must be a port number in [0, 65535] (0 picks a free one), got 65536"),
+    (["serve", "--speed", "fast"], "--speed: must be a number, got 'fast'"),
+])
+def test_flags_of_the_wrong_type_are_usage_errors_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err == f"fairbatch: error: {message}\n"
+
+
 def test_the_command_serves_until_interrupted():
     process = subprocess.Popen([sys.executable, "-m", "sim.cli", "serve", "--port", "0", "--speed", "0"],
                                stderr=subprocess.PIPE, text=True)
