@@ -28,7 +28,7 @@ from scheduler.runtime.driver import DEFAULT_STREAM_BUFFER
 from scheduler.runtime.worker import SimulatedWorker
 
 from .config import DEFAULT_CONFIG, SimConfig, config_from_dict, read_toml
-from .workload import _at_least, _check_keys, _integer, check_quota_admits
+from .workload import INTEGER, NUMBER, STRING, TABLE, _at_least, _check_keys, _integer, check_quota_admits
 
 # The built-in default pool (2 simulated H100s serving Llama-3-8B under VTC) with two demo tenants.
 # key-alice and key-bob are DEMO KEYS, public in this file: serve only on a trusted interface.
@@ -45,7 +45,9 @@ api_keys = { "key-alice" = "alice", "key-bob" = "bob" }
 DEMO_KEYS = ("key-alice", "key-bob")
 INTEGER_KEYS = ("max_tokens", "default_max_tokens", "max_body_bytes", "stream_buffer", "stream_interval")
 SECONDS_KEYS = ("read_timeout_s", "keep_alive_timeout_s")
-SERVE_KEYS = ("api_keys", "default_tenant", "model", "metrics_key", *INTEGER_KEYS, *SECONDS_KEYS)
+SERVE_SCHEMA = {"api_keys": TABLE, "default_tenant": STRING, "model": STRING, "metrics_key": STRING,
+                **dict.fromkeys(INTEGER_KEYS, INTEGER), **dict.fromkeys(SECONDS_KEYS, NUMBER)}
+SERVE_KEYS = tuple(SERVE_SCHEMA)
 # A serving config's tenants need no traffic: serving takes real requests. These fill what the
 # simulator's schema requires.
 NO_TRAFFIC = {"rate": 0.0, "prompt_tokens": 1, "output_tokens": 1}
@@ -99,7 +101,7 @@ def serve_config_from_dict(table: Mapping[str, Any], base_dir: Path | None = Non
     names = {spec.name for spec in sim.tenants}
     keys = _api_keys(serve.get("api_keys", {}), names)
     default = serve.get("default_tenant")
-    if default is not None and default not in names:
+    if default is not None and (not isinstance(default, str) or default not in names):
         raise ConfigError(f"serve.default_tenant: {default!r} is not a configured tenant; "
                           f"allowed: {', '.join(sorted(names))}")
     model = serve.get("model", sim.cluster.model)

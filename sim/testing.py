@@ -12,13 +12,17 @@ what broke:
 - `check_no_overtaking`: no request is admitted after one that arrived a stated time later than it
   (the starvation bound of priority with aging).
 
+`wrong_values(kind)` draws TOML values that are not of a config key's kind (`sim.workload`'s
+NUMBER, INTEGER, ...), for testing that a loader names the key instead of computing garbage.
+
 Needs hypothesis (`pip install -e '.[test]'`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from hypothesis import strategies as st
@@ -29,13 +33,33 @@ from scheduler.policies import Policy
 from .cluster import Simulation
 from .config import SimConfig
 from .results import OUTCOMES, RunData, max_service_gap
-from .workload import LengthDist, TenantSpec, Workload
+from .workload import BOOLEAN, INTEGER, LENGTH, LIST, NUMBER, STRING, TABLE, LengthDist, TenantSpec, Workload
 
 FINISHED = OUTCOMES.index("finished")
 REJECTED = OUTCOMES.index("rejected")
 
 
 # ----- strategies -------------------------------------------------------------------------------
+
+ACCEPTS: dict[str, Callable[[Any], bool]] = {  # what each kind's type is (values of it may still be out of range)
+    NUMBER: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    STRING: lambda v: isinstance(v, str),
+    BOOLEAN: lambda v: isinstance(v, bool),
+    TABLE: lambda v: isinstance(v, dict),
+    LIST: lambda v: isinstance(v, list),
+    LENGTH: lambda v: isinstance(v, dict) or (isinstance(v, int) and not isinstance(v, bool)),
+}
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8)
+_SCALARS = st.one_of(_TEXT, st.integers(), st.floats(), st.booleans(), st.dates(), st.times(), st.datetimes())
+TOML_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.from_regex(r"[a-z]{1,5}", fullmatch=True), inner, max_size=3), max_leaves=5)
+
+
+def wrong_values(kind: str) -> st.SearchStrategy:
+    """Any TOML value (scalars, dates, arrays, tables) whose type a key of `kind` does not take."""
+    return TOML_VALUES.filter(lambda v: not ACCEPTS[kind](v))
+
 
 
 @st.composite

@@ -20,14 +20,13 @@ from typing import Any, Callable
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import sim.cli
 from scheduler.policies import POLICIES, parameters
 from sim.cli import main
 from sim.config import CLUSTER_SCHEMA, SCHEDULER_SCHEMA, TOP_SCHEMA
-from sim.workload import (BOOLEAN, INTEGER, LENGTH, LENGTH_SCHEMA, LIST, NUMBER, RATE_LIMIT_SCHEMA, SLO_SCHEMA,
-                          STRING, TABLE, TENANT_SCHEMA)
+from sim.testing import ACCEPTS, wrong_values
+from sim.workload import LENGTH_SCHEMA, NUMBER, RATE_LIMIT_SCHEMA, SLO_SCHEMA, STRING, TENANT_SCHEMA
 
 # Small and quick: a bad value that slipped through would run (and fail the test) in well under a second.
 BASE = {
@@ -381,19 +380,6 @@ def schema_keys() -> list[tuple[str, str, dict]]:
 
 
 SCHEMA_KEYS = schema_keys()
-ACCEPTS: dict[str, Callable[[Any], bool]] = {  # what each kind's type is (values of it may still be out of range)
-    NUMBER: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-    INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
-    STRING: lambda v: isinstance(v, str),
-    BOOLEAN: lambda v: isinstance(v, bool),
-    TABLE: lambda v: isinstance(v, dict),
-    LIST: lambda v: isinstance(v, list),
-    LENGTH: lambda v: isinstance(v, dict) or (isinstance(v, int) and not isinstance(v, bool)),
-}
-TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8)
-SCALARS = st.one_of(TEXT, st.integers(), st.floats(), st.booleans(), st.dates(), st.times(), st.datetimes())
-TOML_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-    st.from_regex(r"[a-z]{1,5}", fullmatch=True), inner, max_size=3), max_leaves=5)
 
 
 def test_the_schema_walk_covers_every_table():
@@ -413,10 +399,6 @@ def check_wrong_type(dotted: str, kind: str, context: dict, value: Any, folder: 
     path.write_text(text)
     line = error_line(["simulate", "--config", str(path)], capsys)
     assert line.startswith(f"fairbatch: error: {dotted}"), line
-
-
-def wrong_values(kind: str):
-    return TOML_VALUES.filter(lambda v: not ACCEPTS[kind](v))
 
 
 @pytest.mark.parametrize(("dotted", "kind", "context"), SCHEMA_KEYS, ids=[k for k, _, _ in SCHEMA_KEYS])

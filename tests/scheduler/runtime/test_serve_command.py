@@ -10,11 +10,13 @@ import tomllib
 
 import httpx
 import pytest
+from hypothesis import given, settings
 from server_helpers import TEST_CONFIG
 
 from scheduler.errors import ConfigError
 from sim.cli import main
-from sim.serve import banner, check_demo_keys, load_serve_config, mask, serve_config_from_dict, service
+from sim.serve import SERVE_SCHEMA, banner, check_demo_keys, load_serve_config, mask, serve_config_from_dict, service
+from sim.testing import wrong_values
 
 
 def test_the_default_serves_the_default_pool_to_two_demo_tenants():
@@ -174,3 +176,17 @@ def test_a_missing_serve_extra_names_the_readmes_install_command(monkeypatch, ca
     monkeypatch.setitem(sys.modules, "scheduler.runtime.serving", None)  # import fails as without the extra
     assert main(["serve"]) == 2
     assert "pip install -e '.[serve]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "kind"), sorted(SERVE_SCHEMA.items()))
+def test_a_wrong_type_at_any_serve_key_is_named(key, kind):
+    @settings(max_examples=10, database=None)
+    @given(wrong_values(kind))
+    def check(value):
+        table = tomllib.loads(TEST_CONFIG)
+        table["serve"][key] = value
+        with pytest.raises(ConfigError) as err:
+            serve_config_from_dict(table)
+        assert str(err.value).startswith(f"serve.{key}") and "\n" not in str(err.value)
+
+    check()
