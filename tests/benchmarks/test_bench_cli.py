@@ -56,7 +56,7 @@ def test_sweep_records_a_failing_point_and_goes_on(tmp_path, tiny_scenario, caps
 
 
 def test_report_renders_saved_results(tmp_path, tiny_scenario, capsys):
-    pytest.importorskip("matplotlib", reason="figures need the optional `plot` extra")
+    pytest.importorskip("matplotlib", reason="figures need the optional `plot` extra: pip install -e '.[plot]'")
     run(capsys, "compare", "--scenario", str(tiny_scenario), "--policies", "fcfs", "--loads", "2",
         "--jobs", "1", "--out", str(tmp_path), "--no-progress")
     code, out, _ = run(capsys, "report", str(tmp_path), "--title", "Tiny")

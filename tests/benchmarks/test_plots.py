@@ -6,7 +6,7 @@ from bench_helpers import tiny_table
 from benchmarks import plots
 from benchmarks.points import run_point, with_overrides
 
-matplotlib = pytest.importorskip("matplotlib", reason="plots need the optional `plot` extra (matplotlib)")
+matplotlib = pytest.importorskip("matplotlib", reason="plots need the optional `plot` extra (matplotlib): pip install -e '.[plot]'")
 from matplotlib.image import imread  # noqa: E402
 
 

@@ -6,7 +6,7 @@ from benchmarks.progress import progress_bar
 
 
 def test_bar_counts_on_stderr_with_an_eta(capsys):
-    pytest.importorskip("rich", reason="the bar needs the optional `progress` extra (rich)")
+    pytest.importorskip("rich", reason="the bar needs the optional `progress` extra (rich): pip install -e '.[progress]'")
     with progress_bar(2, "points") as bar:
         bar.advance()
         bar.grow(1)

@@ -11,7 +11,7 @@ from sim.config import config_from_dict
 
 pytest_plugins = ["bench_fixtures"]  # the tiny_scenario and shared_data fixtures
 
-pytest.importorskip("matplotlib", reason="the report draws figures with the optional `plot` extra (matplotlib)")
+pytest.importorskip("matplotlib", reason="the report draws figures with the optional `plot` extra (matplotlib): pip install -e '.[plot]'")
 
 
 @pytest.mark.slow

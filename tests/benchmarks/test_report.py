@@ -10,7 +10,7 @@ from benchmarks.session import Session
 from benchmarks.tomlwrite import dumps
 from scheduler.errors import ConfigError
 
-pytest.importorskip("matplotlib", reason="reports draw figures with the optional `plot` extra (matplotlib)")
+pytest.importorskip("matplotlib", reason="reports draw figures with the optional `plot` extra (matplotlib): pip install -e '.[plot]'")
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def test_missing_or_broken_grid_files_are_named(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_on_ray_matches_the_process_pool(tmp_path, tiny_scenario, monkeypatch):
-    pytest.importorskip("ray", reason="ray is not installed (the optional `ray` extra)")
+    pytest.importorskip("ray", reason="ray is not installed: pip install -e '.[ray]'")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     grid = grid_from_dict({"scenario": str(tiny_scenario),
                            "axes": {"scheduler.policy": ["fcfs", "vtc", "drr"], "load": [2.0, 12.0]}})

@@ -11,7 +11,7 @@ from sim.cli import main
 
 
 def test_the_command_writes_a_folder_the_tokenizers_library_loads(tmp_path, capsys):
-    tokenizers = pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed")
+    tokenizers = pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed: pip install -e '.[tokenizer]'")
     folder = tmp_path / "a" / "tok"
     assert main(["tokenizer", str(folder)]) == 0
     printed = capsys.readouterr().out.split()
@@ -28,7 +28,7 @@ def one_line_error(capsys) -> str:
 
 
 def test_a_file_as_dir_is_named_with_what_is_allowed(tmp_path, capsys):
-    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed")
+    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed: pip install -e '.[tokenizer]'")
     path = tmp_path / "file"
     path.write_text("x")
     assert main(["tokenizer", str(path)]) == 2

@@ -75,7 +75,7 @@ def run_aiperf(command: list[str]) -> None:
 
 def test_aiperf_counts_what_the_servers_metrics_count(tmp_path):
     executable = aiperf()
-    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed")
+    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed: pip install -e '.[tokenizer]'")
     assert main(["tokenizer", str(tmp_path / "tokenizer")]) == 0
     (tmp_path / "serve.toml").write_text(CONFIG)
     server = subprocess.Popen([sys.executable, "-m", "sim.cli", "serve", "--config", str(tmp_path / "serve.toml"),

@@ -25,7 +25,7 @@ messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "u
 
 @cache
 def folder() -> Path:
-    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed")
+    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed: pip install -e '.[tokenizer]'")
     import tempfile
 
     path = Path(tempfile.mkdtemp(prefix="fairbatch-tokenizer-"))
@@ -42,7 +42,7 @@ def hf_tokenizer():
 
 @cache
 def auto_tokenizer():
-    pytest.importorskip("transformers", reason="transformers is not installed (pip install transformers)")
+    pytest.importorskip("transformers", reason="transformers is not installed: pip install -e '.[test]'")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder()))
@@ -80,7 +80,7 @@ def test_auto_tokenizer_counts_as_the_server_does(text):
 @given(messages, st.booleans())
 def test_the_chat_template_renders_as_the_server_does(chat, add_generation_prompt):
     auto = auto_tokenizer()
-    pytest.importorskip("jinja2", reason="transformers' chat templates need jinja2")
+    pytest.importorskip("jinja2", reason="transformers' chat templates need jinja2: pip install -e '.[test]'")
     rendered = auto.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt)
     assert rendered == tokenizer.render_chat(chat, add_generation_prompt)
 
@@ -95,7 +95,7 @@ def test_auto_tokenizer_knows_the_special_tokens_and_vocabulary():
 
 
 def test_a_file_is_not_a_folder(tmp_path):
-    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed")
+    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed: pip install -e '.[tokenizer]'")
     (tmp_path / "f").write_text("x")
     with pytest.raises(ConfigError, match=r"f: is a file, not a folder; allowed: a folder that does not exist"):
         tokenizer_folder.write(tmp_path / "f")
@@ -104,7 +104,7 @@ def test_a_file_is_not_a_folder(tmp_path):
 
 
 def test_a_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
-    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed")
+    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed: pip install -e '.[tokenizer]'")
 
     def refuse(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied")
@@ -119,7 +119,7 @@ def test_a_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
 
 
 def test_an_existing_folder_keeps_its_other_files(tmp_path):
-    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed")
+    pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed: pip install -e '.[tokenizer]'")
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "tokenizer.json").write_text("old")
     tokenizer_folder.write(tmp_path)
