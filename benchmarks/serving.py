@@ -119,7 +119,6 @@ class Streams:
 
     def __init__(self) -> None:
         self.open = self.peak = 0
-        self.events = 0  # server-sent events drained so far
 
     def opened(self) -> None:
         self.open += 1
@@ -156,8 +155,8 @@ class SSEClient:
             streams.opened()
             try:
                 if drain:
-                    async for chunk in self.body():
-                        streams.events += chunk.count(b"data: ")
+                    async for _ in self.body():
+                        pass
                     return {"outcome": "drained"}
                 return await self.read_events(sent, hang_up_after)
             finally:
@@ -396,14 +395,24 @@ async def run_health(n: int = 500, seconds: float = 5.0, output_tokens: int = 40
             with anyio.fail_after(120):  # a hang guard: the streams open in a second or two
                 while streams.open < n:
                     await anyio.sleep(0.01)
-            events, start = streams.events, time.perf_counter()
+            generated, start = await anyio.to_thread.run_sync(generated_tokens, url), time.perf_counter()
             busy = await anyio.to_thread.run_sync(probe_in_child, url, seconds)
-            streamed = (streams.events - events) / (time.perf_counter() - start)
+            streamed = (await anyio.to_thread.run_sync(generated_tokens, url) - generated) / (time.perf_counter() - start)
             still_open = streams.open
             task_group.cancel_scope.cancel()
     return {"streams": n, "stream_interval": stream_interval, "peak_streams": streams.peak, "open_after_probe": still_open,
             "idle": _latency(idle), "busy": _latency(busy), "tokens_per_s": streamed,
             "model_tokens_per_s": modelled_decode_rate(n, seconds, output_tokens)}
+
+
+def generated_tokens(url: str) -> float:
+    """fairbatch_generation_tokens_total over every tenant, from the server's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, text = fetch(url, "/metrics")
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               if family.name == "fairbatch_generation_tokens" for sample in family.samples
+               if sample.name.endswith("_total"))
 
 
 def modelled_decode_rate(n: int, seconds: float, output_tokens: int) -> float:
@@ -434,8 +443,8 @@ def report_health(runs: list[dict]) -> str:
                      f"{cell('max_ms'):8.2f}")
     busy, idle = (_median(runs, lambda r: r[k]["p99_ms"]) for k in ("busy", "idle"))
     streamed, modelled = (_median(runs, lambda r: r[k]) for k in ("tokens_per_s", "model_tokens_per_s"))
-    lines.append(f"tokens streamed while probed: {streamed:,.0f}/s, {streamed / modelled:.0%} of the "
-                 f"{modelled:,.0f}/s the cost model gives the worker")
+    lines.append(f"tokens generated while probed (the server's /metrics): {streamed:,.0f}/s, "
+                 f"{streamed / modelled:.0%} of the {modelled:,.0f}/s the cost model gives the worker")
     lines.append(f"p99 busy / idle: {busy / idle:.1f}x; streams open at the peak "
                  f"{_median(runs, lambda r: r['peak_streams']):.0f}, still open after the probe "
                  f"{_median(runs, lambda r: r['open_after_probe']):.0f}; "
