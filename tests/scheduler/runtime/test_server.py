@@ -21,6 +21,7 @@ from scheduler.runtime.server import _batches, refusal
 
 pytestmark = pytest.mark.anyio
 TOKENS = [synthetic_token(i) for i in range(40)]
+HANG_GUARD_S = 30  # only so that a broken server fails the test instead of hanging it
 
 
 async def test_a_streamed_completion_arrives_token_by_token_with_usage():
@@ -204,7 +205,7 @@ async def test_a_client_that_disconnects_mid_stream_cancels_its_request_and_free
                     if len(received) == 3:
                         break
             assert runtime.scheduler.num_running == 1
-        with anyio.fail_after(5):  # the server notices the closed connection
+        with anyio.fail_after(HANG_GUARD_S):  # the server notices the closed connection
             while runtime.live:
                 await anyio.sleep(0.01)
         used = [worker.pool.used for worker in runtime.scheduler.workers.values()]
@@ -253,7 +254,6 @@ def _sample(registry, name, **labels) -> float:
 
 # ----- hardening: slow and vanishing clients ---------------------------------------------------------
 
-HANG_GUARD_S = 30  # only so that a broken server fails the test instead of hanging it
 
 
 async def _raw(url: str, data: bytes):
