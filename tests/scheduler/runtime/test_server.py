@@ -255,7 +255,6 @@ def _sample(registry, name, **labels) -> float:
 # ----- hardening: slow and vanishing clients ---------------------------------------------------------
 
 
-
 async def _raw(url: str, data: bytes):
     """A raw connection to the server that has sent `data`."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
