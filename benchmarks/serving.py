@@ -382,9 +382,10 @@ class ServerProcess:
         self.dir.cleanup()
 
 
-async def run_health(n: int = 500, seconds: float = 5.0, output_tokens: int = 4000, stream_interval: int = 1) -> dict:
+async def run_health(n: int = 500, seconds: float = 5.0, stream_interval: int = 1,
+                     output_tokens: int = 4000) -> dict:
     """/health on the idle server, then while `n` streams are open (they are hung up after):
-    latencies in seconds, and the streams open."""
+    latencies in seconds, the streams open, and the tokens generated per second meanwhile."""
     with ServerProcess(HOLD + f"stream_interval = {stream_interval}\n") as url:
         idle = await anyio.to_thread.run_sync(probe_in_child, url, min(seconds, 2.0))
         streams = Streams()
@@ -395,13 +396,14 @@ async def run_health(n: int = 500, seconds: float = 5.0, output_tokens: int = 40
             with anyio.fail_after(120):  # a hang guard: the streams open in a second or two
                 while streams.open < n:
                     await anyio.sleep(0.01)
-            generated, start = await anyio.to_thread.run_sync(generated_tokens, url), time.perf_counter()
+            before, start = await anyio.to_thread.run_sync(generated_tokens, url), time.perf_counter()
             busy = await anyio.to_thread.run_sync(probe_in_child, url, seconds)
-            streamed = (await anyio.to_thread.run_sync(generated_tokens, url) - generated) / (time.perf_counter() - start)
+            generated = await anyio.to_thread.run_sync(generated_tokens, url) - before
+            rate = generated / (time.perf_counter() - start)
             still_open = streams.open
             task_group.cancel_scope.cancel()
-    return {"streams": n, "stream_interval": stream_interval, "peak_streams": streams.peak, "open_after_probe": still_open,
-            "idle": _latency(idle), "busy": _latency(busy), "tokens_per_s": streamed,
+    return {"streams": n, "stream_interval": stream_interval, "peak_streams": streams.peak,
+            "open_after_probe": still_open, "idle": _latency(idle), "busy": _latency(busy), "tokens_per_s": rate,
             "model_tokens_per_s": modelled_decode_rate(n, seconds, output_tokens)}
 
 
@@ -480,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.what in ("flood", "all"):
         print(report_flood([flood_figures(anyio.run(run_flood)) for _ in range(args.repeat)]), flush=True)
     if args.what in ("health", "all"):
-        print(report_health([anyio.run(run_health, args.streams, args.seconds, 4000, args.stream_interval) for _ in range(args.repeat)]))
+        runs = [anyio.run(run_health, args.streams, args.seconds, args.stream_interval) for _ in range(args.repeat)]
+        print(report_health(runs))
     return 0
 
 

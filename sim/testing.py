@@ -41,7 +41,8 @@ REJECTED = OUTCOMES.index("rejected")
 
 # ----- strategies -------------------------------------------------------------------------------
 
-ACCEPTS: dict[str, Callable[[Any], bool]] = {  # what each kind's type is (values of it may still be out of range)
+# What each kind's type is (values of it may still be out of range).
+ACCEPTS: dict[str, Callable[[Any], bool]] = {
     NUMBER: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
     INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
     STRING: lambda v: isinstance(v, str),

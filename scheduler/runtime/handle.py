@@ -4,9 +4,10 @@ and the errors a submission or a stream can end with.
 Tokens travel through a bounded buffer of the handle's own (a deque and, while the consumer
 waits, one event: a token costs no pass of the event loop, which a memory object stream's
 checkpoint per item would; with hundreds of streams that is most of the serving process's CPU).
-The worker loop never waits on it: a consumer that falls `stream_buffer` tokens behind (one that stops reading, or never reads) has its
-request cancelled with the reason "slow_consumer", which frees its KV blocks at once; it can still
-read what was buffered, then its iteration raises `RequestCancelled`. Closing the handle (leaving
+The worker loop never waits on it: a consumer that falls `stream_buffer` tokens behind (one that
+stops reading, or never reads) has its request cancelled with the reason "slow_consumer", which
+frees its KV blocks at once; it can still read what was buffered, then its iteration raises
+`RequestCancelled`. Closing the handle (leaving
 `async with`, `aclose()`, a cancelled scope such as a `fail_after` deadline, a client that
 disconnects) cancels the request if it is still running.
 """
