@@ -5,6 +5,7 @@
     fairbatch bench sweep    GRID.toml
     fairbatch bench report   DIR [DIR ...] [--out report.md]
     fairbatch bench results  [--data DIR]          (regenerates benchmarks/RESULTS.md)
+    fairbatch bench validate RUN_DIR [RUN_DIR ...] [--gpu G] [--set cluster.KEY=V] [--plot PNG] [--json PATH]
 
 compare, capacity, sweep and results take --jobs N, --executor process|ray|serial, --out DIR,
 --cache DIR, --fresh and --no-progress. Results go to --out (default results/bench/<command>-<name>):
@@ -67,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--figures", type=Path, help="figures directory (default: beside the report)")
     report.add_argument("--load", type=float, help="load of the over-time figures (default: the highest)")
     report.add_argument("--title", default="Benchmark report")
+    validate = commands.add_parser("validate", help="replay real vLLM runs; predicted against measured latency")
+    validate.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR",
+                          help="a run: config.json, vllm/meta.json, vllm/requests.jsonl.gz")
+    validate.add_argument("--gpu", help="the GPU (default: the one meta.json's hardware.device_name names)")
+    validate.add_argument("--model", help="a model name or config.json (default: RUN_DIR/config.json)")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a [cluster] key (TOML value), e.g. cluster.mbu=0.7")
+    validate.add_argument("--plot", type=Path, help="write the measured and predicted CDFs to this PNG")
+    validate.add_argument("--json", type=Path, help="write the comparison as JSON")
     results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md")
     _run_options(results)
     results.add_argument("--data", type=Path, help="the shared data folder (default: ../shared/data)")
@@ -153,8 +163,26 @@ def run_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_validate(args: argparse.Namespace) -> int:
+    from .validate import validate_runs
+
+    print(validate_runs(args.runs, gpu=args.gpu, model=args.model, cluster=_cluster_overrides(args.overrides),
+                        plot=args.plot, json_path=args.json))
+    return 0
+
+
+def _cluster_overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip().startswith("cluster."):
+            raise ConfigError(f"--set: expected cluster.KEY=VALUE, got {item!r}")
+        out[key.strip().removeprefix("cluster.")] = _value(text.strip())
+    return out
+
+
 COMMANDS = {"compare": run_compare, "capacity": run_capacity, "sweep": run_sweep, "report": run_report,
-            "results": run_results}
+            "results": run_results, "validate": run_validate}
 
 
 def _session(command: str, out: Path, args: argparse.Namespace, total: int) -> Session:

@@ -169,3 +169,21 @@ def capacity_figure(results: Mapping[str, Mapping[str, Any]], path: Path, title:
     ax.tick_params(axis="x", labelrotation=30)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+def validation_figure(runs: Sequence[tuple[str, Mapping[str, Mapping[str, np.ndarray]]]], path: Path) -> Path:
+    """Measured and predicted CDFs of TTFT, TPOT and E2E, a row per run: each run is (title,
+    {"measured": {metric: seconds}, "predicted": {...}, maybe more series})."""
+    metrics = (("ttft", "TTFT (ms)"), ("tpot", "TPOT (ms)"), ("e2e", "E2E (ms)"))
+    fig, axes = _figure(len(runs), len(metrics))
+    for row, (title, series) in enumerate(runs):
+        palette = colours(list(series))
+        for col, (metric, label) in enumerate(metrics):
+            ax = axes[row, col]
+            for name, values in series.items():
+                ms = np.sort(np.asarray(values[metric]) * 1e3)
+                ax.plot(ms, np.arange(1, len(ms) + 1) / len(ms), label=name, color=palette[name])
+            _log_axis(ax, "x")
+            _label(ax, label, "fraction of requests", title)
+        axes[row, 0].legend(fontsize="small")
+    return _save(fig, path)
