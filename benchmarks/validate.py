@@ -1,20 +1,13 @@
-"""`fairbatch bench validate RUN_DIR`: replay a real vLLM run in the simulator and compare latencies.
-
-A run directory has the layout of `real_vllm_runs/<GPU>/<MODEL>` in the shared data: `config.json`
-(the model's Hugging Face config), `vllm/meta.json` (engine arguments, KV cache, hardware) and
-`vllm/requests.jsonl.gz` (per request: `input_toks`, `output_toks`, and `queued_ts`,
-`first_token_ts`, `last_token_ts` on the server's monotonic clock). The simulator replays the
-same arrivals (each `queued_ts` after the first), lengths and engine limits (`max_num_seqs`,
-`max_num_batched_tokens`, `block_size`, the measured number of KV blocks) with one tenant under
-FCFS, vLLM's default, and both sides' TTFT, TPOT and E2E are summarised the same way: TTFT =
-first token - arrival, TPOT = (last token - first token) / (output tokens - 1), E2E = last token -
-arrival. The runs record no time between the first and last token, so a measured ITL has no
-distribution of its own: its mean is TPOT's mean weighted by tokens, and that is what is compared.
+"""`fairbatch bench validate RUN_DIR`: a real vLLM run replayed in the simulator (`sim.realrun`),
+predicted against measured TTFT, TPOT, ITL and E2E: mean, median, p90 and p99, the error of each,
+the per-request MAPE, and the CDFs. TTFT = first token - arrival, TPOT = (last token - first
+token) / (output tokens - 1), E2E = last token - arrival, on both sides. The runs record no time
+between the first and last token, so a measured ITL has no distribution of its own: its mean is
+TPOT's mean weighted by tokens, and that is what is compared.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,131 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.errors import ConfigError
 from sim.cli import check_output
-from sim.cluster import Simulation
-from sim.config import SimConfig, config_from_dict
+from sim.config import SimConfig
+from sim.realrun import RealRun, gpu_of, latencies, load_run, replay, replay_config
 from sim.results import FINISHED
-from sim.workload import Workload
 
-# vLLM's device names as torch reports them (meta.json hardware.device_name) -> fairbatch GPUs.
-DEVICES = {"NVIDIA GeForce RTX 4090": "rtx-4090", "NVIDIA RTX PRO 6000 Blackwell Server Edition": "rtx-pro-6000",
-           "NVIDIA RTX PRO 6000 Blackwell Workstation Edition": "rtx-pro-6000", "NVIDIA H100 80GB HBM3": "h100",
-           "NVIDIA A100-SXM4-80GB": "a100-80gb", "NVIDIA H200": "h200", "NVIDIA L40S": "l40s"}
+from .tables import md_table
+
 STATS = ("mean", "median", "p90", "p99")
 METRICS = ("ttft", "tpot", "itl", "e2e")
-REQUEST_KEYS = ("input_toks", "output_toks", "queued_ts", "first_token_ts", "last_token_ts")
-
-
-@dataclass(frozen=True, slots=True)
-class RealRun:
-    """A real run's settings and its per-request measurements (seconds, by arrival)."""
-
-    path: Path
-    meta: Mapping[str, Any]
-    arrival_s: np.ndarray
-    prompt_tokens: np.ndarray
-    output_tokens: np.ndarray
-    first_token_s: np.ndarray
-    last_token_s: np.ndarray
-
-    def engine(self, key: str, default: Any = None) -> Any:
-        return (self.meta.get("engine_kwargs") or {}).get(key, default)
-
-    def kv_cache(self, key: str, default: Any = None) -> Any:
-        return (self.meta.get("kv_cache") or {}).get(key, default)
-
-
-# ----- reading a run ----------------------------------------------------------------------------
-
-
-def load_run(path: str | Path) -> RealRun:
-    """The run in `path` (the folder holding config.json and vllm/, or vllm/ itself)."""
-    path = Path(path)
-    vllm = path if (path / "meta.json").exists() else path / "vllm"
-    meta = _read_json(vllm / "meta.json")
-    rows = _read_requests(vllm / "requests.jsonl.gz")
-    columns = {key: np.array([row[key] for row in rows], dtype=float) for key in REQUEST_KEYS}
-    order = np.argsort(columns["queued_ts"], kind="stable")
-    start = columns["queued_ts"][order[0]]
-    return RealRun(vllm.parent if vllm.name == "vllm" else vllm, meta, columns["queued_ts"][order] - start,
-                   columns["input_toks"][order].astype(np.int64), columns["output_toks"][order].astype(np.int64),
-                   columns["first_token_ts"][order] - start, columns["last_token_ts"][order] - start)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found; allowed: a run directory with vllm/meta.json and "
-                          "vllm/requests.jsonl.gz") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read it as JSON: {err}") from None
-
-
-def _read_requests(path: Path) -> list[dict]:
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as lines:
-            rows = [json.loads(line) for line in lines if line.strip()]
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found; allowed: a run directory with vllm/meta.json and "
-                          "vllm/requests.jsonl.gz") from None
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read it as gzipped JSON lines: {err}") from None
-    if not rows:
-        raise ConfigError(f"{path}: holds no requests")
-    for i, row in enumerate(rows, 1):
-        missing = [key for key in REQUEST_KEYS if not isinstance(row.get(key), (int, float))]
-        if missing:
-            raise ConfigError(f"{path}:{i}: {', '.join(missing)}: missing or not a number; allowed: a number")
-    return rows
-
-
-# ----- replaying it -----------------------------------------------------------------------------
-
-
-def gpu_of(run: RealRun, gpu: str | None = None) -> str:
-    """The fairbatch GPU: `gpu` if given, else the one meta.json's hardware.device_name names."""
-    if gpu is not None:
-        return gpu
-    device = (run.meta.get("hardware") or {}).get("device_name")
-    if device in DEVICES:
-        return DEVICES[device]
-    raise ConfigError(f"{run.path / 'vllm' / 'meta.json'}: hardware.device_name: "
-                      f"{'missing' if device is None else repr(device) + ' is not a known device'}; "
-                      f"allowed: {', '.join(sorted(DEVICES))}, or name the GPU with --gpu")
-
-
-def replay_config(run: RealRun, gpu: str, model: str, cluster: Mapping[str, Any] | None = None) -> SimConfig:
-    """The simulator's config for a run: its engine limits on one worker of `gpu` serving `model`."""
-    scheduler = {"policy": "fcfs", "max_seqs": int(run.engine("max_num_seqs", 256)),
-                 "max_batched_tokens": int(run.engine("max_num_batched_tokens", 2048)),
-                 "block_size": int(run.kv_cache("block_size", 16))}
-    table = {"seed": 0, "requests": len(run.arrival_s),
-             "cluster": {"workers": 1, "gpu": gpu, "model": model,
-                         "tensor_parallel": int(run.engine("tensor_parallel_size", 1)), **(cluster or {})},
-             "scheduler": scheduler,
-             "tenants": [{"name": "run", "rate": 1.0, "prompt_tokens": 1, "output_tokens": 1}]}
-    return config_from_dict(table)
-
-
-def replay(run: RealRun, config: SimConfig) -> np.ndarray:
-    """The simulated per-request records of the run's requests, in the run's order."""
-    n = len(run.arrival_s)
-    workload = Workload(config.tenants, run.arrival_s.copy(), np.zeros(n, dtype=np.int32), run.prompt_tokens.copy(),
-                        run.output_tokens.copy(), run.output_tokens.copy())
-    records = Simulation(config, workload).run().records
-    return records[np.argsort(records["id"], kind="stable")]
 
 
 # ----- comparing --------------------------------------------------------------------------------
-
-
-def latencies(arrival, first, last, output) -> dict[str, np.ndarray]:
-    """Per-request TTFT, TPOT (requests of 2+ tokens) and E2E in seconds, and ITL weights."""
-    multi = output > 1
-    tpot = (last - first)[multi] / (output[multi] - 1)
-    return {"ttft": first - arrival, "tpot": tpot, "e2e": last - arrival, "tpot_weight": output[multi] - 1}
 
 
 def stats(values: np.ndarray) -> dict[str, float]:
@@ -235,3 +115,37 @@ def validate_runs(paths, gpu: str | None = None, model: str | None = None,
         validation_figure([(f"{v.config.cluster.gpu}", {"measured": v.measured, "predicted": v.predicted})
                            for v in validations], plot)
     return "\n\n".join(report(s) for s in summaries)
+
+
+# ----- the RESULTS.md section -------------------------------------------------------------------
+
+# The real runs (real_vllm_runs/<GPU>/<MODEL>) and their GPUs: the RTX PRO 6000 run's meta.json
+# does not name its device.
+RUNS = (("RTX4090/Llama-3.1-8B", "rtx-4090"), ("RTXPRO6000/Llama-3.1-8B", "rtx-pro-6000"))
+
+
+def validation_markdown(data: Path, figure: Path, shown_figure: str) -> str:
+    """RESULTS.md's validation section: each real run replayed by the plain roofline, predicted
+    against measured, and the CDFs in `figure` (linked as `shown_figure`)."""
+    validations = [validate(data / "real_vllm_runs" / run, gpu=gpu) for run, gpu in RUNS]
+    from .plots import validation_figure
+
+    validation_figure([(v.config.cluster.gpu, {"measured": v.measured, "predicted": v.predicted})
+                       for v in validations], figure)
+    blocks = ["## Validation against real vLLM runs",
+              "Two runs of vLLM 0.19.0 serving Llama-3.1-8B (LLMServingSim's, MIT; Cho et al.) replayed with "
+              "`fairbatch bench validate`: the same 300 ShareGPT arrivals at 10 req/s, lengths and engine limits, "
+              "the cost model's plain roofline (no calibration). Errors are predicted / measured - 1."]
+    for v in validations:
+        s = v.summary()
+        rows = [[metric.upper(), stat, f"{row['measured'][stat] * 1e3:,.1f}", f"{row['predicted'][stat] * 1e3:,.1f}",
+                 f"{row['error'][stat]:+.1%}"] for metric in METRICS
+                for row in [s["metrics"][metric]] for stat in row["measured"]]
+        mape = ", ".join(f"{m.upper()} {s['metrics'][m]['mape']:.1%}" for m in ("ttft", "tpot", "e2e"))
+        blocks.append(f"### {s['gpu']}: {s['compared']} requests, KV blocks {s['kv_blocks']:,} "
+                      f"(vLLM measured {s['measured_kv_blocks'] or 'not recorded'})\n\n"
+                      + md_table(["metric", "stat", "measured ms", "predicted ms", "error"], rows)
+                      + f"\n\nPer-request MAPE: {mape}.")
+    blocks.append(f"![measured and predicted CDFs]({shown_figure})")
+    return "\n\n".join(blocks)
+

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from benchmarks.cli import main
-from benchmarks.validate import gpu_of, latencies, load_run, report, validate
+from benchmarks.validate import report, validate
+from sim.realrun import gpu_of, latencies, load_run
 
 REAL_RUNS = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_vllm_runs"
 META = {"model": "meta-llama/Llama-3.1-8B",

@@ -1,0 +1,142 @@
+"""Real vLLM runs: reading a run's directory and replaying it in the simulator.
+
+A run directory has the layout of `real_vllm_runs/<GPU>/<MODEL>` in the shared data: `config.json`
+(the model's Hugging Face config), `vllm/meta.json` (engine arguments, KV cache, hardware) and
+`vllm/requests.jsonl.gz` (per request: `input_toks`, `output_toks`, and `queued_ts`,
+`first_token_ts`, `last_token_ts` on the server's monotonic clock). A replay runs the same
+arrivals (each `queued_ts` after the first), lengths and engine limits (`max_num_seqs`,
+`max_num_batched_tokens`, `block_size`) with one tenant under FCFS, vLLM's default.
+`latencies` gives both sides' per-request TTFT, TPOT and E2E the same way. `benchmarks.validate`
+compares them; `sim.calibrate` fits the cost model to them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scheduler.errors import ConfigError
+
+from .cluster import Simulation
+from .config import SimConfig, config_from_dict
+from .workload import Workload
+
+# vLLM's device names as torch reports them (meta.json hardware.device_name) -> fairbatch GPUs.
+DEVICES = {"NVIDIA GeForce RTX 4090": "rtx-4090", "NVIDIA RTX PRO 6000 Blackwell Server Edition": "rtx-pro-6000",
+           "NVIDIA RTX PRO 6000 Blackwell Workstation Edition": "rtx-pro-6000", "NVIDIA H100 80GB HBM3": "h100",
+           "NVIDIA A100-SXM4-80GB": "a100-80gb", "NVIDIA H200": "h200", "NVIDIA L40S": "l40s"}
+REQUEST_KEYS = ("input_toks", "output_toks", "queued_ts", "first_token_ts", "last_token_ts")
+
+
+@dataclass(frozen=True, slots=True)
+class RealRun:
+    """A real run's settings and its per-request measurements (seconds, by arrival)."""
+
+    path: Path
+    meta: Mapping[str, Any]
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    first_token_s: np.ndarray
+    last_token_s: np.ndarray
+
+    def engine(self, key: str, default: Any = None) -> Any:
+        return (self.meta.get("engine_kwargs") or {}).get(key, default)
+
+    def kv_cache(self, key: str, default: Any = None) -> Any:
+        return (self.meta.get("kv_cache") or {}).get(key, default)
+
+
+# ----- reading a run ----------------------------------------------------------------------------
+
+
+def load_run(path: str | Path) -> RealRun:
+    """The run in `path` (the folder holding config.json and vllm/, or vllm/ itself)."""
+    path = Path(path)
+    vllm = path if (path / "meta.json").exists() else path / "vllm"
+    meta = _read_json(vllm / "meta.json")
+    rows = _read_requests(vllm / "requests.jsonl.gz")
+    columns = {key: np.array([row[key] for row in rows], dtype=float) for key in REQUEST_KEYS}
+    order = np.argsort(columns["queued_ts"], kind="stable")
+    start = columns["queued_ts"][order[0]]
+    return RealRun(vllm.parent if vllm.name == "vllm" else vllm, meta, columns["queued_ts"][order] - start,
+                   columns["input_toks"][order].astype(np.int64), columns["output_toks"][order].astype(np.int64),
+                   columns["first_token_ts"][order] - start, columns["last_token_ts"][order] - start)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; allowed: a run directory with vllm/meta.json and "
+                          "vllm/requests.jsonl.gz") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read it as JSON: {err}") from None
+
+
+def _read_requests(path: Path) -> list[dict]:
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as lines:
+            rows = [json.loads(line) for line in lines if line.strip()]
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; allowed: a run directory with vllm/meta.json and "
+                          "vllm/requests.jsonl.gz") from None
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read it as gzipped JSON lines: {err}") from None
+    if not rows:
+        raise ConfigError(f"{path}: holds no requests")
+    for i, row in enumerate(rows, 1):
+        missing = [key for key in REQUEST_KEYS if not isinstance(row.get(key), (int, float))]
+        if missing:
+            raise ConfigError(f"{path}:{i}: {', '.join(missing)}: missing or not a number; allowed: a number")
+    return rows
+
+
+# ----- replaying it -----------------------------------------------------------------------------
+
+
+def gpu_of(run: RealRun, gpu: str | None = None) -> str:
+    """The fairbatch GPU: `gpu` if given, else the one meta.json's hardware.device_name names."""
+    if gpu is not None:
+        return gpu
+    device = (run.meta.get("hardware") or {}).get("device_name")
+    if device in DEVICES:
+        return DEVICES[device]
+    raise ConfigError(f"{run.path / 'vllm' / 'meta.json'}: hardware.device_name: "
+                      f"{'missing' if device is None else repr(device) + ' is not a known device'}; "
+                      f"allowed: {', '.join(sorted(DEVICES))}, or name the GPU with --gpu")
+
+
+def replay_config(run: RealRun, gpu: str, model: str, cluster: Mapping[str, Any] | None = None) -> SimConfig:
+    """The simulator's config for a run: its engine limits on one worker of `gpu` serving `model`."""
+    scheduler = {"policy": "fcfs", "max_seqs": int(run.engine("max_num_seqs", 256)),
+                 "max_batched_tokens": int(run.engine("max_num_batched_tokens", 2048)),
+                 "block_size": int(run.kv_cache("block_size", 16))}
+    table = {"seed": 0, "requests": len(run.arrival_s),
+             "cluster": {"workers": 1, "gpu": gpu, "model": model,
+                         "tensor_parallel": int(run.engine("tensor_parallel_size", 1)), **(cluster or {})},
+             "scheduler": scheduler,
+             "tenants": [{"name": "run", "rate": 1.0, "prompt_tokens": 1, "output_tokens": 1}]}
+    return config_from_dict(table)
+
+
+def replay(run: RealRun, config: SimConfig) -> np.ndarray:
+    """The simulated per-request records of the run's requests, in the run's order."""
+    n = len(run.arrival_s)
+    workload = Workload(config.tenants, run.arrival_s.copy(), np.zeros(n, dtype=np.int32), run.prompt_tokens.copy(),
+                        run.output_tokens.copy(), run.output_tokens.copy())
+    records = Simulation(config, workload).run().records
+    return records[np.argsort(records["id"], kind="stable")]
+
+
+def latencies(arrival, first, last, output) -> dict[str, np.ndarray]:
+    """Per-request TTFT, TPOT (requests of 2+ tokens) and E2E in seconds, and ITL weights."""
+    multi = output > 1
+    tpot = (last - first)[multi] / (output[multi] - 1)
+    return {"ttft": first - arrival, "tpot": tpot, "e2e": last - arrival, "tpot_weight": output[multi] - 1}
