@@ -27,8 +27,8 @@ from .config import SimConfig, check_runnable
 from .costmodel import RooflineCostModel
 from scheduler.kv import DecodeGrowth
 from .engine import EventLoop
-from .results import REASONS, RECORD_DTYPE, RunData, TenantInfo, Timeline, WeightedSamples, WorkerStats
-from .workload import Workload, generate
+from .results import REASONS, RECORD_DTYPE, RunData, StageInfo, TenantInfo, Timeline, WeightedSamples, WorkerStats
+from .workload import Workload, generate, stage_windows
 
 FINISHED, REJECTED, UNFINISHED = 0, 1, 3
 
@@ -370,6 +370,7 @@ class Simulation:
             workers=tuple(worker.stats() for worker in self.workers),
             timeline=timeline,
             service_weights=tuple(self.scheduler.config.service_weights),
+            stages=tuple(StageInfo(*window) for window in stage_windows(specs, self.config.load)),
         )
 
 

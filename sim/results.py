@@ -1,8 +1,9 @@
 """Results of a simulated run: what the simulator hands over and the metrics computed from it.
 
-Owns the output contract (RECORD_DTYPE, TenantInfo, WorkerStats, Timeline, RunData), summarize()
-which turns one run into a JSON-ready dict (latency and throughput with vLLM benchmark_serving
-definitions, goodput, per-tenant service, fairness, utilisation), format_report() for a terminal,
+Owns the output contract (RECORD_DTYPE, TenantInfo, StageInfo, WorkerStats, Timeline, RunData),
+summarize() which turns one run into a JSON-ready dict (latency and throughput with vLLM
+benchmark_serving definitions, goodput, per-tenant service, fairness, utilisation, and per stage of
+a staged load), format_report() for a terminal,
 the statistics helpers weighted_percentile(), jain_index() and max_service_gap(), and
 finite_or_none(), which keeps NaN out of every result.
 """
@@ -54,6 +55,16 @@ class TenantInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class StageInfo:
+    """One stage of a staged load: [start_s, end_s) and the rate offered in it (requests/s, the
+    staged tenants' stage rates times load)."""
+
+    start_s: float
+    end_s: float
+    rate: float
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerStats:
     busy_s: float
     steps: int
@@ -95,6 +106,7 @@ class RunData:
     workers: tuple[WorkerStats, ...]
     timeline: Timeline
     service_weights: tuple[float, float] = (1.0, 2.0)
+    stages: tuple[StageInfo, ...] = ()  # empty unless tenants have stages
 
     def __post_init__(self) -> None:
         if self.records.dtype != RECORD_DTYPE:
@@ -277,7 +289,8 @@ def _pair_gaps(w_f, bl_f, w_g, bl_g) -> np.ndarray:
 def summarize(data: RunData) -> dict:
     """Metrics of one run as a dict of plain Python values (json.dumps(..., allow_nan=False) works).
 
-    {"summary": {...}, "tenants": {name: {...}}, "fairness": {...}, "workers": [{...}, ...]}.
+    {"summary": {...}, "tenants": {name: {...}}, "fairness": {...}, "workers": [{...}, ...]}, and
+    "stages": [{...}, ...] when the run has stages (the requests of every tenant that arrive in each).
     Latencies are in ms; a statistic over an empty set is None.
     """
     recs, dur = data.records, float(data.duration_s)
@@ -289,12 +302,15 @@ def summarize(data: RunData) -> dict:
     summary = _order_latencies(summary)
     summary |= _utilisation(data.workers, dur)
     tenants = _tenant_metrics(data, slo_ttft, slo_tpot)
-    return finite_or_none({
+    result = {
         "summary": summary,
         "tenants": tenants,
         "fairness": _fairness(data, tenants),
         "workers": [_worker_metrics(w, dur) for w in data.workers],
-    })
+    }
+    if data.stages:
+        result["stages"] = _stage_metrics(data, slo_ttft, slo_tpot)
+    return finite_or_none(result)
 
 
 def finite_or_none(value):
@@ -424,6 +440,26 @@ def _tenant_metrics(data: RunData, slo_ttft: np.ndarray, slo_tpot: np.ndarray) -
     return rows
 
 
+# What each stage row keeps of _request_metrics, after its span, rates and submitted count.
+STAGE_KEYS = ("completed", "rejected", "unfinished", "request_throughput", "output_throughput", "slo_attainment",
+              *(f"{s}_{n}_ms" for n in ("ttft", "tpot", "e2el") for s in ("mean", *(p for p, _ in PERCENTILES))))
+
+
+def _stage_metrics(data: RunData, slo_ttft: np.ndarray, slo_tpot: np.ndarray) -> list[dict]:
+    """One row per stage over the requests (of every tenant) arriving in it; throughputs are per
+    second of the stage, whenever the requests finish."""
+    arrival = data.records["arrival"]
+    rows = []
+    for k, stage in enumerate(data.stages):
+        recs = data.records[(arrival >= stage.start_s) & (arrival < stage.end_s)]
+        span = stage.end_s - stage.start_s
+        metrics = _request_metrics(recs, span, slo_ttft, slo_tpot)
+        rows.append({"stage": k, "start_s": float(stage.start_s), "end_s": float(stage.end_s),
+                     "rate": float(stage.rate), "submitted": int(recs.size), "offered_rate": _rate(recs.size, span),
+                     **{key: metrics[key] for key in STAGE_KEYS}})
+    return rows
+
+
 def _fairness(data: RunData, tenants: dict[str, dict]) -> dict:
     active = [row["normalised_service"] for row in tenants.values() if row["submitted"] > 0]
     gap = max_service_gap(data.timeline)
@@ -469,6 +505,8 @@ def format_report(result: dict, title: str | None = None, *, max_tenants: int = 
     blocks = [_summary_block(result["summary"]), _latency_table(result["summary"])]
     if result["tenants"]:
         blocks.append(_tenant_table(result["tenants"], max_tenants))
+    if result.get("stages"):
+        blocks.append(_stage_table(result["stages"], max_tenants))
     blocks.append(_fairness_line(result["fairness"]) + "\n" + _utilisation_line(result["summary"]))
     text = "\n\n".join(blocks)
     if title:
@@ -522,6 +560,25 @@ def _tenant_table(tenants: dict[str, dict], max_tenants: int) -> str:
         rows.append(f"{label:<{width}}" + "".join(f"{c:>{w + 1}}" for c, (_, w) in zip(cells, _TENANT_COLS)))
     if len(names) < len(tenants):
         rows.append(f"... {len(tenants) - len(names)} more tenants not shown")
+    return "\n".join(rows)
+
+
+_STAGE_COLS = (("stage", 5), ("start s", 8), ("end s", 8), ("rate", 7), ("offered", 8), ("done", 7), ("rej", 6),
+               ("req/s", 7), ("p50 TTFT", 8), ("p99 TTFT", 8), ("p50 TPOT", 8), ("p99 TPOT", 8), ("p99 E2E", 9))
+
+
+def _stage_table(stages: list[dict], max_rows: int) -> str:
+    """Stage rows in order; past max_rows, the first ones and a count of the rest."""
+    head = "".join(f"{c:>{w + 1}}" for c, w in _STAGE_COLS)[1:]
+    rows = [head, "-" * len(head)]
+    for s in stages[:max_rows]:
+        cells = (_num(s["stage"]), _num(s["start_s"], 1), _num(s["end_s"], 1), _num(s["rate"], 2),
+                 _num(s["offered_rate"], 2), _num(s["completed"]), _num(s["rejected"]),
+                 _num(s["request_throughput"], 2), _ms(s["median_ttft_ms"]), _ms(s["p99_ttft_ms"]),
+                 _ms(s["median_tpot_ms"]), _ms(s["p99_tpot_ms"]), _ms(s["p99_e2el_ms"]))
+        rows.append("".join(f"{c:>{w + 1}}" for c, (_, w) in zip(cells, _STAGE_COLS))[1:])
+    if len(stages) > max_rows:
+        rows.append(f"... {len(stages) - max_rows} more stages not shown")
     return "\n".join(rows)
 
 

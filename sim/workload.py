@@ -40,9 +40,11 @@ __all__ = [
     "LENGTH_SCHEMA",
     "MAX_REQUESTS",
     "MAX_SECONDS",
+    "MAX_STAGES",
     "MAX_TOKENS",
     "RATE_LIMIT_SCHEMA",
     "SLO_SCHEMA",
+    "STAGE_SCHEMA",
     "TENANT_KEYS",
     "TENANT_SCHEMA",
     "LengthDist",
@@ -53,6 +55,7 @@ __all__ = [
     "check_quota_admits",
     "generate",
     "read_trace",
+    "stage_windows",
 ]
 
 LENGTH_KINDS = ("fixed", "uniform", "lognormal", "empirical")
@@ -89,6 +92,7 @@ MAX_RATE = 1e6  # requests per second of one tenant
 RATE_LIMIT = (1e-6, 1e12)  # a token bucket's rate (per second) or burst
 MAX_CV = 100.0  # coefficient of variation of gamma arrival gaps (1 is Poisson)
 PRIORITIES = (-(2**31), 2**31 - 1)
+MAX_STAGES = 1000  # stages of one tenant's staged load
 
 # The kinds of value a key takes, as error messages and the schema tables name them.
 NUMBER, INTEGER, STRING, BOOLEAN, TABLE, LIST, LENGTH = (
@@ -366,9 +370,10 @@ TENANT_SCHEMA = {
     "name": STRING, "weight": NUMBER, "priority": INTEGER, "rate": NUMBER, "arrival": STRING, "cv": NUMBER,
     "on_s": NUMBER, "off_s": NUMBER, "prompt_tokens": LENGTH, "output_tokens": LENGTH, "max_new_tokens": INTEGER,
     "slo": TABLE, "trace": STRING, "share": NUMBER, "rate_limit": TABLE, "max_queued": INTEGER,
-    "max_queued_tokens": INTEGER,
+    "max_queued_tokens": INTEGER, "stages": LIST,
 }
 TENANT_KEYS = tuple(TENANT_SCHEMA)
+STAGE_SCHEMA = {"rate": NUMBER, "duration_s": NUMBER}  # the keys of each table in a tenant's `stages`
 SLO_SCHEMA = {"ttft_ms": NUMBER, "tpot_ms": NUMBER}
 RATE_LIMIT_SCHEMA = {"requests_per_s": NUMBER, "request_burst": NUMBER, "tokens_per_s": NUMBER, "token_burst": NUMBER}
 _RATE_LIMIT_KEYS = tuple(RATE_LIMIT_SCHEMA)
@@ -390,6 +395,10 @@ class TenantSpec:
     With a length-only trace (Vidur), arrivals come from `arrival` at `rate` (required) and each
     request's lengths are a random row of the trace. `share` only matters when several tenants name
     the same timestamped trace: each row goes to one of them with probability share / sum(shares).
+
+    `stages` ((rate, duration_s) pairs) replaces `rate` with staged load: `arrival` at each stage's
+    rate for its duration, stage after stage from time 0; the tenant sends for the sum of the
+    durations, whatever the run's `duration_s` (which then spans only the tenants without stages).
     """
 
     name: str
@@ -408,6 +417,7 @@ class TenantSpec:
     quota: Quota = Quota()  # admission limits: rate_limit = {...}, max_queued, max_queued_tokens
     trace: str | None = None
     share: float = 1.0
+    stages: tuple[tuple[float, float], ...] | None = None
 
     @classmethod
     def from_config(cls, table: Mapping, index: int, base_dir: Path | None = None) -> TenantSpec:
@@ -448,19 +458,66 @@ class TenantSpec:
         for key, value in (("ttft_ms", self.slo_ttft_ms), ("tpot_ms", self.slo_tpot_ms)):
             if value is not None:
                 _slo_ms(value, f"{where}.slo.{key}")
+        if self.stages is not None:
+            _check_stages(self.stages, f"{where}.stages")
 
     def _check_sources(self, where: str) -> None:
         """Arrivals and lengths must come from somewhere: the trace or rate + dists."""
         trace = _trace_at(self.trace, f"{where}.trace") if self.trace is not None else None
+        if self.stages is not None:
+            _check_stage_sources(self, trace, f"{where}.stages")
         if trace is not None and trace.arrival_s is not None:
             return
-        if self.rate is None:
+        if self.rate is None and self.stages is None:
             why = "with a length-only trace" if trace is not None else "unless a trace with timestamps gives arrivals"
             raise ConfigError(f"{where}.rate: required {why}")
         if trace is None:
             for key, dist in (("prompt_tokens", self.prompt), ("output_tokens", self.output)):
                 if not isinstance(dist, LengthDist):
                     raise ConfigError(f"{where}.{key}: required without a trace (an integer or a dist table)")
+
+
+def _stages(value, key: str) -> tuple[tuple[float, float], ...]:
+    """A `stages` list: 1 to MAX_STAGES tables, each with rate (per second) and duration_s."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_STAGES:
+        raise ConfigError(f"{key}: must be a list of 1 to {MAX_STAGES:,} tables {{ rate, duration_s }}, "
+                          f"got {_shown(value)}")
+    out = []
+    for k, stage in enumerate(value):
+        where = f"{key}[{k}]"
+        if not isinstance(stage, Mapping):
+            raise ConfigError(f"{where}: must be a table {{ rate, duration_s }}, got {_shown(stage)}")
+        _check_keys(stage, tuple(STAGE_SCHEMA), where)
+        rate = _require(stage, "rate", where, f"requests per second in [0, {_bound(MAX_RATE)}]")
+        duration = _require(stage, "duration_s", where, f"seconds in (0, {_bound(MAX_SECONDS)}]")
+        out.append((_in_range(rate, f"{where}.rate", 0, MAX_RATE), _seconds(duration, f"{where}.duration_s")))
+    return tuple(out)
+
+
+def _check_stages(stages, key: str) -> None:
+    """The ranges of (rate, duration_s) pairs, as TenantSpec holds them, and their total span."""
+    if not isinstance(stages, tuple) or not 1 <= len(stages) <= MAX_STAGES:
+        raise ConfigError(f"{key}: must be a tuple of 1 to {MAX_STAGES:,} (rate, duration_s) pairs, "
+                          f"got {_shown(stages)}")
+    for k, stage in enumerate(stages):
+        if not isinstance(stage, tuple) or len(stage) != 2:
+            raise ConfigError(f"{key}[{k}]: must be a (rate, duration_s) pair, got {_shown(stage)}")
+        _in_range(stage[0], f"{key}[{k}].rate", 0, MAX_RATE)
+        _seconds(stage[1], f"{key}[{k}].duration_s")
+    span = sum(duration for _, duration in stages)
+    if span > MAX_SECONDS:
+        raise ConfigError(f"{key}: the stages last {span:g} s in all; allowed: at most {MAX_SECONDS:,} s (a year)")
+
+
+def _check_stage_sources(spec: TenantSpec, trace: Trace | None, key: str) -> None:
+    """Stages set the arrival rate over time; what else would set it contradicts them."""
+    if spec.rate is not None:
+        raise ConfigError(f"{key}: give rate or stages, not both (each stage has its own rate)")
+    if trace is not None and trace.arrival_s is not None:
+        raise ConfigError(f"{key}: not allowed with a trace that has timestamps (the trace gives the arrivals)")
+    if spec.arrival == "onoff":
+        raise ConfigError(f"{key}: not allowed with arrival = \"onoff\" (the stages already shape the load "
+                          "over time); allowed arrivals: poisson, gamma, constant")
 
 
 def _tenant_number(value, key: str, where: str):
@@ -489,6 +546,8 @@ def _tenant_fields(table: Mapping, where: str, base_dir: Path | None) -> dict:
             out[key] = _tenant_number(table[key], key, where)
     if "arrival" in table:
         out["arrival"] = table["arrival"]
+    if "stages" in table:
+        out["stages"] = _stages(table["stages"], f"{where}.stages")
     for key, attr in (("prompt_tokens", "prompt"), ("output_tokens", "output")):
         if key in table:
             out[attr] = LengthDist.from_config(table[key], f"{where}.{key}", base_dir)
@@ -873,7 +932,8 @@ def generate(
     then generation order).
 
     Give exactly one of `duration_s` (arrivals in [0, duration_s)) or `requests` (the first N
-    arrivals over all tenants). `load` multiplies every rate and divides trace timestamps. Traces are
+    arrivals over all tenants); a tenant with stages sends for its stages' span instead, and only
+    with `duration_s`. `load` multiplies every rate and divides trace timestamps. Traces are
     replayed once, not looped. Tenants are processed in order and each draws arrivals, then prompt
     lengths, then output lengths, so a seed fixes the result.
     """
@@ -917,6 +977,7 @@ def _check_generate(tenants: tuple, duration_s, requests, load) -> tuple[float, 
         if spec.name in seen:
             raise ConfigError(f"tenants[{i}].name: duplicate {spec.name!r} (also tenants[{seen[spec.name]}])")
         seen[spec.name] = i
+    _check_stage_windows(tenants, requests)
     if requests is not None:
         return math.inf, _in_range(requests, "requests", 1, MAX_REQUESTS, integer=True)
     horizon = _seconds(duration_s, "duration_s")
@@ -924,10 +985,41 @@ def _check_generate(tenants: tuple, duration_s, requests, load) -> tuple[float, 
     return horizon, None
 
 
+def _check_stage_windows(tenants: tuple, requests) -> None:
+    """Stages need a duration_s run, and tenants with stages share the stage boundaries, so that
+    stage k is one span of time in the results."""
+    staged = [i for i, spec in enumerate(tenants) if spec.stages is not None]
+    if staged and requests is not None:
+        raise ConfigError(f"tenants[{staged[0]}].stages: not allowed with requests (stages set how long the "
+                          f"load lasts); allowed: duration_s, or no stages (tenant {tenants[staged[0]].name!r})")
+    for i in staged[1:]:
+        durations = [d for _, d in tenants[i].stages]
+        if durations != [d for _, d in tenants[staged[0]].stages]:
+            raise ConfigError(
+                f"tenants[{i}].stages: the stages' durations must be those of tenants[{staged[0]}].stages "
+                f"({', '.join(f'{d:g}' for _, d in tenants[staged[0]].stages)[:200]} s), so that each stage "
+                f"is one span of time for every tenant; got {', '.join(f'{d:g}' for d in durations)[:200]} s "
+                f"(tenant {tenants[i].name!r})")
+
+
+def stage_windows(tenants: Sequence[TenantSpec], load: float = 1.0) -> tuple[tuple[float, float, float], ...]:
+    """(start_s, end_s, rate) of each stage: the boundaries the staged tenants share and the sum of
+    their stage rates times `load`; () when no tenant has stages."""
+    staged = [spec.stages for spec in tenants if spec.stages is not None]
+    if not staged:
+        return ()
+    ends = np.cumsum([d for _, d in staged[0]]).tolist()
+    starts = [0.0, *ends[:-1]]
+    rates = [sum(stages[k][0] for stages in staged) * load for k in range(len(ends))]
+    return tuple(zip(starts, ends, rates))
+
+
 def _check_expected(tenants: tuple, horizon: float, load: float) -> None:
     expected = 0.0
     for spec in tenants:
-        if _has_timestamps(spec):
+        if spec.stages is not None:
+            expected += sum(rate * load * duration for rate, duration in spec.stages)
+        elif _has_timestamps(spec):
             expected += len(read_trace(spec.trace))
         else:
             expected += spec.rate * load * _on_time(spec, horizon)
@@ -954,7 +1046,10 @@ def _on_time(spec: TenantSpec, horizon: float) -> float:
 def _tenant_part(index, spec, tenants, rng, horizon, load, splits) -> _Part:
     if _has_timestamps(spec):
         return _replay(index, spec, tenants, rng, horizon, load, splits)
-    arrival = _arrivals(spec, rng, spec.rate * load, horizon)
+    if spec.stages is not None:
+        arrival = _staged_arrivals(spec, rng, load)
+    else:
+        arrival = _arrivals(spec, rng, spec.rate * load, horizon)
     n = len(arrival)
     if spec.trace is not None:  # length-only trace: random rows keep each row's prompt/output pair
         trace = read_trace(spec.trace)
@@ -999,6 +1094,23 @@ def _arrivals(spec: TenantSpec, rng, rate: float, horizon: float) -> np.ndarray:
     else:
         times = _renewal(rng, _exponential(rate), horizon, rate)
     return times[times < horizon]
+
+
+def _staged_arrivals(spec: TenantSpec, rng, load: float) -> np.ndarray:
+    """Arrivals of a tenant with stages: the tenant's arrival process at each stage's rate, started
+    afresh at the stage's start; constant arrivals begin at the start, so a stage of rate r and
+    duration d holds exactly ceil(r * d) of them."""
+    pieces, start = [], 0.0
+    for rate, duration in spec.stages:
+        rate = rate * load
+        if spec.arrival == "constant" and rate > 0:
+            times = np.arange(math.ceil(duration * rate) + 1, dtype=np.float64) / rate
+            times = times[times < duration]
+        else:
+            times = _arrivals(spec, rng, rate, duration)
+        pieces.append(start + times)
+        start += duration
+    return np.concatenate(pieces)
 
 
 def _exponential(rate: float):

@@ -24,9 +24,9 @@ from hypothesis import given, settings
 import sim.cli
 from scheduler.policies import POLICIES, parameters
 from sim.cli import main
-from sim.config import CLUSTER_SCHEMA, SCHEDULER_SCHEMA, TOP_SCHEMA
+from sim.config import CLUSTER_SCHEMA, GPU_SPEC_SCHEMA, SCHEDULER_SCHEMA, TOP_SCHEMA
 from sim.testing import ACCEPTS, wrong_values
-from sim.workload import LENGTH_SCHEMA, NUMBER, RATE_LIMIT_SCHEMA, SLO_SCHEMA, STRING, TENANT_SCHEMA
+from sim.workload import LENGTH_SCHEMA, NUMBER, RATE_LIMIT_SCHEMA, SLO_SCHEMA, STAGE_SCHEMA, STRING, TENANT_SCHEMA
 
 # Small and quick: a bad value that slipped through would run (and fail the test) in well under a second.
 BASE = {
@@ -169,6 +169,22 @@ def with_trace(id: str, key: str, contents: bytes | None, where: str = "trace", 
     return Case(id, key, build)
 
 
+def with_model(id: str, key: str, contents: str | None) -> Case:
+    """[cluster] model names a config.json beside the config file with these contents (None: no file)."""
+    def build(tmp: Path, _) -> list[str]:
+        if contents is not None:
+            (tmp / "model.json").write_text(contents)
+        path = tmp / "config.toml"
+        path.write_text(document(changed({"cluster.model": "model.json"})))
+        return ["simulate", "--config", str(path)]
+    return Case(id, key, build)
+
+
+MODEL_JSON = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+              "vocab_size": 100}
+GPU_SPEC = {"peak_flops": 500e12, "hbm_bandwidth": 2e12, "memory_bytes": 64e9, "link_bandwidth": 1e11}
+
+
 def unreadable(monkeypatch) -> None:
     def refuse(path: str) -> str:
         raise PermissionError(13, "Permission denied", path)
@@ -220,6 +236,25 @@ CASES = [
     toml("gpu-number", "cluster.gpu:", {"cluster.gpu": 5}),
     toml("gpu-list", "cluster.gpu:", {"cluster.gpu": ["h100"]}),
     toml("tensor-parallel-3", "cluster.tensor_parallel:", {"cluster.tensor_parallel": 3}),
+    toml("model-unknown", "cluster.model:", {"cluster.model": "gpt-5"}),
+    with_model("model-json-missing-keys", "cluster.model: {tmp}/model.json: missing num_attention_heads",
+               json.dumps({"hidden_size": 64, "num_hidden_layers": 2})),
+    with_model("model-json-more-experts-per-token", "cluster.model: {tmp}/model.json: num_experts_per_tok:",
+               json.dumps({**MODEL_JSON, "num_local_experts": 2, "num_experts_per_tok": 3})),
+    with_model("model-json-absent", "cluster.model: {tmp}/model.json: no such file", None),
+    with_model("model-json-not-json", "cluster.model: {tmp}/model.json: not valid JSON", "{layers: 2"),
+    with_model("model-json-a-list", "cluster.model: {tmp}/model.json: must be a JSON object", "[1, 2]"),
+    with_model("model-json-hidden-float", "cluster.model: {tmp}/model.json: hidden_size:",
+               json.dumps({**MODEL_JSON, "hidden_size": 64.5})),
+    toml("gpu-spec-number", "cluster.gpu_spec:", {"cluster.gpu_spec": 5}),
+    toml("gpu-spec-missing-field", "cluster.gpu_spec: missing link_bandwidth",
+         {"cluster.gpu_spec": {k: v for k, v in GPU_SPEC.items() if k != "link_bandwidth"}}),
+    toml("gpu-spec-bandwidth-1e300", "cluster.gpu_spec.hbm_bandwidth:",
+         {"cluster.gpu_spec": {**GPU_SPEC, "hbm_bandwidth": 1e300}}),
+    toml("gpu-spec-unknown-key", "cluster.gpu_spec: unknown key", {"cluster.gpu_spec": {**GPU_SPEC, "tflops": 1}}),
+    toml("gpu-and-gpu-spec", "cluster.gpu, cluster.gpu_spec:", {"cluster.gpu": "h100", "cluster.gpu_spec": GPU_SPEC}),
+    toml("gpu-spec-too-small-for-the-model", "cluster.tensor_parallel:",
+         {"cluster.gpu_spec": {**GPU_SPEC, "memory_bytes": 2e9}}),
     toml("mfu-nan", "cluster.mfu:", {"cluster.mfu": math.nan}),
     toml("mbu-string", "cluster.mbu:", {"cluster.mbu": "0.8"}),
     toml("step-overhead-1e300", "cluster.step_overhead_ms:", {"cluster.step_overhead_ms": 1e300}),
@@ -277,6 +312,23 @@ CASES = [
     toml("rate-limit-string", f"{TENANT_B}.rate_limit:", {"tenants[1].rate_limit": "fast"}),
     toml("queue-below-a-prompt", f"{TENANT_B}.max_queued_tokens:", {"tenants[1].max_queued_tokens": 5}),
     toml("max-queued-zero", f"{TENANT_B}.max_queued:", {"tenants[1].max_queued": 0}),
+    # staged load
+    toml("stages-empty", f"{TENANT_B}.stages:", {"tenants[1].rate": DELETE, "tenants[1].stages": []}),
+    toml("stages-with-rate", f"{TENANT_B}.stages:", {"tenants[1].stages": [{"rate": 1, "duration_s": 1}]}),
+    toml("stage-duration-zero", f"{TENANT_B}.stages[0].duration_s:",
+         {"tenants[1].rate": DELETE, "tenants[1].stages": [{"rate": 1, "duration_s": 0}]}),
+    toml("stage-rate-1e300", f"{TENANT_B}.stages[1].rate:", {"tenants[1].rate": DELETE, "tenants[1].stages": [
+        {"rate": 1, "duration_s": 1}, {"rate": 1e300, "duration_s": 1}]}),
+    toml("stage-without-rate", f"{TENANT_B}.stages[0].rate:",
+         {"tenants[1].rate": DELETE, "tenants[1].stages": [{"duration_s": 1}]}),
+    toml("stages-onoff", f"{TENANT_B}.stages:", {"tenants[1].rate": DELETE, "tenants[1].arrival": "onoff",
+                                                 "tenants[1].stages": [{"rate": 1, "duration_s": 1}]}),
+    toml("stages-with-requests", f"{TENANT_B}.stages:", {"tenants[1].rate": DELETE,
+                                                         "tenants[1].stages": [{"rate": 1, "duration_s": 1}]},
+         "--requests", "5"),
+    toml("stages-differ", f"{TENANT_B}.stages:", {
+        "tenants[0].rate": DELETE, "tenants[0].stages": [{"rate": 1, "duration_s": 2}],
+        "tenants[1].rate": DELETE, "tenants[1].stages": [{"rate": 1, "duration_s": 1}]}),
     # config files
     Case("config-is-a-directory", "{tmp}:", lambda tmp, _: ["simulate", "--config", str(tmp)]),
     Case("config-missing", "{tmp}/nope.toml:", lambda tmp, _: ["simulate", "--config", str(tmp / "nope.toml")]),
@@ -366,10 +418,14 @@ def schema_keys() -> list[tuple[str, str, dict]]:
     """(dotted key, the kind it takes, the changes that give it a valid context) for every key."""
     keys = [(k, kind, {}) for k, kind in TOP_SCHEMA.items()]
     keys += [(f"cluster.{k}", kind, {}) for k, kind in CLUSTER_SCHEMA.items()]
+    keys += [(f"cluster.gpu_spec.{k}", kind, {"cluster.gpu_spec": dict(GPU_SPEC)}) for k, kind in GPU_SPEC_SCHEMA.items()]
     keys += [(f"scheduler.{k}", kind, {}) for k, kind in SCHEDULER_SCHEMA.items()]
     keys += [(f"tenants[1].{k}", kind, {}) for k, kind in TENANT_SCHEMA.items()]
     for table, schema in SUBTABLES.items():
         keys += [(f"tenants[1].{table}.{k}", kind, {}) for k, kind in schema.items()]
+    keys += [(f"tenants[1].stages[0].{k}", kind, {"tenants[1].rate": DELETE,  # a context of its own per key
+                                                  "tenants[1].stages": [{"rate": 1.0, "duration_s": 2.0}]})
+             for k, kind in STAGE_SCHEMA.items()]
     for dist, schema in LENGTH_SCHEMA.items():
         for k, kind in {"dist": STRING, **schema}.items():
             base = next(b for b in LENGTH_BASES if b["dist"] == dist and k in b)

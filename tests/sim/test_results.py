@@ -15,6 +15,7 @@ from sim.results import (
     REASONS,
     RECORD_DTYPE,
     RunData,
+    StageInfo,
     TenantInfo,
     Timeline,
     WeightedSamples,
@@ -358,3 +359,65 @@ def test_weighted_samples_merge_to_distinct_values_with_summed_weights(blocks, m
     values, weights = samples.arrays()
     assert values.tolist() == sorted(expected) and weights.tolist() == [expected[v] for v in sorted(expected)]
     assert weights.dtype == np.int64
+
+
+# ---------------------------------------------------------------------------------------------
+# staged load
+
+
+def staged(recs, stages, **kwargs) -> RunData:
+    data = run(recs, **kwargs)
+    return RunData(data.records, data.itl_values, data.itl_weights, data.duration_s, data.tenants, data.workers,
+                   data.timeline, stages=tuple(StageInfo(*s) for s in stages))
+
+
+def test_stage_rows_cover_the_requests_arriving_in_each_stage():
+    # THREE arrive at 0, 1 and 2 s; stage 0 is [0, 1.5), stage 1 [1.5, 4), stage 2 [4, 6) is empty.
+    out = summarize(staged(records(*THREE, {**rejected(), "arrival": 1.2}), [(0, 1.5, 2.0), (1.5, 4, 1.0),
+                                                                              (4, 6, 0.5)]))
+    first, second, empty = out["stages"]
+    assert (first["stage"], first["start_s"], first["end_s"], first["rate"]) == (0, 0.0, 1.5, 2.0)
+    assert (first["submitted"], first["completed"], first["rejected"]) == (3, 2, 1)
+    assert first["offered_rate"] == pytest.approx(2.0) and first["request_throughput"] == pytest.approx(4 / 3)
+    assert first["mean_ttft_ms"] == pytest.approx(350) and first["median_tpot_ms"] == pytest.approx(150)
+    assert first["p99_e2el_ms"] == pytest.approx(1500 - 0.01 * 300)  # linear between 1200 and 1500
+    assert (second["submitted"], second["completed"], second["mean_ttft_ms"]) == (1, 1, pytest.approx(1000))
+    assert second["mean_tpot_ms"] is None  # a single-token request has no TPOT
+    assert empty["submitted"] == 0 and empty["median_ttft_ms"] is None and empty["request_throughput"] == 0
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+
+
+def test_a_run_without_stages_has_no_stage_key_or_table():
+    out = summarize(run(records(*THREE)))
+    assert "stages" not in out and "stage " not in format_report(out)
+
+
+def test_report_prints_a_stage_table():
+    out = summarize(staged(records(*THREE), [(0, 1.5, 2.0), (1.5, 4, 1.0)]))
+    report = format_report(out)
+    lines = report.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("stage"))
+    assert lines[head].split()[:5] == ["stage", "start", "s", "end", "s"]
+    assert lines[head + 2].split()[:6] == ["0", "0.0", "1.5", "2.00", "1.33", "2"]
+    assert lines[head + 3].split()[:6] == ["1", "1.5", "4.0", "1.00", "0.40", "1"]
+    assert all(len(line) <= 110 for line in lines)
+    many = summarize(staged(records(*THREE), [(k, k + 1, 1.0) for k in range(5)]))
+    assert "3 more stages not shown" in format_report(many, max_tenants=2)
+
+
+def test_a_staged_simulation_reports_each_stage():
+    from sim.cluster import simulate
+    from sim.config import config_from_dict
+
+    stages = [{"rate": 2, "duration_s": 5}, {"rate": 6, "duration_s": 5}]
+    table = {"seed": 2, "duration_s": 3, "cluster": {"workers": 1},
+             "tenants": [{"name": "a", "arrival": "constant", "stages": stages, "prompt_tokens": 100,
+                          "output_tokens": 10},
+                         {"name": "b", "rate": 1.0, "prompt_tokens": 100, "output_tokens": 10}]}
+    outs = [summarize(simulate(config_from_dict(table))) for _ in range(2)]
+    assert json.dumps(outs[0], allow_nan=False) == json.dumps(outs[1], allow_nan=False)
+    rows = outs[0]["stages"]
+    assert [(r["start_s"], r["end_s"], r["rate"]) for r in rows] == [(0.0, 5.0, 2.0), (5.0, 10.0, 6.0)]
+    b = [r["submitted"] - n for r, n in zip(rows, (10, 30))]  # tenant b's requests, in [0, 3) only
+    assert b[1] == 0 and b[0] == outs[0]["tenants"]["b"]["submitted"]
+    assert all(r["completed"] == r["submitted"] and r["median_ttft_ms"] > 0 for r in rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -24,6 +25,7 @@ from sim.workload import (
     Workload,
     generate,
     read_trace,
+    stage_windows,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -558,3 +560,103 @@ def test_real_mooncake_hash_ids():
     t = _real("mooncake_fast25_conversation.jsonl.gz")
     blocks = np.array([len(h) for h in t.hash_ids])
     assert np.array_equal(blocks, -(-t.prompt_tokens // 512))
+
+
+# ---------------------------------------------------------------------------------------------
+# staged load
+
+
+def _staged(arrival="poisson", stages=((8.0, 600.0), (20.0, 600.0)), **fields) -> TenantSpec:
+    return TenantSpec("s", arrival=arrival, stages=stages, prompt=LengthDist("fixed", (10,)),
+                      output=LengthDist("fixed", (5,)), **fields)
+
+
+def _per_stage(arrival: np.ndarray, ends) -> list[int]:
+    return np.diff(np.searchsorted(arrival, [0.0, *ends])).tolist()
+
+
+def test_poisson_stages_give_about_rate_times_duration_each():
+    w = generate([_staged()], np.random.default_rng(0), duration_s=10)
+    counts = _per_stage(w.arrival_s, [600, 1200])
+    assert len(w) == sum(counts)  # every arrival in a stage: the stages' span, not duration_s = 10
+    for count, expected in zip(counts, (4800, 12000)):
+        assert abs(count - expected) < 4 * math.sqrt(expected)
+
+
+def test_gamma_stages_and_load_scale_the_rates():
+    w = generate([_staged("gamma", cv=2.0)], np.random.default_rng(1), duration_s=10, load=0.5)
+    for count, expected in zip(_per_stage(w.arrival_s, [600, 1200]), (2400, 6000)):
+        assert abs(count - expected) < 0.1 * expected
+
+
+def test_constant_stages_are_exact_and_start_at_each_stage():
+    stages = ((2.0, 10.0), (0.0, 5.0), (0.3, 10.0), (1.0, 1.0))
+    w = generate([_staged("constant", stages)], np.random.default_rng(0), duration_s=1)
+    assert _per_stage(w.arrival_s, [10, 15, 25, 26]) == [20, 0, 3, 1]
+    assert w.arrival_s[:2].tolist() == [0.0, 0.5] and w.arrival_s[20] == 15.0
+
+
+def test_stages_are_deterministic_and_other_tenants_keep_duration_s():
+    steady = TenantSpec("b", rate=5.0, prompt=LengthDist("fixed", (10,)), output=LengthDist("fixed", (5,)))
+    runs = [generate([_staged(), steady], np.random.default_rng(3), duration_s=100) for _ in range(2)]
+    assert all(np.array_equal(getattr(runs[0], f), getattr(runs[1], f))
+               for f in ("arrival_s", "tenant", "prompt_tokens", "output_tokens"))
+    steady_times = runs[0].arrival_s[runs[0].tenant == 1]
+    assert steady_times.max() < 100 < runs[0].arrival_s.max()
+
+
+def test_stage_windows_share_boundaries_and_sum_rates():
+    steady = TenantSpec("t", rate=1.0, prompt=LengthDist("fixed", (1,)), output=LengthDist("fixed", (1,)))
+    tenants = [_staged(), steady, dataclasses.replace(_staged(stages=((1.0, 600.0), (2.0, 600.0))), name="u")]
+    assert stage_windows(tenants, load=2.0) == ((0.0, 600.0, 18.0), (600.0, 1200.0, 44.0))
+    assert stage_windows(tenants[1:2]) == ()
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"stages": []}, r"tenants\[0\]\.stages: must be a list of 1 to 1,000 tables"),
+    ({"stages": [{"rate": 1, "duration_s": 1}] * 1001}, r"tenants\[0\]\.stages: must be a list of 1 to 1,000"),
+    ({"stages": [5]}, r"tenants\[0\]\.stages\[0\]: must be a table"),
+    ({"stages": [{"rate": 1}]}, r"tenants\[0\]\.stages\[0\]\.duration_s: required"),
+    ({"stages": [{"duration_s": 1}]}, r"tenants\[0\]\.stages\[0\]\.rate: required"),
+    ({"stages": [{"rate": 1, "duration_s": 1, "cv": 2}]}, r"tenants\[0\]\.stages\[0\]: unknown key 'cv'"),
+    ({"stages": [{"rate": 1, "duration_s": 1}, {"rate": -1, "duration_s": 1}]},
+     r"tenants\[0\]\.stages\[1\]\.rate: must be a number in \[0, 1,000,000\]"),
+    ({"stages": [{"rate": 1, "duration_s": 0}]}, r"tenants\[0\]\.stages\[0\]\.duration_s: must be a number in \(0"),
+    ({"stages": [{"rate": 1, "duration_s": 3e7}, {"rate": 1, "duration_s": 3e7}]},
+     r"tenants\[0\]\.stages: the stages last 6e\+07 s in all; allowed: at most 31,536,000 s"),
+    ({"stages": [{"rate": 1, "duration_s": 1}], "rate": 2}, r"tenants\[0\]\.stages: give rate or stages, not both"),
+    ({"stages": [{"rate": 1, "duration_s": 1}], "arrival": "onoff"},
+     r"tenants\[0\]\.stages: not allowed with arrival = \"onoff\""),
+])
+def test_bad_stages_are_named(table, message):
+    base = {"name": "s", "prompt_tokens": 10, "output_tokens": 5}
+    with pytest.raises(ConfigError, match=message):
+        TenantSpec.from_config({**base, **table}, 0)
+
+
+def test_stages_with_a_timestamped_trace_are_refused(tmp_path):
+    trace = _write(tmp_path / "t.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00,10,5\n", False)
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.stages: not allowed with a trace that has timestamps"):
+        TenantSpec.from_config({"name": "s", "trace": str(trace), "stages": [{"rate": 1, "duration_s": 1}]}, 0)
+
+
+def test_stages_with_a_length_only_trace_draw_rows(tmp_path):
+    trace = _write(tmp_path / "v.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n20,6\n", False)
+    spec = TenantSpec.from_config({"name": "s", "trace": str(trace), "arrival": "constant",
+                                   "stages": [{"rate": 2, "duration_s": 5}, {"rate": 4, "duration_s": 5}]}, 0)
+    w = generate([spec], np.random.default_rng(0), duration_s=1)
+    assert len(w) == 30 and set(zip(w.prompt_tokens.tolist(), w.output_tokens.tolist())) <= {(10, 5), (20, 6)}
+
+
+def test_stages_with_requests_or_different_boundaries_are_refused():
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.stages: not allowed with requests"):
+        generate([_staged()], np.random.default_rng(0), requests=10)
+    odd = TenantSpec("t", stages=((1.0, 100.0),), prompt=LengthDist("fixed", (1,)), output=LengthDist("fixed", (1,)))
+    with pytest.raises(ConfigError, match=r"tenants\[1\]\.stages: the stages' durations must be those of "
+                                          r"tenants\[0\]\.stages \(600, 600 s\)"):
+        generate([_staged(), odd], np.random.default_rng(0), duration_s=10)
+
+
+def test_python_stages_are_checked():
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.stages\[0\]\.duration_s: must be a number in \(0"):
+        generate([_staged(stages=((1.0, -5.0),))], np.random.default_rng(0), duration_s=10)
