@@ -2,7 +2,8 @@
 
 This module owns how long a step takes and how many KV tokens a worker holds. A worker is a
 tensor-parallel group of GPUs; a step is linear layers + attention + all-reduce + a fixed overhead
-(see DESIGN.md, "Cost model"). It knows nothing about requests: callers pass token counts, or a
+(see DESIGN.md, "Cost model"). A mixture-of-experts model computes with its active parameters
+and reads the weights of the experts a step's tokens touch. It knows nothing about requests: callers pass token counts, or a
 StepPlan, which carries only counts.
 """
 
@@ -48,6 +49,7 @@ class RooflineCostModel:
     # the simulator calls it once per event.
     _s_per_token: float = field(init=False, repr=False, compare=False)
     _weight_read_s: float = field(init=False, repr=False, compare=False)
+    _s_per_weight_byte: float = field(init=False, repr=False, compare=False)
     _s_per_pair: float = field(init=False, repr=False, compare=False)
     _s_per_kv_token: float = field(init=False, repr=False, compare=False)
     _allreduce_s_per_token: float = field(init=False, repr=False, compare=False)
@@ -63,8 +65,9 @@ class RooflineCostModel:
         ring = 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / gpu.link_bandwidth
         allreduces = 2 * m.layers if tp > 1 else 0
         coefficients = {
-            "_s_per_token": 2 * m.params / flops,
+            "_s_per_token": 2 * m.active_params / flops,
             "_weight_read_s": m.weight_bytes / bandwidth,
+            "_s_per_weight_byte": 1 / bandwidth,
             "_s_per_pair": 4 * m.layers * m.heads * m.head_dim / flops,
             "_s_per_kv_token": m.kv_bytes_per_token / bandwidth,
             "_allreduce_s_per_token": allreduces * ring,
@@ -154,11 +157,17 @@ class RooflineCostModel:
 
     def linear_bound(self, num_tokens: int) -> str:
         """Which roof governs the linear layers at `num_tokens`: "compute" or "memory"."""
-        return "compute" if self._s_per_token * num_tokens > self._weight_read_s else "memory"
+        return "compute" if self._s_per_token * num_tokens > self._weight_read(num_tokens) else "memory"
+
+    def _weight_read(self, num_tokens: int) -> float:
+        # Seconds to read the weights a step uses: all of a dense model's, a MoE's touched experts.
+        if not self.model.experts:
+            return self._weight_read_s
+        return self.model.weight_bytes_read(num_tokens) * self._s_per_weight_byte
 
     def _constant_step_s(self, num_tokens: int) -> float:
         # Everything in a step except attention: linear layers, all-reduce, fixed overhead.
-        linear = max(self._s_per_token * num_tokens, self._weight_read_s)
+        linear = max(self._s_per_token * num_tokens, self._weight_read(num_tokens))
         return linear + self._allreduce_s_per_token * num_tokens + self._fixed_s
 
     @staticmethod
@@ -237,7 +246,7 @@ def _header(cm: RooflineCostModel) -> str:
             f"  gpu   {g.name}: {g.peak_flops / 1e12:,.0f} TFLOP/s bf16 dense, "
             f"{g.hbm_bandwidth / 1e12:.2f} TB/s HBM, {g.memory_bytes / 1e9:.0f} GB, "
             f"link {g.link_bandwidth / 1e9:.0f} GB/s",
-            f"  model {m.name}: {m.params / 1e9:.2f}e9 params, "
+            f"  model {m.name}: {m.params / 1e9:.2f}e9 params{_active(m)}, "
             f"{m.weight_bytes / 1e9:.2f} GB weights, "
             f"{m.kv_bytes_per_token / 1024:.0f} KiB KV per token",
             f"  tensor_parallel {cm.tensor_parallel}, mfu {cm.mfu:.2f}, mbu {cm.mbu:.2f}, "
@@ -250,9 +259,9 @@ def _header(cm: RooflineCostModel) -> str:
 def _floors(cm: RooflineCostModel) -> str:
     tp, m, g, chunk = cm.tensor_parallel, cm.model, cm.gpu, 512
     per_gpu = " / tp" if tp > 1 else ""
-    ideal_decode = m.weight_bytes / tp / g.hbm_bandwidth
+    ideal_decode = m.weight_bytes_read(1) / tp / g.hbm_bandwidth
     decode = cm.step_time(1, 0.0, SMALL_CONTEXT)
-    ideal_prefill = 2 * m.params * chunk / (g.peak_flops * cm.mfu * tp)
+    ideal_prefill = 2 * m.active_params * chunk / (g.peak_flops * cm.mfu * tp)
     prefill = cm.step_time(chunk, causal_pairs(chunk, 0), 0.0)
     rows = [
         (f"weight bytes / HBM bandwidth{per_gpu} (ideal decode step)", _ms(ideal_decode)),
@@ -263,6 +272,12 @@ def _floors(cm: RooflineCostModel) -> str:
         ("  ratio prefill / ideal", f"{prefill / ideal_prefill:.2f}x"),
     ]
     return "Floors\n" + "\n".join(f"  {label:<56}{value:>10}" for label, value in rows)
+
+
+def _active(m: ModelSpec) -> str:
+    if not m.experts:
+        return ""
+    return f" ({m.active_params / 1e9:.2f}e9 active, top-{m.experts_per_token} of {m.experts} experts)"
 
 
 def _decode_by_batch(cm: RooflineCostModel, context: int = 1024) -> str:

@@ -32,7 +32,8 @@ def test_overrides_replace_file_values_and_requests_replaces_duration():
         ({"scheduler": {"max_seqs": 300, "max_batched_tokens": 256}}, r"scheduler\.max_seqs: must be <="),
         ({"scheduler": {"bogus": 1}}, r"scheduler: unknown key 'bogus'"),
         ({"cluster": {"workers": 0}}, r"cluster\.workers: must be an integer in \[1, 1,024\], got 0"),
-        ({"cluster": {"gpu": "tpu"}}, r"cluster\.gpu: unknown GPU 'tpu'; allowed: a100-80gb, h100, h200, l40s"),
+        ({"cluster": {"gpu": "tpu"}}, r"cluster\.gpu: unknown GPU 'tpu'; allowed: a100-40gb, a100-80gb, b200, h100, h200, l40s, rtx-4090, "
+                                         r"rtx-pro-6000"),
         ({"cluster": {"model": "gpt-5"}}, r"cluster\.model: unknown model 'gpt-5'"),
         ({"cluster": {"model": "llama-3-70b"}}, r"do not fit"),
         ({"duration_s": -1}, r"duration_s: must be a number in \(0, 31,536,000\], got -1"),
@@ -97,3 +98,49 @@ def test_config_round_trips_to_a_json_able_dict():
 def test_example_scenarios_load(scenario, shared_data):
     config = load_config(SCENARIOS / scenario)
     assert config.tenants
+
+
+def test_model_config_json_resolves_relative_to_the_config_file(tmp_path):
+    import json
+
+    from sim.hardware import HF_CONFIGS, get_model
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "config.json").write_text(json.dumps(HF_CONFIGS["mistralai/Mixtral-8x7B-v0.1"]))
+    (tmp_path / "c.toml").write_text('[cluster]\nmodel = "models/config.json"\ntensor_parallel = 2\n'
+                                     '[[tenants]]\nname = "x"\nrate = 1.0\nprompt_tokens = 10\noutput_tokens = 5\n')
+    config = load_config(tmp_path / "c.toml")
+    assert config.cluster.model == str((tmp_path / "models" / "config.json").resolve())
+    assert config.cluster.cost_model().model.params == get_model("mistralai/Mixtral-8x7B-v0.1").params
+    assert config_to_dict(config)["cluster"]["model"] == config.cluster.model
+
+
+@pytest.mark.parametrize("model", ["meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen3-30B-A3B", "llama-3-8b"])
+def test_built_in_models_load_by_repo_id_or_short_name(model):
+    config = small_config(cluster={"model": model})
+    assert config.cluster.model == model
+    assert config.cluster.cost_model().model.name == model
+
+
+def with_cluster(**cluster):
+    from sim.config import config_from_dict
+
+    return config_from_dict({"cluster": cluster, "tenants": [{"name": "a", "rate": 1.0, "prompt_tokens": 10,
+                                                                      "output_tokens": 5}]})
+
+
+def test_custom_gpu_spec_replaces_the_catalogue():
+    spec = {"name": "mine", "peak_flops": 500e12, "hbm_bandwidth": 2e12, "memory_bytes": 64e9, "link_bandwidth": 1e11}
+    config = with_cluster(gpu_spec=spec)
+    assert config.cluster.gpu == "mine"
+    assert config.cluster.cost_model().gpu.hbm_bandwidth == 2e12
+    assert config_to_dict(config)["cluster"]["gpu_spec"]["peak_flops"] == 500e12
+    with pytest.raises(ConfigError, match=r"^cluster\.gpu, cluster\.gpu_spec: give one of them, not both"):
+        with_cluster(gpu="h100", gpu_spec=spec)
+    with pytest.raises(ConfigError, match=r"^cluster\.gpu_spec\.memory_bytes: must be a number in"):
+        with_cluster(gpu_spec={**spec, "memory_bytes": 1e20})
+
+
+def test_models_and_gpus_only_change_what_they_describe():
+    assert load_config().cluster.gpu_spec is None
+    assert config_to_dict(load_config())["cluster"]["model"] == "llama-3-8b"

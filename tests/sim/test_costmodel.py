@@ -363,3 +363,70 @@ def test_sanity_table_other_workers():
         sanity_table("h100", "llama-3-70b")
     with pytest.raises(ConfigError, match="cluster.model"):
         sanity_table("h100", "gpt-5")
+
+
+# --- mixture of experts ------------------------------------------------------------------------
+
+MIXTRAL = "mistralai/Mixtral-8x7B-v0.1"
+
+
+def moe_reference_linear(cm, num_tokens):
+    """Linear layers of a MoE step written out: FLOPs of the active parameters, bytes of the
+    non-expert weights plus the E(1 - (1 - k/E)^T) experts the tokens touch, both over tp GPUs."""
+    g, m, tp = cm.gpu, cm.model, cm.tensor_parallel
+    touched = m.experts * (1 - (1 - m.experts_per_token / m.experts) ** num_tokens)
+    dense_part = m.params - m.experts * m.expert_params
+    read = (dense_part + touched * m.expert_params) * m.dtype_bytes / (g.hbm_bandwidth * cm.mbu)
+    compute = 2 * m.active_params * num_tokens / (g.peak_flops * cm.mfu)
+    return max(compute, read) / tp
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+@pytest.mark.parametrize("num_tokens", [1, 2, 8, 64, 4096])
+def test_moe_step_reads_the_touched_experts_and_computes_the_active_ones(tp, num_tokens):
+    cm = cost("h100", MIXTRAL, tensor_parallel=tp)
+    without_linear = dataclasses.replace(cm.model, experts=0, params=0.0)  # only attention, all-reduce, overhead
+    rest = reference_step_time(dataclasses.replace(cm, model=without_linear), num_tokens, 0.0, 0.0)
+    assert cm.step_time(num_tokens, 0.0, 0.0) == pytest.approx(moe_reference_linear(cm, num_tokens) + rest, rel=1e-12)
+
+
+def test_moe_batch_one_decode_reads_two_of_eight_experts():
+    cm = cost("h100", MIXTRAL, tensor_parallel=2)
+    m = cm.model
+    one = cm.step_time(1, 0.0, 0.0)
+    dense_equivalent = dataclasses.replace(cm, model=dataclasses.replace(m, experts=0))  # every expert read
+    assert one < 0.35 * dense_equivalent.step_time(1, 0.0, 0.0)
+    assert m.weight_bytes_read(1) == pytest.approx(m.active_params * m.dtype_bytes)
+    # at a large batch every expert is touched: the read is the whole model
+    assert cm._weight_read(4096) == pytest.approx(m.weight_bytes / (cm.gpu.hbm_bandwidth * cm.mbu * 2))
+
+
+def test_moe_prefill_is_priced_by_active_parameters():
+    cm = cost("h100", MIXTRAL, tensor_parallel=2)
+    assert cm._s_per_token == pytest.approx(2 * cm.model.active_params / (989e12 * 0.6 * 2))
+    assert cm.linear_bound(8192) == "compute" and cm.linear_bound(1) == "memory"
+
+
+def test_moe_kv_capacity_holds_every_expert():
+    cm = cost("h100", "Qwen/Qwen3-30B-A3B")
+    m = cm.model
+    assert cm.kv_capacity_tokens == math.floor((80e9 * 0.9 - m.weight_bytes) / m.kv_bytes_per_token)
+
+
+def test_moe_sanity_table_names_the_active_parameters():
+    report = sanity_table("h100", MIXTRAL, 2)
+    assert "12.88e9 active, top-2 of 8 experts" in report
+
+
+def test_moe_decode_runs_match_step_by_step():
+    cm = cost("h200", "Qwen/Qwen3-30B-A3B")
+    steps = cm.decode_step_times(16, 16 * 500, 5)
+    expected = [cm.step_time(16, 0.0, 16 * 500 + 16 * i) for i in range(5)]
+    np.testing.assert_allclose(steps, expected, rtol=1e-12)
+    assert cm.decode_run_time(16, 16 * 500, 5) == pytest.approx(sum(expected), rel=1e-12)
+
+
+@pytest.mark.parametrize("gpu", ["b200", "rtx-4090", "rtx-pro-6000", "a100-40gb"])
+def test_new_gpus_build_a_worker(gpu):
+    cm = cost(gpu, "meta-llama/Llama-3.1-8B-Instruct")
+    assert cm.kv_capacity_tokens > 0 and cm.step_time(1, 0.0, 128) > 0
