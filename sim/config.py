@@ -24,7 +24,7 @@ from scheduler.placement import PLACEMENTS
 from scheduler.policies import make_policy
 
 from .costmodel import RooflineCostModel
-from .hardware import get_gpu, get_model
+from .hardware import GPU_SPEC_FIELDS, GPUSpec, custom_gpu, get_gpu, get_model, resolve_model
 from .workload import (BOOLEAN, FACTOR, INTEGER, LIST, MAX_COUNT, MAX_REQUESTS, MAX_SECONDS, MAX_TOKENS, NUMBER,
                        STRING, TABLE, TenantSpec, Workload, _bound, _check_keys, _in_range, _integer, _name_tenant,
                        _number, _seconds, _shown, check_quota_admits)
@@ -94,10 +94,12 @@ class ClusterConfig:
     mbu: float = 0.8
     step_overhead_ms: float = 1.0
     memory_fraction: float = 0.9
+    gpu_spec: GPUSpec | None = None  # a custom GPU ([cluster.gpu_spec]); then `gpu` is its name
 
     def cost_model(self) -> RooflineCostModel:
+        gpu = self.gpu_spec or get_gpu(self.gpu)
         return RooflineCostModel(
-            get_gpu(self.gpu), get_model(self.model), self.tensor_parallel, mfu=self.mfu, mbu=self.mbu,
+            gpu, get_model(self.model), self.tensor_parallel, mfu=self.mfu, mbu=self.mbu,
             step_overhead_s=self.step_overhead_ms / 1000, memory_fraction=self.memory_fraction,
         )
 
@@ -130,7 +132,8 @@ TOP_SCHEMA = {"seed": INTEGER, "duration_s": NUMBER, "requests": INTEGER, "load"
               "sample_interval_s": NUMBER, "fast_forward": BOOLEAN, "cluster": TABLE, "scheduler": TABLE,
               "tenants": LIST}
 CLUSTER_SCHEMA = {"workers": INTEGER, "gpu": STRING, "model": STRING, "tensor_parallel": INTEGER, "mfu": NUMBER,
-                  "mbu": NUMBER, "step_overhead_ms": NUMBER, "memory_fraction": NUMBER}
+                  "mbu": NUMBER, "step_overhead_ms": NUMBER, "memory_fraction": NUMBER, "gpu_spec": TABLE}
+GPU_SPEC_SCHEMA = {"name": STRING, **{k: NUMBER for k in GPU_SPEC_FIELDS}}
 SCHEDULER_SCHEMA = {"policy": STRING, "policy_params": TABLE, "placement": STRING, "max_batched_tokens": INTEGER,
                     "max_seqs": INTEGER, "block_size": INTEGER, "kv_watermark": NUMBER, "service_weights": LIST,
                     "max_queued": INTEGER, "max_queued_tokens": INTEGER}
@@ -212,7 +215,7 @@ def config_from_dict(table: Mapping[str, Any], base_dir: Path | None = None) -> 
         horizon_s=None if horizon is None else _seconds(horizon, "horizon_s"),
         sample_interval_s=_seconds(table.get("sample_interval_s", 1.0), "sample_interval_s"),
         fast_forward=_boolean(table.get("fast_forward", True), "fast_forward"),
-        cluster=_cluster(table.get("cluster", {})),
+        cluster=_cluster(table.get("cluster", {}), base_dir),
         policy=_policy(table.get("scheduler", {})),
         scheduler=_scheduler(table.get("scheduler", {})),
         tenants=_tenants(table.get("tenants"), base_dir),
@@ -250,7 +253,7 @@ def _name(table: Mapping[str, Any], key: str, where: str, default: str) -> str:
     return value
 
 
-def _cluster(table: Any) -> ClusterConfig:
+def _cluster(table: Any, base_dir: Path | None = None) -> ClusterConfig:
     table = _section(table, "cluster", CLUSTER_KEYS)
     workers = _in_range(table.get("workers", 2), "cluster.workers", 1, MAX_WORKERS, integer=True)
     tp = _integer(table.get("tensor_parallel", 1), "cluster.tensor_parallel")
@@ -260,7 +263,14 @@ def _cluster(table: Any) -> ClusterConfig:
         numbers["step_overhead_ms"] = _in_range(table["step_overhead_ms"], "cluster.step_overhead_ms", 0,
                                                 MAX_STEP_OVERHEAD_MS)
     gpu, model = _name(table, "gpu", "cluster", "h100"), _name(table, "model", "cluster", "llama-3-8b")
-    get_gpu(gpu)
+    if "gpu_spec" in table:
+        if "gpu" in table:
+            raise ConfigError("cluster.gpu, cluster.gpu_spec: give one of them, not both")
+        numbers["gpu_spec"] = custom_gpu(table["gpu_spec"])
+        gpu = numbers["gpu_spec"].name
+    else:
+        get_gpu(gpu)
+    model = resolve_model(model, base_dir)  # a config.json path, like a trace's, is relative to the config file
     get_model(model)
     return ClusterConfig(workers=workers, gpu=gpu, model=model, tensor_parallel=tp, **numbers)
 

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 import sim.cli
 from scheduler.policies import POLICIES, parameters
 from sim.cli import main
-from sim.config import CLUSTER_SCHEMA, SCHEDULER_SCHEMA, TOP_SCHEMA
+from sim.config import CLUSTER_SCHEMA, GPU_SPEC_SCHEMA, SCHEDULER_SCHEMA, TOP_SCHEMA
 from sim.testing import ACCEPTS, wrong_values
 from sim.workload import LENGTH_SCHEMA, NUMBER, RATE_LIMIT_SCHEMA, SLO_SCHEMA, STAGE_SCHEMA, STRING, TENANT_SCHEMA
 
@@ -169,6 +169,22 @@ def with_trace(id: str, key: str, contents: bytes | None, where: str = "trace", 
     return Case(id, key, build)
 
 
+def with_model(id: str, key: str, contents: str | None) -> Case:
+    """[cluster] model names a config.json beside the config file with these contents (None: no file)."""
+    def build(tmp: Path, _) -> list[str]:
+        if contents is not None:
+            (tmp / "model.json").write_text(contents)
+        path = tmp / "config.toml"
+        path.write_text(document(changed({"cluster.model": "model.json"})))
+        return ["simulate", "--config", str(path)]
+    return Case(id, key, build)
+
+
+MODEL_JSON = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+              "vocab_size": 100}
+GPU_SPEC = {"peak_flops": 500e12, "hbm_bandwidth": 2e12, "memory_bytes": 64e9, "link_bandwidth": 1e11}
+
+
 def unreadable(monkeypatch) -> None:
     def refuse(path: str) -> str:
         raise PermissionError(13, "Permission denied", path)
@@ -220,6 +236,25 @@ CASES = [
     toml("gpu-number", "cluster.gpu:", {"cluster.gpu": 5}),
     toml("gpu-list", "cluster.gpu:", {"cluster.gpu": ["h100"]}),
     toml("tensor-parallel-3", "cluster.tensor_parallel:", {"cluster.tensor_parallel": 3}),
+    toml("model-unknown", "cluster.model:", {"cluster.model": "gpt-5"}),
+    with_model("model-json-missing-keys", "cluster.model: {tmp}/model.json: missing num_attention_heads",
+               json.dumps({"hidden_size": 64, "num_hidden_layers": 2})),
+    with_model("model-json-more-experts-per-token", "cluster.model: {tmp}/model.json: num_experts_per_tok:",
+               json.dumps({**MODEL_JSON, "num_local_experts": 2, "num_experts_per_tok": 3})),
+    with_model("model-json-absent", "cluster.model: {tmp}/model.json: no such file", None),
+    with_model("model-json-not-json", "cluster.model: {tmp}/model.json: not valid JSON", "{layers: 2"),
+    with_model("model-json-a-list", "cluster.model: {tmp}/model.json: must be a JSON object", "[1, 2]"),
+    with_model("model-json-hidden-float", "cluster.model: {tmp}/model.json: hidden_size:",
+               json.dumps({**MODEL_JSON, "hidden_size": 64.5})),
+    toml("gpu-spec-number", "cluster.gpu_spec:", {"cluster.gpu_spec": 5}),
+    toml("gpu-spec-missing-field", "cluster.gpu_spec: missing link_bandwidth",
+         {"cluster.gpu_spec": {k: v for k, v in GPU_SPEC.items() if k != "link_bandwidth"}}),
+    toml("gpu-spec-bandwidth-1e300", "cluster.gpu_spec.hbm_bandwidth:",
+         {"cluster.gpu_spec": {**GPU_SPEC, "hbm_bandwidth": 1e300}}),
+    toml("gpu-spec-unknown-key", "cluster.gpu_spec: unknown key", {"cluster.gpu_spec": {**GPU_SPEC, "tflops": 1}}),
+    toml("gpu-and-gpu-spec", "cluster.gpu, cluster.gpu_spec:", {"cluster.gpu": "h100", "cluster.gpu_spec": GPU_SPEC}),
+    toml("gpu-spec-too-small-for-the-model", "cluster.tensor_parallel:",
+         {"cluster.gpu_spec": {**GPU_SPEC, "memory_bytes": 2e9}}),
     toml("mfu-nan", "cluster.mfu:", {"cluster.mfu": math.nan}),
     toml("mbu-string", "cluster.mbu:", {"cluster.mbu": "0.8"}),
     toml("step-overhead-1e300", "cluster.step_overhead_ms:", {"cluster.step_overhead_ms": 1e300}),
@@ -383,6 +418,7 @@ def schema_keys() -> list[tuple[str, str, dict]]:
     """(dotted key, the kind it takes, the changes that give it a valid context) for every key."""
     keys = [(k, kind, {}) for k, kind in TOP_SCHEMA.items()]
     keys += [(f"cluster.{k}", kind, {}) for k, kind in CLUSTER_SCHEMA.items()]
+    keys += [(f"cluster.gpu_spec.{k}", kind, {"cluster.gpu_spec": dict(GPU_SPEC)}) for k, kind in GPU_SPEC_SCHEMA.items()]
     keys += [(f"scheduler.{k}", kind, {}) for k, kind in SCHEDULER_SCHEMA.items()]
     keys += [(f"tenants[1].{k}", kind, {}) for k, kind in TENANT_SCHEMA.items()]
     for table, schema in SUBTABLES.items():
