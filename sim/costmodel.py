@@ -3,8 +3,8 @@
 This module owns how long a step takes and how many KV tokens a worker holds. A worker is a
 tensor-parallel group of GPUs; a step is linear layers + attention + all-reduce + a fixed overhead
 (see DESIGN.md, "Cost model"). A mixture-of-experts model computes with its active parameters
-and reads the weights of the experts a step's tokens touch. It knows nothing about requests: callers pass token counts, or a
-StepPlan, which carries only counts.
+and reads the weights of the experts a step's tokens touch. It knows nothing about requests:
+callers pass token counts, or a StepPlan, which carries only counts.
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ from types import MappingProxyType
 
 from scheduler.errors import ConfigError
 
+from .workload import _check_keys, _in_range, _shown  # the repo's checks and messages
+
 __all__ = ["GPUSpec", "ModelSpec", "GPUS", "MODELS", "GPU_SPEC_FIELDS", "get_gpu", "get_model",
            "model_from_hf_config", "read_model_config", "count_params"]
 
@@ -89,6 +91,11 @@ class ModelSpec:
     experts_per_token: int = 0
     expert_intermediate: int = 0
     shared_intermediate: int = 0
+    dense_layers: int = 0  # layers of a MoE model with a dense feed-forward of `intermediate` instead
+
+    @property
+    def moe_layers(self) -> int:
+        return self.layers - self.dense_layers if self.experts else 0
 
     @property
     def weight_bytes(self) -> float:
@@ -102,7 +109,7 @@ class ModelSpec:
     @property
     def expert_params(self) -> float:
         """Parameters of one routed expert summed over the layers (gate, up and down projections)."""
-        return 3 * self.hidden * self.expert_intermediate * self.layers
+        return 3 * self.hidden * self.expert_intermediate * self.moe_layers
 
     @property
     def active_params(self) -> float:
@@ -128,15 +135,14 @@ class ModelSpec:
 
 def count_params(m: ModelSpec) -> float:
     """Total parameters from the shape: embeddings (and an untied LM head), per layer attention,
-    the feed-forward (dense, or router + experts + shared expert) and the RMSNorms, a final norm."""
+    the feed-forward (dense, or router + experts + shared expert) and the RMSNorms, a final norm.
+    Attention is multi-head or grouped-query (DeepSeek's latent attention is counted as such)."""
     attention = 2 * m.hidden * m.heads * m.head_dim + 2 * m.hidden * m.kv_heads * m.head_dim
-    if m.experts:
-        mlp = m.hidden * m.experts + m.experts * 3 * m.hidden * m.expert_intermediate
-        mlp += 3 * m.hidden * m.shared_intermediate
-    else:
-        mlp = 3 * m.hidden * m.intermediate
+    moe = m.hidden * m.experts + 3 * m.hidden * (m.experts * m.expert_intermediate + m.shared_intermediate)
+    dense = 3 * m.hidden * m.intermediate
+    feed_forward = m.moe_layers * moe + (m.layers - m.moe_layers) * dense
     embeddings = m.vocab * m.hidden * (1 if m.tied_embeddings else 2)
-    return embeddings + m.layers * (attention + mlp + 2 * m.hidden) + m.hidden
+    return embeddings + m.layers * (attention + 2 * m.hidden) + feed_forward + m.hidden
 
 
 # ----- Hugging Face config.json ----------------------------------------------------------------
@@ -173,7 +179,6 @@ def _with_params(spec: ModelSpec) -> ModelSpec:
 
 
 def _dimension(config: Mapping, where: str, key: str, default: int | None = None) -> int:
-    from .workload import _in_range  # the repo's range check and message; workload does not import this module
     value = config.get(key)
     return default if value is None and default is not None else _in_range(
         value, f"{where}: {key}", 1, MAX_DIM, integer=True)
@@ -182,14 +187,14 @@ def _dimension(config: Mapping, where: str, key: str, default: int | None = None
 def _flag(config: Mapping, key: str, where: str) -> bool:
     value = config.get(key, False)
     if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {key}: must be true or false, got {value!r}")
+        raise ConfigError(f"{where}: {key}: must be true or false, got {_shown(value)}")
     return value
 
 
 def _dtype_bytes(config: Mapping, where: str) -> int:
-    dtype = config.get("torch_dtype", config.get("dtype")) or "bfloat16"
-    if dtype not in DTYPE_BYTES:
-        raise ConfigError(f"{where}: torch_dtype: unknown dtype {dtype!r}; allowed: {', '.join(DTYPE_BYTES)}")
+    dtype = config.get("torch_dtype") or config.get("dtype") or "bfloat16"  # newer transformers write dtype
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        raise ConfigError(f"{where}: torch_dtype: unknown dtype {_shown(dtype)}; allowed: {', '.join(DTYPE_BYTES)}")
     return DTYPE_BYTES[dtype]
 
 
@@ -205,12 +210,31 @@ def _experts(config: Mapping, where: str) -> dict:
     if per_token > experts:
         raise ConfigError(f"{where}: num_experts_per_tok: must be <= {key} ({experts}), got {per_token}")
     expert_intermediate = dim("moe_intermediate_size", dim("intermediate_size"))
-    shared = config.get("shared_expert_intermediate_size")  # Qwen-MoE: one shared expert of this size
-    if shared is None and config.get("n_shared_experts"):  # DeepSeek: n shared experts of the routed size
-        shared = dim("n_shared_experts") * expert_intermediate
-    shared = 0 if not shared else _dimension({"shared": shared}, where, "shared")
+    # Qwen-MoE: one shared expert of its own size; DeepSeek: n shared experts of the routed size.
+    shared = dim("shared_expert_intermediate_size", 0)
+    shared = shared or _count(config, where, "n_shared_experts") * expert_intermediate
     return {"experts": experts, "experts_per_token": per_token, "expert_intermediate": expert_intermediate,
-            "shared_intermediate": shared}
+            "shared_intermediate": shared, "dense_layers": _dense_layers(config, where, dim("num_hidden_layers"))}
+
+
+def _count(config: Mapping, where: str, key: str, default: int = 0) -> int:
+    value = config.get(key)
+    return default if value is None else _in_range(value, f"{where}: {key}", 0, MAX_DIM, integer=True)
+
+
+def _dense_layers(config: Mapping, where: str, layers: int) -> int:
+    """Layers with a dense feed-forward: Qwen-MoE's `mlp_only_layers` and those off its
+    `decoder_sparse_step`, DeepSeek's `first_k_dense_replace` first ones."""
+    only = config.get("mlp_only_layers") or []
+    if not isinstance(only, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in only):
+        raise ConfigError(f"{where}: mlp_only_layers: must be a list of layer indices, got {_shown(only)}")
+    step = max(_count(config, where, "decoder_sparse_step", 1), 1)
+    first = _count(config, where, "first_k_dense_replace")
+    sparse = [i for i in range(layers) if i >= first and i not in only and (i + 1) % step == 0]
+    if not sparse:
+        raise ConfigError(f"{where}: no mixture-of-experts layer left (mlp_only_layers, decoder_sparse_step, "
+                          f"first_k_dense_replace); a dense model has no experts")
+    return layers - len(sparse)
 
 
 def read_model_config(path: str | Path) -> ModelSpec:
@@ -356,7 +380,6 @@ def _lookup(table, name, key, what, more=""):
 def custom_gpu(table, key: str = "cluster.gpu_spec") -> GPUSpec:
     """A GPU from a `[cluster.gpu_spec]` table: the catalogue's fields (FLOP/s, bytes/s, bytes),
     each a number in its range, and an optional `name`."""
-    from .workload import _check_keys, _in_range, _shown
     if not isinstance(table, Mapping):
         raise ConfigError(f"{key}: must be a table, got {_shown(table)}")
     _check_keys(table, ("name", *GPU_SPEC_FIELDS), key)

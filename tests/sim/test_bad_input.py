@@ -418,7 +418,8 @@ def schema_keys() -> list[tuple[str, str, dict]]:
     """(dotted key, the kind it takes, the changes that give it a valid context) for every key."""
     keys = [(k, kind, {}) for k, kind in TOP_SCHEMA.items()]
     keys += [(f"cluster.{k}", kind, {}) for k, kind in CLUSTER_SCHEMA.items()]
-    keys += [(f"cluster.gpu_spec.{k}", kind, {"cluster.gpu_spec": dict(GPU_SPEC)}) for k, kind in GPU_SPEC_SCHEMA.items()]
+    keys += [(f"cluster.gpu_spec.{k}", kind, {"cluster.gpu_spec": dict(GPU_SPEC)})
+             for k, kind in GPU_SPEC_SCHEMA.items()]
     keys += [(f"scheduler.{k}", kind, {}) for k, kind in SCHEDULER_SCHEMA.items()]
     keys += [(f"tenants[1].{k}", kind, {}) for k, kind in TENANT_SCHEMA.items()]
     for table, schema in SUBTABLES.items():

@@ -249,6 +249,7 @@ MINIMAL = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, inter
         ({**MINIMAL, "hidden_size": -1}, r"config\.json: hidden_size: must be an integer in \[1, 1,048,576\], got -1"),
         ({**MINIMAL, "num_key_value_heads": 3}, r"num_key_value_heads: must divide num_attention_heads \(4\), got 3"),
         ({**MINIMAL, "torch_dtype": "int3"}, r"torch_dtype: unknown dtype 'int3'; allowed: float32"),
+        ({**MINIMAL, "torch_dtype": ["bf16"]}, r"torch_dtype: unknown dtype \['bf16'\]; allowed"),
         ({**MINIMAL, "tie_word_embeddings": "yes"}, r"tie_word_embeddings: must be true or false"),
     ],
 )
@@ -297,7 +298,8 @@ def test_custom_gpu():
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({**GPU_TABLE, "peak_flops": 0}, r"cluster\.gpu_spec\.peak_flops: must be a number in \[1e\+09, 1e\+18\], got 0"),
+        ({**GPU_TABLE, "peak_flops": 0},
+         r"cluster\.gpu_spec\.peak_flops: must be a number in \[1e\+09, 1e\+18\], got 0"),
         ({**GPU_TABLE, "memory_bytes": "80GB"}, r"cluster\.gpu_spec\.memory_bytes: must be a finite number"),
         ({"peak_flops": 1e15}, r"cluster\.gpu_spec: missing hbm_bandwidth, memory_bytes, link_bandwidth"),
         ({**GPU_TABLE, "tflops": 1}, r"cluster\.gpu_spec: unknown key 'tflops'"),
@@ -308,3 +310,20 @@ def test_custom_gpu():
 def test_bad_custom_gpu_is_a_named_error(table, message):
     with pytest.raises(ConfigError, match=message):
         custom_gpu(table)
+
+
+def test_moe_configs_with_dense_layers(tmp_path):
+    moe = dict(MINIMAL, num_hidden_layers=4, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
+    every = read_model_config(write_config(tmp_path, **moe))
+    assert (every.dense_layers, every.moe_layers) == (0, 4)
+    some = read_model_config(write_config(tmp_path, **moe, mlp_only_layers=[0], decoder_sparse_step=2))
+    assert (some.dense_layers, some.moe_layers) == (2, 2)  # layers 1 and 3 are sparse
+    first = read_model_config(write_config(tmp_path, **moe, first_k_dense_replace=1))
+    assert first.moe_layers == 3
+    per_layer_difference = 64 * 8 + 3 * 64 * (8 * 32) - 3 * 64 * 128  # a MoE feed-forward minus a dense one
+    assert every.params - first.params == per_layer_difference
+    assert first.expert_params == 3 * 64 * 32 * 3
+    with pytest.raises(ConfigError, match=r"config\.json: no mixture-of-experts layer left"):
+        read_model_config(write_config(tmp_path, **moe, first_k_dense_replace=4))
+    with pytest.raises(ConfigError, match=r"config\.json: mlp_only_layers: must be a list of layer indices"):
+        read_model_config(write_config(tmp_path, **moe, mlp_only_layers="0"))
