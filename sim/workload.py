@@ -1,7 +1,8 @@
 """Workloads for the simulator: tenants, arrival processes, length distributions, trace replay.
 
 This module owns turning a tenant configuration (TOML tables or `TenantSpec` objects) into a
-`Workload`: sorted arrival times with each request's tenant, prompt length and true output length.
+`Workload`: sorted arrival times with each request's tenant, prompt length and true output length,
+from a steady rate, staged load (`stages`, and the stage windows the results report) or a trace.
 It also owns reading the supported trace formats (Azure LLM 2023 CSV, Mooncake JSONL, Vidur length
 CSV, each plain or gzipped). All randomness comes from the `numpy.random.Generator` passed in, so
 the same inputs and seed always give identical arrays.
@@ -1108,8 +1109,9 @@ def _staged_arrivals(spec: TenantSpec, rng, load: float) -> np.ndarray:
             times = times[times < duration]
         else:
             times = _arrivals(spec, rng, rate, duration)
-        pieces.append(start + times)
-        start += duration
+        end = start + duration  # the sum stage_windows forms, so each arrival falls in its own window
+        pieces.append(np.minimum(start + times, np.nextafter(end, -math.inf)))
+        start = end
     return np.concatenate(pieces)
 
 

@@ -660,3 +660,12 @@ def test_stages_with_requests_or_different_boundaries_are_refused():
 def test_python_stages_are_checked():
     with pytest.raises(ConfigError, match=r"tenants\[0\]\.stages\[0\]\.duration_s: must be a number in \(0"):
         generate([_staged(stages=((1.0, -5.0),))], np.random.default_rng(0), duration_s=10)
+
+
+def test_staged_arrivals_fall_in_their_own_stage_window():
+    stages = tuple((r, d) for r, d in zip((3.0, 7.0, 1.0) * 20, (0.1, 0.7, 1.3) * 20))
+    w = generate([_staged("constant", stages)], np.random.default_rng(0), duration_s=1)
+    windows = stage_windows(w.tenants)
+    counts = [int(np.count_nonzero((w.arrival_s >= a) & (w.arrival_s < b))) for a, b, _ in windows]
+    assert counts == [math.ceil(r * d) if r * d > 1e-9 else 0 for r, d in stages]
+    assert sum(counts) == len(w)
