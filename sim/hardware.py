@@ -263,7 +263,24 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> ModelSpec:
         raise ConfigError(f"{where}: not valid JSON: {err}") from None
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a JSON object, got {type(table).__name__}")
+    if "nodes" in table and "hidden_size" not in table:
+        return _cluster_config_model(table, where)
     return model_from_hf_config(table, Path(path).parent.name or path, where)
+
+
+def _cluster_config_model(table: Mapping, where: str) -> ModelSpec:
+    """The built-in model an LLMServingSim cluster config (the `config.json` of the real runs in the
+    shared data) names in `nodes[0].instances[0].model_name`."""
+    try:
+        name = table["nodes"][0]["instances"][0]["model_name"]
+    except (KeyError, IndexError, TypeError):
+        name = None
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: nodes[0].instances[0].model_name: missing; a cluster config names its model there")
+    if name not in MODELS:
+        raise ConfigError(f"{where}: nodes[0].instances[0].model_name: {name!r} is not a built-in model; "
+                          f"allowed: {', '.join(sorted(HF_CONFIGS))}")
+    return MODELS[name]
 
 
 # ----- the catalogues ----------------------------------------------------------------------------
@@ -299,6 +316,8 @@ _QWEN3_14B = dict(num_hidden_layers=40, hidden_size=5120, num_attention_heads=40
 HF_CONFIGS: Mapping[str, Mapping] = MappingProxyType({
     # https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct/blob/main/config.json
     "meta-llama/Llama-3.1-8B-Instruct": _LLAMA3_8B,
+    # https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json (the base model, same shape)
+    "meta-llama/Llama-3.1-8B": _LLAMA3_8B,
     # https://huggingface.co/meta-llama/Llama-3.1-70B-Instruct/blob/main/config.json
     "meta-llama/Llama-3.1-70B-Instruct": _LLAMA3_70B,
     # https://huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json

@@ -16,7 +16,7 @@ SHORT_NAMES = {"llama-3-8b", "llama-3-70b", "mistral-7b", "qwen2.5-14b"}
 def test_catalogue_keys():
     assert set(GPUS) == {"h100", "a100-80gb", "a100-40gb", "h200", "b200", "l40s", "rtx-4090", "rtx-pro-6000"}
     assert set(MODELS) == SHORT_NAMES | set(HF_CONFIGS)
-    assert len(HF_CONFIGS) >= 11
+    assert len(HF_CONFIGS) >= 12
 
 
 def test_spec_names_match_their_keys():
@@ -133,6 +133,8 @@ def test_config_error_is_a_value_error():
 PUBLISHED = {
     # "Model size: 8.03B params": https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct
     "meta-llama/Llama-3.1-8B-Instruct": (8.03, None),
+    # "8.03B params": https://huggingface.co/meta-llama/Llama-3.1-8B
+    "meta-llama/Llama-3.1-8B": (8.03, None),
     # "70.6B params": https://huggingface.co/meta-llama/Llama-3.1-70B-Instruct
     "meta-llama/Llama-3.1-70B-Instruct": (70.6, None),
     # "6.74B params": https://huggingface.co/meta-llama/Llama-2-7b-hf
@@ -271,13 +273,23 @@ def test_config_json_that_is_not_json_or_missing(tmp_path):
         get_model(str(tmp_path / "nope.json"))
 
 
-def test_the_real_runs_config_json_is_not_a_model_config(shared_data):
-    # The real runs ship LLMServingSim's cluster config under the name config.json, not the model's.
-    path = shared_data / "real_vllm_runs" / "RTX4090" / "Llama-3.1-8B" / "config.json"
+@pytest.mark.parametrize("gpu", ["RTX4090", "RTXPRO6000"])
+def test_the_real_runs_config_json_names_its_model(shared_data, gpu):
+    # The real runs ship LLMServingSim's cluster config as config.json; it names the model.
+    path = shared_data / "real_vllm_runs" / gpu / "Llama-3.1-8B" / "config.json"
     if not path.exists():
         pytest.skip(f"{path} is absent")
-    with pytest.raises(ConfigError, match=r"config\.json: missing num_hidden_layers, hidden_size"):
-        read_model_config(path)
+    assert read_model_config(path) is get_model("meta-llama/Llama-3.1-8B")
+
+
+def test_a_cluster_config_json_names_a_built_in_model(tmp_path):
+    def cluster(name):
+        return write_config(tmp_path, num_nodes=1, nodes=[{"instances": [{"model_name": name, "num_npus": 1}]}])
+    assert read_model_config(cluster("mistralai/Mixtral-8x7B-v0.1")) is get_model("mistralai/Mixtral-8x7B-v0.1")
+    with pytest.raises(ConfigError, match=r"config\.json: nodes\[0\]\.instances\[0\]\.model_name: 'x/y' is not"):
+        read_model_config(cluster("x/y"))
+    with pytest.raises(ConfigError, match=r"config\.json: nodes\[0\]\.instances\[0\]\.model_name: missing"):
+        read_model_config(write_config(tmp_path, nodes=[]))
 
 
 def test_model_from_a_table_names_where():
