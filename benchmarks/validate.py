@@ -58,7 +58,8 @@ class Validation:
         metrics["itl"] = {"measured": {"mean": m}, "predicted": {"mean": p}, "error": {"mean": p / m - 1}}
         cluster = self.config.cluster
         return {"run": str(self.run.path), "gpu": cluster.gpu, "model": cluster.model,
-                "kv_blocks": cluster.cost_model().kv_blocks(self.config.scheduler.block_size),
+                "kv_blocks": cluster.kv_blocks(self.config.scheduler.block_size),
+                "modelled_kv_blocks": cluster.cost_model().kv_blocks(self.config.scheduler.block_size),
                 "measured_kv_blocks": self.run.kv_cache("num_gpu_blocks"), "requests": self.requests,
                 "compared": int(len(self.measured["ttft"])), "preemptions": self.preemptions, "metrics": metrics}
 
@@ -85,7 +86,8 @@ def validate(path: str | Path, gpu: str | None = None, model: str | None = None,
 
 def report(result: Mapping[str, Any]) -> str:
     lines = [f"{result['run']}: {result['compared']} of {result['requests']} requests, {result['model']} on "
-             f"{result['gpu']}, KV blocks {result['kv_blocks']:,} (measured {result['measured_kv_blocks'] or '-'})",
+             f"{result['gpu']}, {result['kv_blocks']:,} KV blocks (vLLM allocated "
+             f"{_count(result['measured_kv_blocks'])}; the cost model's memory gives {result['modelled_kv_blocks']:,})",
              f"{'metric':8} {'stat':7} {'measured ms':>12} {'predicted ms':>13} {'error':>8}"]
     for metric in METRICS:
         row = result["metrics"][metric]
@@ -95,6 +97,10 @@ def report(result: Mapping[str, Any]) -> str:
         if "mape" in row:
             lines.append(f"{metric:8} {'MAPE':7} {'':>12} {'':>13} {row['mape']:8.1%}")
     return "\n".join(lines)
+
+
+def _count(blocks: int | None) -> str:
+    return f"{blocks:,}" if blocks else "(not recorded)"
 
 
 def validate_runs(paths, gpu: str | None = None, model: str | None = None,
@@ -142,8 +148,8 @@ def validation_markdown(data: Path, figure: Path, shown_figure: str) -> str:
                  f"{row['error'][stat]:+.1%}"] for metric in METRICS
                 for row in [s["metrics"][metric]] for stat in row["measured"]]
         mape = ", ".join(f"{m.upper()} {s['metrics'][m]['mape']:.1%}" for m in ("ttft", "tpot", "e2e"))
-        blocks.append(f"### {s['gpu']}: {s['compared']} requests, KV blocks {s['kv_blocks']:,} "
-                      f"(vLLM measured {s['measured_kv_blocks'] or 'not recorded'})\n\n"
+        blocks.append(f"### {s['gpu']}: {s['compared']} requests, {s['kv_blocks']:,} KV blocks (vLLM allocated "
+                      f"{_count(s['measured_kv_blocks'])}; the cost model's memory gives {s['modelled_kv_blocks']:,})\n\n"
                       + md_table(["metric", "stat", "measured ms", "predicted ms", "error"], rows)
                       + f"\n\nPer-request MAPE: {mape}.")
     blocks.append(f"![measured and predicted CDFs]({shown_figure})")

@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     tok = commands.add_parser("tokenizer", help="write the serving tokenizer (one token per UTF-8 byte) as a "
                                                 "Hugging Face tokenizer folder, for load generators")
     tok.add_argument("dir", type=Path, metavar="DIR", help="the folder to write (created if need be)")
+    cal = commands.add_parser("calibrate", help="fit the cost model's mfu, mbu and step overhead to a real "
+                                                "vLLM run (RUN_DIR: config.json, vllm/meta.json, vllm/requests.jsonl.gz)")
+    cal.add_argument("run", type=Path, metavar="RUN_DIR", help="the real run's folder")
+    cal.add_argument("--gpu", help="the GPU (default: the one meta.json's hardware.device_name names)")
+    cal.add_argument("--model", help="a model name or config.json (default: RUN_DIR/config.json)")
+    cal.add_argument("--out", type=Path, default=Path("calibration.toml"),
+                     help="the calibration file to write (default calibration.toml), for [cluster] calibration")
     cost = commands.add_parser("costmodel", help="print the cost model's sanity figures")
     cost.add_argument("--gpu", default="h100")
     cost.add_argument("--model", default="llama-3-8b")
@@ -166,6 +173,18 @@ def check_output(path: Path, flag: str) -> None:
         raise ConfigError(f"{flag}: {target} is not writable; allowed: a path this user may write")
 
 
+def run_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import fit, report, to_toml
+
+    check_output(args.out, "--out")
+    result = fit(args.run, args.gpu, args.model)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(to_toml(result))
+    print(report(result))
+    print(f"wrote {args.out}: set [cluster] calibration = \"{args.out}\" to use it")
+    return 0
+
+
 def run_tokenizer(folder: Path) -> int:
     from scheduler.runtime.tokenizer_folder import write
 
@@ -191,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(args.config, args.host, args.port, args.speed, args.allow_demo_keys)
         if args.command == "tokenizer":
             return run_tokenizer(args.dir)
+        if args.command == "calibrate":
+            return run_calibrate(args)
         if args.command == "costmodel":
             print(sanity_table(args.gpu, args.model, args.tensor_parallel))
             return 0

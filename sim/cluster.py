@@ -143,7 +143,7 @@ class Simulation:
         self.scheduler = Scheduler(tenants, policy, config.policy.placement, config.scheduler)
         self.loop = EventLoop()
         cost = config.cluster.cost_model()
-        blocks = cost.kv_blocks(config.scheduler.block_size)
+        blocks = config.cluster.kv_blocks(config.scheduler.block_size)
         self.workers = [SimWorker(w, cost, blocks) for w in range(config.cluster.workers)]
         # Workers that arrivals may have to wake (idle) or cut (running past the next boundary).
         self._idle = {worker.id: worker for worker in self.workers}

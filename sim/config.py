@@ -95,6 +95,7 @@ class ClusterConfig:
     step_overhead_ms: float = 1.0
     memory_fraction: float = 0.9
     gpu_spec: GPUSpec | None = None  # a custom GPU ([cluster.gpu_spec]); then `gpu` is its name
+    num_gpu_blocks: int | None = None  # KV blocks per worker, as vLLM's override; None: what memory holds
 
     def cost_model(self) -> RooflineCostModel:
         gpu = self.gpu_spec or get_gpu(self.gpu)
@@ -102,6 +103,10 @@ class ClusterConfig:
             gpu, get_model(self.model), self.tensor_parallel, mfu=self.mfu, mbu=self.mbu,
             step_overhead_s=self.step_overhead_ms / 1000, memory_fraction=self.memory_fraction,
         )
+
+    def kv_blocks(self, block_size: int) -> int:
+        """A worker's KV blocks: `num_gpu_blocks` when set, else what its memory holds after the weights."""
+        return self.num_gpu_blocks if self.num_gpu_blocks is not None else self.cost_model().kv_blocks(block_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +137,9 @@ TOP_SCHEMA = {"seed": INTEGER, "duration_s": NUMBER, "requests": INTEGER, "load"
               "sample_interval_s": NUMBER, "fast_forward": BOOLEAN, "cluster": TABLE, "scheduler": TABLE,
               "tenants": LIST}
 CLUSTER_SCHEMA = {"workers": INTEGER, "gpu": STRING, "model": STRING, "tensor_parallel": INTEGER, "mfu": NUMBER,
-                  "mbu": NUMBER, "step_overhead_ms": NUMBER, "memory_fraction": NUMBER, "gpu_spec": TABLE}
+                  "mbu": NUMBER, "step_overhead_ms": NUMBER, "memory_fraction": NUMBER, "gpu_spec": TABLE,
+                  "num_gpu_blocks": INTEGER, "calibration": STRING}
+CALIBRATED = ("mfu", "mbu", "step_overhead_ms")  # the cost model's free coefficients, which a calibration sets
 GPU_SPEC_SCHEMA = {"name": STRING, **{k: NUMBER for k in GPU_SPEC_FIELDS}}
 SCHEDULER_SCHEMA = {"policy": STRING, "policy_params": TABLE, "placement": STRING, "max_batched_tokens": INTEGER,
                     "max_seqs": INTEGER, "block_size": INTEGER, "kv_watermark": NUMBER, "service_weights": LIST,
@@ -145,6 +152,8 @@ MAX_SEED = 2**128 - 1  # numpy's SeedSequence takes any integer >= 0; 128 bits i
 # The simulator visits every idle worker at each arrival: time grows as workers x requests.
 MAX_WORKERS = 1024
 MAX_STEP_OVERHEAD_MS = 1000.0  # a second of fixed cost per step; real engines spend about a millisecond
+# Each calibrated coefficient: (low, high, low bound open).
+CALIBRATION_RANGES = {"mfu": (0, 1, True), "mbu": (0, 1, True), "step_overhead_ms": (0, MAX_STEP_OVERHEAD_MS, False)}
 MAX_BLOCK_SIZE = 1 << 16
 # The fairness timeline keeps one sample of every tenant's service per sample_interval_s, in memory.
 MAX_SAMPLES = 1_000_000
@@ -272,7 +281,30 @@ def _cluster(table: Any, base_dir: Path | None = None) -> ClusterConfig:
         get_gpu(gpu)
     model = resolve_model(model, base_dir)  # a config.json path, like a trace's, is relative to the config file
     get_model(model)
+    if "num_gpu_blocks" in table:
+        numbers["num_gpu_blocks"] = _in_range(table["num_gpu_blocks"], "cluster.num_gpu_blocks", 1, MAX_COUNT,
+                                              integer=True)
+    if "calibration" in table:
+        numbers |= _calibration(table, base_dir, gpu, get_model(model).name)
     return ClusterConfig(workers=workers, gpu=gpu, model=model, tensor_parallel=tp, **numbers)
+
+
+def _calibration(table: Mapping[str, Any], base_dir: Path | None, gpu: str, model: str) -> dict[str, float]:
+    """The coefficients of the calibration file `fairbatch calibrate` wrote, refused for another GPU
+    or model, or beside coefficients given by hand."""
+    given = [key for key in CALIBRATED if key in table]
+    if given:
+        raise ConfigError(f"cluster.calibration, cluster.{given[0]}: give one of them, not both")
+    name = _name(table, "calibration", "cluster", "")
+    path = Path(name) if Path(name).is_absolute() or base_dir is None else Path(base_dir) / name
+    calibration = read_toml(path, "calibration file")
+    for key, expected in (("gpu", gpu), ("model", model)):
+        if calibration.get(key) != expected:
+            raise ConfigError(f"cluster.calibration: {path} was fitted for {key} {calibration.get(key)!r}, not "
+                              f"{expected!r}; allowed: a calibration of this cluster's GPU and model")
+    ranges = {key: CALIBRATION_RANGES[key] for key in CALIBRATED}
+    return {key: _in_range(calibration.get(key), f"cluster.calibration: {path}: {key}", low, high, open_low=open_low)
+            for key, (low, high, open_low) in ranges.items()}
 
 
 def _policy(table: Any) -> PolicyConfig:

@@ -5,7 +5,8 @@ A run directory has the layout of `real_vllm_runs/<GPU>/<MODEL>` in the shared d
 `vllm/requests.jsonl.gz` (per request: `input_toks`, `output_toks`, and `queued_ts`,
 `first_token_ts`, `last_token_ts` on the server's monotonic clock). A replay runs the same
 arrivals (each `queued_ts` after the first), lengths and engine limits (`max_num_seqs`,
-`max_num_batched_tokens`, `block_size`) with one tenant under FCFS, vLLM's default.
+`max_num_batched_tokens`, `block_size`, and the KV blocks vLLM allocated where meta.json records
+them) with one tenant under FCFS, vLLM's default.
 `latencies` gives both sides' per-request TTFT, TPOT and E2E the same way. `benchmarks.validate`
 compares them; `sim.calibrate` fits the cost model to them.
 """
@@ -118,9 +119,10 @@ def replay_config(run: RealRun, gpu: str, model: str, cluster: Mapping[str, Any]
     scheduler = {"policy": "fcfs", "max_seqs": int(run.engine("max_num_seqs", 256)),
                  "max_batched_tokens": int(run.engine("max_num_batched_tokens", 2048)),
                  "block_size": int(run.kv_cache("block_size", 16))}
+    blocks = {"num_gpu_blocks": int(run.kv_cache("num_gpu_blocks"))} if run.kv_cache("num_gpu_blocks") else {}
     table = {"seed": 0, "requests": len(run.arrival_s),
              "cluster": {"workers": 1, "gpu": gpu, "model": model,
-                         "tensor_parallel": int(run.engine("tensor_parallel_size", 1)), **(cluster or {})},
+                         "tensor_parallel": int(run.engine("tensor_parallel_size", 1)), **blocks, **(cluster or {})},
              "scheduler": scheduler,
              "tenants": [{"name": "run", "rate": 1.0, "prompt_tokens": 1, "output_tokens": 1}]}
     return config_from_dict(table)
@@ -135,8 +137,13 @@ def replay(run: RealRun, config: SimConfig) -> np.ndarray:
     return records[np.argsort(records["id"], kind="stable")]
 
 
-def latencies(arrival, first, last, output) -> dict[str, np.ndarray]:
-    """Per-request TTFT, TPOT (requests of 2+ tokens) and E2E in seconds, and ITL weights."""
+def latencies(arrival, first, last, output, keep_all: bool = False) -> dict[str, np.ndarray]:
+    """Per-request TTFT, TPOT and E2E in seconds, and each TPOT's weight in tokens (for the ITL
+    mean). A single-token request has no TPOT: it is left out, or NaN with `keep_all`, which
+    keeps every array aligned with the requests."""
     multi = output > 1
-    tpot = (last - first)[multi] / (output[multi] - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tpot = np.where(multi, (last - first) / (output - 1), np.nan)
+    if not keep_all:
+        tpot = tpot[multi]
     return {"ttft": first - arrival, "tpot": tpot, "e2e": last - arrival, "tpot_weight": output[multi] - 1}
