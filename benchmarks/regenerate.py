@@ -99,8 +99,22 @@ def regenerate(*, data: str | Path | None = None, jobs: int | None = None, execu
     intro = _intro(run, jobs, quick, cache, figures / "results.csv") + "\n\n" + capacity_summary(results)
     write_report([work / "compare", work / "capacity"], output, figures=figures,
                  title="fairbatch benchmark results", intro=intro)
+    add_validation(output, Path(data) if data is not None else DEFAULT_DATA, figures)
     shutil.copyfile(work / "compare" / "results.csv", figures / "results.csv")
     return output
+
+
+def add_validation(output: Path, data: Path, figures: Path) -> None:
+    """Append (or replace) the section validating the cost model against the real vLLM runs."""
+    if not (data / "real_vllm_runs").is_dir():
+        return
+    from .validate import validation_markdown
+
+    figure = figures / "validation.png"
+    section = validation_markdown(data, figure, os.path.relpath(figure, output.parent))
+    text = output.read_text()
+    head = text.split("\n## Validation against real vLLM runs", 1)[0].rstrip("\n")
+    output.write_text(f"{head}\n\n{section}\n")
 
 
 def capacity_summary(results: list[dict[str, Any]]) -> str:

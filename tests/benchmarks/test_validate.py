@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from benchmarks.cli import main
+from benchmarks.regenerate import add_validation
 from benchmarks.validate import report, validate
+from sim.hardware import get_model
 from sim.realrun import gpu_of, latencies, load_run
 
 REAL_RUNS = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_vllm_runs"
@@ -87,7 +89,20 @@ def test_an_unknown_device_asks_for_the_gpu(tmp_path):
 
 
 @pytest.mark.skipif(not REAL_RUNS.is_dir(), reason="the real vLLM runs are in ../shared/data/real_vllm_runs")
-def test_both_real_runs_replay_every_request(tmp_path):
-    for gpu, folder in (("h100", "RTX4090"), ("h100", "RTXPRO6000")):
-        summary = validate(REAL_RUNS / folder / "Llama-3.1-8B", gpu=gpu, model="llama-3-8b").summary()
-        assert summary["requests"] == summary["compared"] == 300
+def test_both_real_runs_replay_every_request_with_their_engine_settings():
+    rtx4090 = validate(REAL_RUNS / "RTX4090" / "Llama-3.1-8B").summary()  # the GPU from meta.json
+    assert (rtx4090["gpu"], rtx4090["kv_blocks"], rtx4090["measured_kv_blocks"]) == ("rtx-4090", 2588, 2588)
+    pro6000 = validate(REAL_RUNS / "RTXPRO6000" / "Llama-3.1-8B", gpu="rtx-pro-6000").summary()
+    assert rtx4090["compared"] == pro6000["compared"] == 300
+    assert get_model(rtx4090["model"]).name == "meta-llama/Llama-3.1-8B"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_RUNS.is_dir(), reason="the real vLLM runs are in ../shared/data/real_vllm_runs")
+def test_the_results_section_replaces_itself(tmp_path):
+    report_file = tmp_path / "RESULTS.md"
+    report_file.write_text("# results\n\n## Validation against real vLLM runs\n\nold\n")
+    add_validation(report_file, REAL_RUNS.parent, tmp_path / "results")
+    text = report_file.read_text()
+    assert text.startswith("# results\n\n## Validation against real vLLM runs\n\nTwo runs") and "old" not in text
+    assert text.count("### rtx-") == 2 and (tmp_path / "results" / "validation.png").stat().st_size > 0
