@@ -319,7 +319,7 @@ def _vtc_policy(r: Run, window_s: float) -> dict[str, Any]:
 
 
 def format_vtc_paper(result: dict) -> str:
-    lines = ["VTC paper setups (Sheng et al., OSDI'24, section 5) on 1x L40S, Llama-3-8B, max_seqs 12",
+    lines = ["VTC paper setups (Sheng et al., OSDI'24, section 5) on 1x L40S, Llama-3-8B, max_num_seqs 12",
              "diff: per 60 s window, sum_j min(max_k s_k - s_j, |r_j - s_j|) (s service rate, r demand rate, "
              "weight-normalised), service/s",
              "acc diff: max_k W_k - min_k W_k of accumulated (weight-normalised) service", ""]

@@ -85,7 +85,8 @@ def setup(config: Mapping[str, Any]) -> str:
     if "horizon_s" in config:
         span += f", stopped at {config['horizon_s']:g} s"
     pool = (f"{cluster.get('workers', 2)} x {cluster.get('gpu', 'h100')} serving {cluster.get('model', 'llama-3-8b')}"
-            f" (tp {cluster.get('tensor_parallel', 1)}), max_batched_tokens {sched.get('max_batched_tokens', 4096)},"
+            f" (tp {cluster.get('tensor_parallel', 1)}),"
+            f" max_num_batched_tokens {sched.get('max_num_batched_tokens', 4096)},"
             f" {span}, seed {config.get('seed', 0)}.")
     header = ["tenant", "weight", "priority", "arrivals", "lengths (prompt / output)", "SLO TTFT / TPOT ms"]
     rows = [[t["name"], f"{t.get('weight', 1.0):g}", str(t.get("priority", 0)), _arrivals(t), _lengths(t),

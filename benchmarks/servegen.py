@@ -129,7 +129,7 @@ def mix_table(clients: Sequence[Client], *, tenants: int = 7, rate: float = 20.0
     return {
         "seed": seed, "duration_s": duration_s, "horizon_s": duration_s + drain_s,
         "cluster": {"workers": workers, "gpu": "h100", "model": "llama-3-8b"},
-        "scheduler": {"policy": "vtc", "max_batched_tokens": 4096, "max_seqs": 256},
+        "scheduler": {"policy": "vtc", "max_num_batched_tokens": 4096, "max_num_seqs": 256},
         "tenants": rows,
     }
 

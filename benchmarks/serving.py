@@ -419,12 +419,12 @@ def generated_tokens(url: str) -> float:
 
 def modelled_decode_rate(n: int, seconds: float, output_tokens: int) -> float:
     """Tokens per second the simulated worker's cost model produces over `seconds` for HOLD's
-    streams: min(n, max_seqs) sequences decoding from the 64-token prompt (what the server would
+    streams: min(n, max_num_seqs) sequences decoding from the 64-token prompt (what the server would
     stream if its own CPU cost nothing)."""
     from sim.serve import serve_config_from_dict
 
     config = serve_config_from_dict(tomllib.loads(HOLD)).sim
-    running = min(n, config.scheduler.max_seqs)
+    running = min(n, config.scheduler.max_num_seqs)
     steps = config.cluster.cost_model().decode_step_times(running, running * 64.0, output_tokens)
     done = int(np.searchsorted(np.cumsum(steps), seconds))
     return running * done / seconds

@@ -155,7 +155,7 @@ def standard(sizes: Sequence[int] = (1_000, 10_000)) -> list[dict[str, Any]]:
 
 
 def saturation(requests: int = 2_000) -> float:
-    """Requests/s one H100 worker completes when overloaded (512/128 requests, max_seqs 256)."""
+    """Requests/s one H100 worker completes when overloaded (512/128 requests, max_num_seqs 256)."""
     run = in_child(kind="saturation", requests=requests)
     return run["finished"] / run["sim_s"]
 
@@ -182,7 +182,7 @@ def core_point(policy: str, running: int, queued: int, tenants: int, steps: int 
     EOS, a queued one is admitted in the next plan, and a new one is submitted (untimed)."""
     names = [f"t{i}" for i in range(tenants)]
     sched = Scheduler([Tenant(n) for n in names], policy, "global",
-                      SchedulerConfig(max_batched_tokens=max(4_096, 2 * running), max_seqs=running))
+                      SchedulerConfig(max_num_batched_tokens=max(4_096, 2 * running), max_num_seqs=running))
     sched.add_worker(0, 1 << 24, 0.0)
     submitted = 0
 

@@ -58,8 +58,8 @@ class Validation:
         metrics["itl"] = {"measured": {"mean": m}, "predicted": {"mean": p}, "error": {"mean": p / m - 1}}
         cluster = self.config.cluster
         return {"run": str(self.run.path), "gpu": cluster.gpu, "model": cluster.model,
-                "kv_blocks": cluster.kv_blocks(self.config.scheduler.block_size),
-                "modelled_kv_blocks": cluster.cost_model().kv_blocks(self.config.scheduler.block_size),
+                "kv_blocks": cluster.kv_blocks(self.config.scheduler),
+                "modelled_kv_blocks": cluster.modelled_kv_blocks(self.config.scheduler),
                 "measured_kv_blocks": self.run.kv_cache("num_gpu_blocks"), "requests": self.requests,
                 "compared": int(len(self.measured["ttft"])), "preemptions": self.preemptions, "metrics": metrics}
 

@@ -32,9 +32,10 @@ QUEUED = RequestState.QUEUED
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
-    max_batched_tokens: int = 4096  # tokens computed per step, prefill chunks and decodes together
-    max_seqs: int = 256  # requests running on one worker at once
+    max_num_batched_tokens: int = 4096  # tokens computed per step, prefill chunks and decodes together
+    max_num_seqs: int = 256  # requests running on one worker at once
     block_size: int = 16  # tokens per KV block
+    max_model_len: int | None = None  # longest prompt + max_new_tokens admitted; None: what a worker's KV holds
     kv_watermark: float = 0.01  # fraction of a worker's blocks kept free when admitting
     service_weights: tuple[float, float] = (1.0, 2.0)  # (w_p, w_q): cost of a prompt / output token
     max_queued: int | None = None  # requests waiting in all queues together; None: no cap
@@ -42,20 +43,20 @@ class SchedulerConfig:
     debug_checks: bool = False  # check every invariant after every call (slow; for tests)
 
     def __post_init__(self) -> None:
-        for key in ("max_batched_tokens", "max_seqs", "block_size"):
+        for key in ("max_num_batched_tokens", "max_num_seqs", "block_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"scheduler.{key}: must be an integer >= 1, got {value!r}")
-        if self.max_seqs > self.max_batched_tokens:
+        if self.max_num_seqs > self.max_num_batched_tokens:
             raise ConfigError(
-                f"scheduler.max_seqs: must be <= max_batched_tokens ({self.max_batched_tokens}) so every "
-                f"running request can decode each step, got {self.max_seqs}"
+                f"scheduler.max_num_seqs: must be <= max_num_batched_tokens ({self.max_num_batched_tokens}) so "
+                f"every running request can decode each step, got {self.max_num_seqs}"
             )
         if not 0 <= self.kv_watermark < 1:
             raise ConfigError(f"scheduler.kv_watermark: must be in [0, 1), got {self.kv_watermark!r}")
         if len(self.service_weights) != 2 or min(self.service_weights) < 0:
             raise ConfigError(f"scheduler.service_weights: must be two numbers >= 0, got {self.service_weights!r}")
-        for key in ("max_queued", "max_queued_tokens"):
+        for key in ("max_queued", "max_queued_tokens", "max_model_len"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"scheduler.{key}: must be an integer >= 1 or unset, got {value!r}")
@@ -201,7 +202,7 @@ class Scheduler:
             admit=lambda seq: admitted.append(self._admit(seq, worker, now)),
             preempt=lambda seq: preempted.append(self._preempt(seq)),
         )
-        budget = StepBudget(self.config.max_batched_tokens, self.config.max_seqs - len(worker.running))
+        budget = StepBudget(self.config.max_num_batched_tokens, self.config.max_num_seqs - len(worker.running))
         queue = self._pool_queue if self.placement.late_binding else worker.queue
         chunks = form_step(worker, queue, self.policy, budget, hooks)
         repeat = repeat_limit(worker, chunks, queue, budget, bool(preempted))
@@ -310,11 +311,13 @@ class Scheduler:
 
     @property
     def max_sequence_tokens(self) -> int:
-        """Prompt + max_new_tokens that every worker can hold alone (0 with no workers)."""
+        """Prompt + max_new_tokens that every worker can hold alone, at most max_model_len (0 with no workers)."""
         return self._max_sequence_tokens
 
     def _pool_changed(self) -> None:
-        self._max_sequence_tokens = min((w.pool.admissible_tokens for w in self._workers.values()), default=0)
+        held = min((w.pool.admissible_tokens for w in self._workers.values()), default=0)
+        limit = self.config.max_model_len
+        self._max_sequence_tokens = held if limit is None else min(held, limit)
 
     @property
     def num_waiting(self) -> int:

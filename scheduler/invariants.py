@@ -59,14 +59,15 @@ def check_workers(scheduler: "Scheduler") -> None:
         held = sum(seq.blocks for seq in worker.running)
         _require(0 <= pool.free <= pool.total, f"worker {worker.id}: free blocks {pool.free} outside [0, {pool.total}]")
         _require(pool.used == held, f"worker {worker.id}: {pool.used} blocks used but running requests hold {held}")
-        _require(len(worker.running) <= config.max_seqs, f"worker {worker.id}: more than max_seqs running")
+        _require(len(worker.running) <= config.max_num_seqs, f"worker {worker.id}: more than max_num_seqs running")
         for seq in worker.running:
             _require(seq.worker == worker.id, f"{seq!r} runs on worker {worker.id} but is bound elsewhere")
             _require(seq.blocks >= pool.blocks_for(seq.computed), f"{seq!r} has KV beyond its blocks")
         _check_decode_set(worker)
         if worker.inflight is not None:
             tokens = sum(n for _, n in worker.inflight) + worker.decode.size
-            _require(tokens <= config.max_batched_tokens, f"worker {worker.id}: step of {tokens} tokens over budget")
+            _require(tokens <= config.max_num_batched_tokens,
+                     f"worker {worker.id}: step of {tokens} tokens over budget")
 
 
 def _check_decode_set(worker) -> None:

@@ -143,7 +143,7 @@ class Simulation:
         self.scheduler = Scheduler(tenants, policy, config.policy.placement, config.scheduler)
         self.loop = EventLoop()
         cost = config.cluster.cost_model()
-        blocks = config.cluster.kv_blocks(config.scheduler.block_size)
+        blocks = config.cluster.kv_blocks(config.scheduler)
         self.workers = [SimWorker(w, cost, blocks) for w in range(config.cluster.workers)]
         # Workers that arrivals may have to wake (idle) or cut (running past the next boundary).
         self._idle = {worker.id: worker for worker in self.workers}
@@ -216,12 +216,12 @@ class Simulation:
             ids = sorted(self._idle.keys() | self._long_runs.keys())
         else:
             ids = [worker_id] if worker_id in self._idle or worker_id in self._long_runs else []
-        max_seqs = self.scheduler.config.max_seqs
+        max_num_seqs = self.scheduler.config.max_num_seqs
         for wid in ids:
             worker = self.workers[wid]
             if worker.run is None:
                 self._start_step(worker)
-            elif len(self.scheduler.workers[wid].running) < max_seqs:
+            elif len(self.scheduler.workers[wid].running) < max_num_seqs:
                 self._cut(worker)
 
     def _cut(self, worker: SimWorker) -> None:

@@ -44,8 +44,8 @@ tensor_parallel = 1
 [scheduler]
 policy = "vtc"
 placement = "global"
-max_batched_tokens = 4096
-max_seqs = 256
+max_num_batched_tokens = 4096
+max_num_seqs = 256
 block_size = 16
 
 [[tenants]]
@@ -93,20 +93,27 @@ class ClusterConfig:
     mfu: float = 0.6
     mbu: float = 0.8
     step_overhead_ms: float = 1.0
-    memory_fraction: float = 0.9
     gpu_spec: GPUSpec | None = None  # a custom GPU ([cluster.gpu_spec]); then `gpu` is its name
-    num_gpu_blocks: int | None = None  # KV blocks per worker, as vLLM's override; None: what memory holds
+    # Read from [scheduler], under vLLM's names, and written there by config_to_dict:
+    gpu_memory_utilization: float = 0.9  # fraction of each GPU's memory for weights, activations and KV
+    num_gpu_blocks: int | None = None  # KV blocks per worker, as vLLM's override; None: vLLM's sizing
 
     def cost_model(self) -> RooflineCostModel:
         gpu = self.gpu_spec or get_gpu(self.gpu)
         return RooflineCostModel(
             gpu, get_model(self.model), self.tensor_parallel, mfu=self.mfu, mbu=self.mbu,
-            step_overhead_s=self.step_overhead_ms / 1000, memory_fraction=self.memory_fraction,
+            step_overhead_s=self.step_overhead_ms / 1000, gpu_memory_utilization=self.gpu_memory_utilization,
         )
 
-    def kv_blocks(self, block_size: int) -> int:
-        """A worker's KV blocks: `num_gpu_blocks` when set, else what its memory holds after the weights."""
-        return self.num_gpu_blocks if self.num_gpu_blocks is not None else self.cost_model().kv_blocks(block_size)
+    def kv_blocks(self, scheduler: SchedulerConfig) -> int:
+        """A worker's KV blocks: `num_gpu_blocks` when set, else vLLM's sizing (see `modelled_kv_blocks`)."""
+        return self.num_gpu_blocks if self.num_gpu_blocks is not None else self.modelled_kv_blocks(scheduler)
+
+    def modelled_kv_blocks(self, scheduler: SchedulerConfig) -> int:
+        """memory x gpu_memory_utilization - weights - the activation peak of a step of the scheduler's
+        limits - a reserve, in blocks (RooflineCostModel.kv_blocks)."""
+        return self.cost_model().kv_blocks(scheduler.block_size, scheduler.max_num_batched_tokens,
+                                           scheduler.max_num_seqs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +144,20 @@ TOP_SCHEMA = {"seed": INTEGER, "duration_s": NUMBER, "requests": INTEGER, "load"
               "sample_interval_s": NUMBER, "fast_forward": BOOLEAN, "cluster": TABLE, "scheduler": TABLE,
               "tenants": LIST}
 CLUSTER_SCHEMA = {"workers": INTEGER, "gpu": STRING, "model": STRING, "tensor_parallel": INTEGER, "mfu": NUMBER,
-                  "mbu": NUMBER, "step_overhead_ms": NUMBER, "memory_fraction": NUMBER, "gpu_spec": TABLE,
-                  "num_gpu_blocks": INTEGER, "calibration": STRING}
+                  "mbu": NUMBER, "step_overhead_ms": NUMBER, "gpu_spec": TABLE,
+                  "calibration": STRING}
 CALIBRATED = ("mfu", "mbu", "step_overhead_ms")  # the cost model's free coefficients, which a calibration sets
 GPU_SPEC_SCHEMA = {"name": STRING, **{k: NUMBER for k in GPU_SPEC_FIELDS}}
-SCHEDULER_SCHEMA = {"policy": STRING, "policy_params": TABLE, "placement": STRING, "max_batched_tokens": INTEGER,
-                    "max_seqs": INTEGER, "block_size": INTEGER, "kv_watermark": NUMBER, "service_weights": LIST,
-                    "max_queued": INTEGER, "max_queued_tokens": INTEGER}
+SCHEDULER_SCHEMA = {"policy": STRING, "policy_params": TABLE, "placement": STRING, "max_num_batched_tokens": INTEGER,
+                    "max_num_seqs": INTEGER, "block_size": INTEGER, "max_model_len": INTEGER,
+                    "gpu_memory_utilization": NUMBER, "num_gpu_blocks": INTEGER, "kv_watermark": NUMBER,
+                    "service_weights": LIST, "max_queued": INTEGER, "max_queued_tokens": INTEGER}
+MEMORY_KEYS = ("gpu_memory_utilization", "num_gpu_blocks")  # [scheduler] keys kept in ClusterConfig
+# Keys of earlier versions, each now under vLLM's name: a config using one fails, naming the new key.
+RENAMED = {"scheduler.max_seqs": "scheduler.max_num_seqs",
+           "scheduler.max_batched_tokens": "scheduler.max_num_batched_tokens",
+           "cluster.memory_fraction": "scheduler.gpu_memory_utilization",
+           "cluster.num_gpu_blocks": "scheduler.num_gpu_blocks"}
 TOP_KEYS = tuple(TOP_SCHEMA)
 CLUSTER_KEYS = tuple(CLUSTER_SCHEMA)
 SCHEDULER_KEYS = tuple(SCHEDULER_SCHEMA)
@@ -224,11 +238,12 @@ def config_from_dict(table: Mapping[str, Any], base_dir: Path | None = None) -> 
         horizon_s=None if horizon is None else _seconds(horizon, "horizon_s"),
         sample_interval_s=_seconds(table.get("sample_interval_s", 1.0), "sample_interval_s"),
         fast_forward=_boolean(table.get("fast_forward", True), "fast_forward"),
-        cluster=_cluster(table.get("cluster", {}), base_dir),
+        cluster=_cluster(table.get("cluster", {}), base_dir, table.get("scheduler", {})),
         policy=_policy(table.get("scheduler", {})),
         scheduler=_scheduler(table.get("scheduler", {})),
         tenants=_tenants(table.get("tenants"), base_dir),
     )
+    config = dataclasses.replace(config, scheduler=_model_len(config.scheduler, config.cluster))
     _check_pool(config)
     return config
 
@@ -250,8 +265,15 @@ def _horizon(table: Mapping[str, Any]) -> tuple[float | None, int | None]:
 def _section(table: Any, name: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{name}: must be a table, got {_shown(table)}")
+    _check_renamed(table, name)
     _check_keys(table, allowed, name)
     return table
+
+
+def _check_renamed(table: Mapping[str, Any], name: str) -> None:
+    old = next((f"{name}.{k}" for k in table if f"{name}.{k}" in RENAMED), None)
+    if old is not None:
+        raise ConfigError(f"{old}: renamed; allowed: {RENAMED[old]} (vLLM's name)")
 
 
 def _name(table: Mapping[str, Any], key: str, where: str, default: str) -> str:
@@ -262,12 +284,13 @@ def _name(table: Mapping[str, Any], key: str, where: str, default: str) -> str:
     return value
 
 
-def _cluster(table: Any, base_dir: Path | None = None) -> ClusterConfig:
+def _cluster(table: Any, base_dir: Path | None = None, scheduler: Any = None) -> ClusterConfig:
     table = _section(table, "cluster", CLUSTER_KEYS)
+    memory = _memory(_section({} if scheduler is None else scheduler, "scheduler", SCHEDULER_KEYS))
     workers = _in_range(table.get("workers", 2), "cluster.workers", 1, MAX_WORKERS, integer=True)
     tp = _integer(table.get("tensor_parallel", 1), "cluster.tensor_parallel")
     numbers = {k: _in_range(table[k], f"cluster.{k}", 0, 1, open_low=True)
-               for k in ("mfu", "mbu", "memory_fraction") if k in table}
+               for k in ("mfu", "mbu") if k in table}
     if "step_overhead_ms" in table:
         numbers["step_overhead_ms"] = _in_range(table["step_overhead_ms"], "cluster.step_overhead_ms", 0,
                                                 MAX_STEP_OVERHEAD_MS)
@@ -281,12 +304,21 @@ def _cluster(table: Any, base_dir: Path | None = None) -> ClusterConfig:
         get_gpu(gpu)
     model = resolve_model(model, base_dir)  # a config.json path, like a trace's, is relative to the config file
     get_model(model)
-    if "num_gpu_blocks" in table:
-        numbers["num_gpu_blocks"] = _in_range(table["num_gpu_blocks"], "cluster.num_gpu_blocks", 1, MAX_COUNT,
-                                              integer=True)
     if "calibration" in table:
         numbers |= _calibration(table, base_dir, gpu, get_model(model).name)
-    return ClusterConfig(workers=workers, gpu=gpu, model=model, tensor_parallel=tp, **numbers)
+    return ClusterConfig(workers=workers, gpu=gpu, model=model, tensor_parallel=tp, **numbers, **memory)
+
+
+def _memory(table: Mapping[str, Any]) -> dict[str, Any]:
+    """[scheduler] gpu_memory_utilization and num_gpu_blocks, which size the cluster's KV cache."""
+    memory = {}
+    if "gpu_memory_utilization" in table:
+        memory["gpu_memory_utilization"] = _in_range(table["gpu_memory_utilization"],
+                                                     "scheduler.gpu_memory_utilization", 0, 1, open_low=True)
+    if "num_gpu_blocks" in table:
+        memory["num_gpu_blocks"] = _in_range(table["num_gpu_blocks"], "scheduler.num_gpu_blocks", 1, MAX_COUNT,
+                                             integer=True)
+    return memory
 
 
 def _calibration(table: Mapping[str, Any], base_dir: Path | None, gpu: str, model: str) -> dict[str, float]:
@@ -325,9 +357,9 @@ def _policy(table: Any) -> PolicyConfig:
 
 
 def _scheduler(table: Mapping[str, Any]) -> SchedulerConfig:
-    """Types and bounds here, the rules between keys in SchedulerConfig (max_seqs <= max_batched_tokens)."""
-    limits = {"max_batched_tokens": MAX_TOKENS, "max_seqs": MAX_TOKENS, "block_size": MAX_BLOCK_SIZE,
-              "max_queued": MAX_COUNT, "max_queued_tokens": MAX_COUNT}
+    """Types and bounds here, the rules between keys in SchedulerConfig (max_num_seqs <= max_num_batched_tokens)."""
+    limits = {"max_num_batched_tokens": MAX_TOKENS, "max_num_seqs": MAX_TOKENS, "block_size": MAX_BLOCK_SIZE,
+              "max_model_len": MAX_TOKENS, "max_queued": MAX_COUNT, "max_queued_tokens": MAX_COUNT}
     values = {k: _in_range(table[k], f"scheduler.{k}", 1, high, integer=True)
               for k, high in limits.items() if k in table}
     if "kv_watermark" in table:
@@ -335,6 +367,15 @@ def _scheduler(table: Mapping[str, Any]) -> SchedulerConfig:
     if "service_weights" in table:
         values["service_weights"] = _service_weights(table["service_weights"])
     return SchedulerConfig(**values)
+
+
+def _model_len(scheduler: SchedulerConfig, cluster: ClusterConfig) -> SchedulerConfig:
+    """max_model_len defaults to the model's context length where its spec has one (else None: what
+    a worker's KV cache holds)."""
+    context = get_model(cluster.model).context_len
+    if scheduler.max_model_len is not None or not context:
+        return scheduler
+    return dataclasses.replace(scheduler, max_model_len=context)
 
 
 def _service_weights(value: Any) -> tuple[float, float]:
@@ -348,10 +389,15 @@ def _service_weights(value: Any) -> tuple[float, float]:
 def _check_pool(config: SimConfig) -> None:
     """Rules that need the cost model: the model fits the GPU, and a worker's KV holds a block."""
     cost = config.cluster.cost_model()  # names cluster.tensor_parallel if the weights do not fit
-    block_size = config.scheduler.block_size
-    if cost.kv_blocks(block_size) < 1:
-        raise ConfigError(f"scheduler.block_size: a worker's KV cache holds {cost.kv_capacity_tokens:,} tokens, "
-                          f"less than one block of {block_size:,}; allowed: <= {cost.kv_capacity_tokens:,}")
+    if config.cluster.num_gpu_blocks is not None:
+        return
+    sched = config.scheduler
+    tokens = cost.kv_tokens(sched.max_num_batched_tokens, sched.max_num_seqs)
+    if tokens < sched.block_size:
+        raise ConfigError(f"scheduler.block_size: a worker's KV cache holds {max(tokens, 0):,} tokens after the "
+                          f"activations of max_num_batched_tokens {sched.max_num_batched_tokens:,}, less than one "
+                          f"block of {sched.block_size:,}; allowed: <= {max(tokens, 0):,}, or fewer "
+                          f"max_num_batched_tokens, or a higher gpu_memory_utilization")
 
 
 def check_runnable(config: SimConfig, workload: Workload) -> None:
@@ -407,6 +453,8 @@ def config_to_dict(config: SimConfig) -> dict[str, Any]:
     """A JSON-able dict of the whole config (with derived fields such as fitted distributions); a
     tenant's `stages` only where it has them."""
     out = _plain(dataclasses.asdict(config))
+    for key in MEMORY_KEYS:  # written where the TOML takes them
+        out["scheduler"][key] = out["cluster"].pop(key)
     for tenant in out["tenants"]:
         if tenant["stages"] is None:
             del tenant["stages"]

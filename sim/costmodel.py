@@ -21,9 +21,14 @@ from sim.hardware import GPUSpec, ModelSpec, get_gpu, get_model
 if TYPE_CHECKING:
     from scheduler.actions import StepPlan
 
-__all__ = ["RooflineCostModel", "causal_pairs", "sanity_table"]
+__all__ = ["RooflineCostModel", "activation_peak_bytes", "causal_pairs", "sanity_table"]
 
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+# vLLM leaves outside its profiled peak: the CUDA context's and libraries' own allocations (cuBLAS
+# and NCCL workspaces) and the CUDA graph pool. A fixed reserve per GPU stands for them; vLLM
+# measures them on the device, which a simulator cannot.
+RESERVE_BYTES = 128 * 2**20
+LOGIT_BYTES = 4  # vLLM's sampler works on float32 logits
 SMALL_CONTEXT = 128  # context of the "decode@1" figure: small enough that KV reads are negligible
 
 
@@ -44,7 +49,7 @@ class RooflineCostModel:
     mbu: float = 0.8  # memory bandwidth utilisation
     step_overhead_s: float = 0.001  # fixed per-step cost (scheduling, launch, sampling)
     allreduce_latency_s: float = 10e-6  # per all-reduce op, only when tensor_parallel > 1
-    memory_fraction: float = 0.9
+    gpu_memory_utilization: float = 0.9
     # Per-unit coefficients, fixed at construction so step_time is a handful of multiply-adds:
     # the simulator calls it once per event.
     _s_per_token: float = field(init=False, repr=False, compare=False)
@@ -138,14 +143,19 @@ class RooflineCostModel:
 
     @property
     def kv_capacity_tokens(self) -> int:
-        """KV tokens the worker holds once its weights are loaded (sharded over the group)."""
-        return _kv_capacity(self.gpu, self.model, self.tensor_parallel, self.memory_fraction)
+        """KV tokens a worker holds with no activation budget (memory x utilisation - weights - reserve)."""
+        return self.kv_tokens(0, 0)
 
-    def kv_blocks(self, block_size: int) -> int:
-        """Whole KV blocks of `block_size` tokens the worker holds."""
+    def kv_tokens(self, max_num_batched_tokens: int, max_num_seqs: int) -> int:
+        """KV tokens a worker holds after the activation peak of a step of these limits (vLLM's sizing)."""
+        activation = activation_peak_bytes(self.model, self.tensor_parallel, max_num_batched_tokens, max_num_seqs)
+        return _kv_capacity(self.gpu, self.model, self.tensor_parallel, self.gpu_memory_utilization, activation)
+
+    def kv_blocks(self, block_size: int, max_num_batched_tokens: int = 0, max_num_seqs: int = 0) -> int:
+        """Whole KV blocks of `block_size` tokens the worker holds after that activation peak."""
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ConfigError(f"block_size: must be an integer >= 1, got {block_size!r}")
-        return self.kv_capacity_tokens // block_size
+        return max(self.kv_tokens(max_num_batched_tokens, max_num_seqs), 0) // block_size
 
     def describe(self) -> str:
         """One line: model, worker shape, KV capacity and the batch-1 decode step."""
@@ -193,7 +203,7 @@ class RooflineCostModel:
         for key, value, allowed, ok in (
             ("mfu", self.mfu, "(0, 1]", 0 < self.mfu <= 1),
             ("mbu", self.mbu, "(0, 1]", 0 < self.mbu <= 1),
-            ("memory_fraction", self.memory_fraction, "(0, 1]", 0 < self.memory_fraction <= 1),
+            ("gpu_memory_utilization", self.gpu_memory_utilization, "(0, 1]", 0 < self.gpu_memory_utilization <= 1),
             ("step_overhead_s", self.step_overhead_s, ">= 0", self.step_overhead_s >= 0),
             ("allreduce_latency_s", latency, ">= 0", latency >= 0),
         ):
@@ -203,21 +213,44 @@ class RooflineCostModel:
             raise ConfigError(self._does_not_fit_message())
 
     def _does_not_fit_message(self) -> str:
-        gpu, m, tp, frac = self.gpu, self.model, self.tensor_parallel, self.memory_fraction
+        gpu, m, tp, frac = self.gpu, self.model, self.tensor_parallel, self.gpu_memory_utilization
         fits = [n for n in TENSOR_PARALLEL_SIZES if _kv_capacity(gpu, m, n, frac) > 0]
         allowed = f"allowed: {_join(fits)}" if fits else "no tensor_parallel fits; use a larger GPU"
         return (
             f"cluster.tensor_parallel: {m.name} weights do not fit on {gpu.name} at "
             f"tensor_parallel={tp} ({m.weight_bytes / tp / 1e9:.1f} GB per GPU, "
-            f"{gpu.memory_bytes * frac / 1e9:.1f} GB usable at memory_fraction={frac}, "
+            f"{gpu.memory_bytes * frac / 1e9:.1f} GB usable at gpu_memory_utilization={frac}, "
             f"no room left for KV cache); {allowed}"
         )
 
 
-def _kv_capacity(gpu: GPUSpec, model: ModelSpec, tensor_parallel: int, fraction: float) -> int:
+def _kv_capacity(gpu: GPUSpec, model: ModelSpec, tensor_parallel: int, fraction: float,
+                 activation: float = 0.0) -> int:
     # Each GPU holds 1/tp of the weights and 1/tp of every token's KV (heads are sharded).
-    free = gpu.memory_bytes * fraction - model.weight_bytes / tensor_parallel
+    free = gpu.memory_bytes * fraction - model.weight_bytes / tensor_parallel - activation - RESERVE_BYTES
     return math.floor(free / (model.kv_bytes_per_token / tensor_parallel))
+
+
+def activation_peak_bytes(model: ModelSpec, tensor_parallel: int, max_num_batched_tokens: int,
+                          max_num_seqs: int) -> float:
+    """Per GPU, the activation peak of vLLM's profiling pass: a forward pass of max_num_batched_tokens
+    tokens, then sampling max_num_seqs sequences.
+
+    An estimate from the model's shape, since the simulator cannot profile: the largest tensors
+    alive in one layer's feed-forward (the residual stream and its normed copy, 2 x hidden; the
+    fused gate-up output and the activated half, 3 x the feed-forward width, sharded over the
+    group) for every batched token, plus float32 logits over the whole vocabulary (gathered on
+    each GPU) for every sequence. Layers run one after another, so one layer's peak is the pass's.
+    """
+    width = 2 * model.hidden + 3 * _ffn_width(model) / tensor_parallel
+    forward = max_num_batched_tokens * width * model.dtype_bytes
+    return forward + max_num_seqs * model.vocab * LOGIT_BYTES
+
+
+def _ffn_width(model: ModelSpec) -> int:
+    # A token's feed-forward intermediate width: dense, or its routed experts plus the shared one.
+    routed = model.experts_per_token * model.expert_intermediate + model.shared_intermediate
+    return max(model.intermediate, routed)
 
 
 def _join(values) -> str:
@@ -308,8 +341,10 @@ def _prefill_by_chunk(cm: RooflineCostModel) -> str:
 
 
 def _capacity(cm: RooflineCostModel) -> str:
-    rows = [("tokens", f"{cm.kv_capacity_tokens:,}"), ("16-token blocks", f"{cm.kv_blocks(16):,}")]
-    return "KV capacity\n" + "\n".join(f"  {label:<20}{value:>12}" for label, value in rows)
+    rows = [("tokens", f"{cm.kv_capacity_tokens:,}"), ("16-token blocks", f"{cm.kv_blocks(16):,}"),
+            ("after a 4,096-token step, 256 sequences", f"{cm.kv_blocks(16, 4096, 256):,}")]
+    return "KV capacity (after the weights and a reserve)\n" + "\n".join(
+        f"  {label:<42}{value:>12}" for label, value in rows)
 
 
 def _table(title: str, head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:

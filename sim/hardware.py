@@ -92,6 +92,7 @@ class ModelSpec:
     expert_intermediate: int = 0
     shared_intermediate: int = 0
     dense_layers: int = 0  # layers of a MoE model with a dense feed-forward of `intermediate` instead
+    context_len: int = 0  # the longest sequence it takes (config.json max_position_embeddings); 0: not known
 
     @property
     def moe_layers(self) -> int:
@@ -148,6 +149,7 @@ def count_params(m: ModelSpec) -> float:
 # ----- Hugging Face config.json ----------------------------------------------------------------
 
 REQUIRED_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+MAX_CONTEXT = 2**31 - 1  # a sequence's tokens, as the workload bounds them
 MAX_DIM = 1 << 20  # any one dimension of a model; the largest published ones are ~250k (vocabularies)
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}
 EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")  # Mixtral; Qwen-MoE; DeepSeek
@@ -170,6 +172,7 @@ def model_from_hf_config(config: Mapping, name: str, where: str) -> ModelSpec:
         kv_heads=kv_heads, head_dim=dim("head_dim", max(hidden // heads, 1)), dtype_bytes=_dtype_bytes(config, where),
         intermediate=dim("intermediate_size"), vocab=dim("vocab_size"),
         tied_embeddings=_flag(config, "tie_word_embeddings", where), **_experts(config, where),
+        context_len=_context_len(config, where),
     )
     return _with_params(spec)
 
@@ -182,6 +185,11 @@ def _dimension(config: Mapping, where: str, key: str, default: int | None = None
     value = config.get(key)
     return default if value is None and default is not None else _in_range(
         value, f"{where}: {key}", 1, MAX_DIM, integer=True)
+
+
+def _context_len(config: Mapping, where: str) -> int:
+    value = config.get("max_position_embeddings")
+    return 0 if value is None else _in_range(value, f"{where}: max_position_embeddings", 1, MAX_CONTEXT, integer=True)
 
 
 def _flag(config: Mapping, key: str, where: str) -> bool:
@@ -300,17 +308,18 @@ GPUS: Mapping[str, GPUSpec] = MappingProxyType(
 
 _LLAMA3_8B = dict(num_hidden_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
                   head_dim=128, intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False,
-                  torch_dtype="bfloat16")
+                  torch_dtype="bfloat16", max_position_embeddings=131072)
 _LLAMA3_70B = dict(_LLAMA3_8B, num_hidden_layers=80, hidden_size=8192, num_attention_heads=64,
                    intermediate_size=28672)
 _LLAMA2_7B = dict(num_hidden_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
-                  intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False, torch_dtype="float16")
+                  intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False, torch_dtype="float16",
+                  max_position_embeddings=4096)
 _MISTRAL_7B = dict(num_hidden_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
                    head_dim=128, intermediate_size=14336, vocab_size=32000, tie_word_embeddings=False,
-                   torch_dtype="bfloat16")
+                   torch_dtype="bfloat16", max_position_embeddings=32768)
 _QWEN3_14B = dict(num_hidden_layers=40, hidden_size=5120, num_attention_heads=40, num_key_value_heads=8,
                   head_dim=128, intermediate_size=17408, vocab_size=151936, tie_word_embeddings=False,
-                  torch_dtype="bfloat16")
+                  torch_dtype="bfloat16", max_position_embeddings=40960)
 
 # The fields of each repo's published config.json that the cost model reads.
 HF_CONFIGS: Mapping[str, Mapping] = MappingProxyType({
@@ -328,7 +337,8 @@ HF_CONFIGS: Mapping[str, Mapping] = MappingProxyType({
     # https://huggingface.co/codellama/CodeLlama-34b-Instruct-hf/blob/main/config.json
     "codellama/CodeLlama-34b-Instruct-hf": dict(_LLAMA2_7B, num_hidden_layers=48, hidden_size=8192,
                                                 num_attention_heads=64, num_key_value_heads=8,
-                                                intermediate_size=22016, torch_dtype="bfloat16"),
+                                                intermediate_size=22016, torch_dtype="bfloat16",
+                                                max_position_embeddings=16384),
     # https://huggingface.co/mistralai/Mistral-7B-v0.1/blob/main/config.json
     "mistralai/Mistral-7B-v0.1": _MISTRAL_7B,
     # https://huggingface.co/mistralai/Mixtral-8x7B-v0.1/blob/main/config.json
@@ -336,11 +346,13 @@ HF_CONFIGS: Mapping[str, Mapping] = MappingProxyType({
     # https://huggingface.co/mistralai/Mixtral-8x22B-Instruct-v0.1/blob/main/config.json
     "mistralai/Mixtral-8x22B-Instruct-v0.1": dict(_MISTRAL_7B, num_hidden_layers=56, hidden_size=6144,
                                                   num_attention_heads=48, intermediate_size=16384,
-                                                  vocab_size=32768, num_local_experts=8, num_experts_per_tok=2),
+                                                  vocab_size=32768, num_local_experts=8, num_experts_per_tok=2,
+                                                  max_position_embeddings=65536),
     # https://huggingface.co/Qwen/Qwen2.5-14B-Instruct/blob/main/config.json
     "Qwen/Qwen2.5-14B-Instruct": dict(num_hidden_layers=48, hidden_size=5120, num_attention_heads=40,
                                       num_key_value_heads=8, intermediate_size=13824, vocab_size=152064,
-                                      tie_word_embeddings=False, torch_dtype="bfloat16"),
+                                      tie_word_embeddings=False, torch_dtype="bfloat16",
+                                      max_position_embeddings=32768),
     # https://huggingface.co/Qwen/Qwen3-14B/blob/main/config.json
     "Qwen/Qwen3-14B": _QWEN3_14B,
     # https://huggingface.co/Qwen/Qwen3-30B-A3B/blob/main/config.json

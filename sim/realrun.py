@@ -5,8 +5,8 @@ A run directory has the layout of `real_vllm_runs/<GPU>/<MODEL>` in the shared d
 `vllm/requests.jsonl.gz` (per request: `input_toks`, `output_toks`, and `queued_ts`,
 `first_token_ts`, `last_token_ts` on the server's monotonic clock). A replay runs the same
 arrivals (each `queued_ts` after the first), lengths and engine limits (`max_num_seqs`,
-`max_num_batched_tokens`, `block_size`, and the KV blocks vLLM allocated where meta.json records
-them) with one tenant under FCFS, vLLM's default.
+`max_num_batched_tokens`, `block_size`, `max_model_len`, `gpu_memory_utilization`, and the KV
+blocks vLLM allocated where meta.json records them) with one tenant under FCFS, vLLM's default.
 `latencies` gives both sides' per-request TTFT, TPOT and E2E the same way. `benchmarks.validate`
 compares them; `sim.calibrate` fits the cost model to them.
 """
@@ -116,16 +116,24 @@ def gpu_of(run: RealRun, gpu: str | None = None) -> str:
 
 def replay_config(run: RealRun, gpu: str, model: str, cluster: Mapping[str, Any] | None = None) -> SimConfig:
     """The simulator's config for a run: its engine limits on one worker of `gpu` serving `model`."""
-    scheduler = {"policy": "fcfs", "max_seqs": int(run.engine("max_num_seqs", 256)),
-                 "max_batched_tokens": int(run.engine("max_num_batched_tokens", 2048)),
-                 "block_size": int(run.kv_cache("block_size", 16))}
-    blocks = {"num_gpu_blocks": int(run.kv_cache("num_gpu_blocks"))} if run.kv_cache("num_gpu_blocks") else {}
     table = {"seed": 0, "requests": len(run.arrival_s),
              "cluster": {"workers": 1, "gpu": gpu, "model": model,
-                         "tensor_parallel": int(run.engine("tensor_parallel_size", 1)), **blocks, **(cluster or {})},
-             "scheduler": scheduler,
+                         "tensor_parallel": int(run.engine("tensor_parallel_size", 1)), **(cluster or {})},
+             "scheduler": _engine_limits(run),
              "tenants": [{"name": "run", "rate": 1.0, "prompt_tokens": 1, "output_tokens": 1}]}
     return config_from_dict(table)
+
+
+def _engine_limits(run: RealRun) -> dict[str, Any]:
+    """The run's engine limits as [scheduler] keys (vLLM's names), and the KV blocks it allocated."""
+    limits = {"policy": "fcfs", "max_num_seqs": int(run.engine("max_num_seqs", 256)),
+              "max_num_batched_tokens": int(run.engine("max_num_batched_tokens", 2048)),
+              "block_size": int(run.kv_cache("block_size", 16))}
+    optional = {"max_model_len": run.engine("max_model_len"), "num_gpu_blocks": run.kv_cache("num_gpu_blocks")}
+    limits |= {key: int(value) for key, value in optional.items() if value}
+    if run.kv_cache("gpu_memory_utilization"):
+        limits["gpu_memory_utilization"] = float(run.kv_cache("gpu_memory_utilization"))
+    return limits
 
 
 def replay(run: RealRun, config: SimConfig) -> np.ndarray:

@@ -174,7 +174,7 @@ def build_pool(config: SimConfig, speed: float = 1.0) -> tuple[Scheduler, dict[i
     policy = make_policy(config.policy.policy, config.policy.policy_params)
     scheduler = Scheduler(tenants, policy, config.policy.placement, config.scheduler)
     cost = config.cluster.cost_model()
-    blocks = config.cluster.kv_blocks(config.scheduler.block_size)
+    blocks = config.cluster.kv_blocks(config.scheduler)
     return scheduler, {wid: SimulatedWorker(cost, blocks, speed) for wid in range(config.cluster.workers)}
 
 

@@ -126,27 +126,21 @@ def run_policy(policy: str | Policy, workload: Workload, *, workers: int = 1, kv
                sample_interval_s: float = 0.01, gpu: str = "h100", model: str = "llama-3-8b") -> Run:
     """Simulate `workload` under `policy` on `workers` simulated GPUs until every request ends.
 
-    `kv_tokens` shrinks each worker's KV cache to about that many tokens (small caches make
+    `kv_tokens` shrinks each worker's KV cache to that many tokens, in whole blocks (small caches make
     preemption and the service-gap bound bite).
     """
     config = SimConfig(sample_interval_s=sample_interval_s, tenants=workload.tenants)
     config = replace(config, cluster=replace(config.cluster, workers=workers, gpu=gpu, model=model),
-                     scheduler=scheduler or SchedulerConfig(max_batched_tokens=512, max_seqs=16))
+                     scheduler=scheduler or SchedulerConfig(max_num_batched_tokens=512, max_num_seqs=16))
     config = replace(config, policy=replace(config.policy, placement=placement))
     if kv_tokens is not None:
-        config = replace(config, cluster=replace(config.cluster, memory_fraction=_memory_fraction(config, kv_tokens)))
+        blocks = kv_tokens // config.scheduler.block_size
+        config = replace(config, cluster=replace(config.cluster, num_gpu_blocks=blocks))
     if isinstance(policy, str):
         config = replace(config, policy=replace(config.policy, policy=policy))
         policy = None
     simulation = Simulation(config, workload, policy)
     return Run(simulation, simulation.run())
-
-
-def _memory_fraction(config: SimConfig, kv_tokens: int) -> float:
-    cost = config.cluster.cost_model()
-    per_token = cost.model.kv_bytes_per_token / cost.tensor_parallel
-    weights = cost.model.weight_bytes / cost.tensor_parallel
-    return (weights + (kv_tokens + 0.5) * per_token) / cost.gpu.memory_bytes
 
 
 # ----- checkers ---------------------------------------------------------------------------------

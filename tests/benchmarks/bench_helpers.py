@@ -13,7 +13,7 @@ def tiny_table(**top) -> dict:
         "seed": 3,
         "duration_s": 6.0,
         "cluster": {"workers": 1, "gpu": "h100", "model": "llama-3-8b"},
-        "scheduler": {"policy": "vtc", "max_batched_tokens": 1024, "max_seqs": 32},
+        "scheduler": {"policy": "vtc", "max_num_batched_tokens": 1024, "max_num_seqs": 32},
         "tenants": [
             {"name": "a", "rate": 4.0, "prompt_tokens": {"dist": "uniform", "min": 100, "max": 600},
              "output_tokens": {"dist": "uniform", "min": 1, "max": 60}, "slo": {"ttft_ms": 300, "tpot_ms": 40}},

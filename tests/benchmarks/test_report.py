@@ -50,7 +50,7 @@ def test_collect_keeps_capacity_probes_out_of_the_load_tables(results):
 
 def test_setup_describes_the_pool_and_the_tenants():
     text = setup(tiny_table(horizon_s=9.0))
-    assert text.startswith("1 x h100 serving llama-3-8b (tp 1), max_batched_tokens 1024, 6 s of arrivals, "
+    assert text.startswith("1 x h100 serving llama-3-8b (tp 1), max_num_batched_tokens 1024, 6 s of arrivals, "
                            "stopped at 9 s, seed 3.")
     assert "| b | 2 | 1 | gamma 2 req/s cv 2 | 400 / 30 | 1000 / - |" in text
 

@@ -17,7 +17,7 @@ from scheduler.request import Request, RequestState, Sequence, Tenant
 
 TENANTS = (Tenant("a"), Tenant("b"), Tenant("c", weight=2.0))
 
-SMALL_CONFIG = dict(max_batched_tokens=16, max_seqs=4, block_size=4, kv_watermark=0.0, debug_checks=True)
+SMALL_CONFIG = dict(max_num_batched_tokens=16, max_num_seqs=4, block_size=4, kv_watermark=0.0, debug_checks=True)
 
 
 def build_scheduler(policy="fcfs", placement="global", workers=(64,), tenants=TENANTS, **config) -> Scheduler:

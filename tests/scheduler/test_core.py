@@ -28,11 +28,11 @@ def items(plan):
 @pytest.mark.parametrize(
     "kwargs,key",
     [
-        ({"max_batched_tokens": 0}, "max_batched_tokens"),
-        ({"max_seqs": 0}, "max_seqs"),
+        ({"max_num_batched_tokens": 0}, "max_num_batched_tokens"),
+        ({"max_num_seqs": 0}, "max_num_seqs"),
         ({"block_size": 1.5}, "block_size"),
-        ({"max_batched_tokens": True}, "max_batched_tokens"),
-        ({"max_batched_tokens": 8, "max_seqs": 9}, "max_seqs"),
+        ({"max_num_batched_tokens": True}, "max_num_batched_tokens"),
+        ({"max_num_batched_tokens": 8, "max_num_seqs": 9}, "max_num_seqs"),
         ({"kv_watermark": 1.0}, "kv_watermark"),
         ({"kv_watermark": -0.1}, "kv_watermark"),
         ({"service_weights": (1.0,)}, "service_weights"),
@@ -124,6 +124,14 @@ def test_prompt_too_long_counts_prompt_plus_max_new_against_admissible_kv(make_s
     assert_rejected(s.submit(make_request(3, prompt=37, max_new=1), 0.0), RejectReason.PROMPT_TOO_LONG)
 
 
+def test_max_model_len_caps_the_longest_sequence(make_scheduler, make_request):
+    s = make_scheduler(workers=(100,), max_model_len=20)  # the KV holds 400 tokens; 20 are allowed
+    assert s.max_sequence_tokens == 20
+    assert s.submit(make_request(1, prompt=16, max_new=4), 0.0) == Admitted(1)
+    assert_rejected(s.submit(make_request(2, prompt=16, max_new=5), 0.0), RejectReason.PROMPT_TOO_LONG, "21", "20")
+    assert make_scheduler(workers=(2,), max_model_len=20).max_sequence_tokens == 8  # the KV is smaller
+
+
 def test_prompt_too_long_uses_the_smallest_worker(make_scheduler, make_request):
     s = make_scheduler(workers=(100, 8))
     assert s.max_sequence_tokens == 32
@@ -151,7 +159,7 @@ def test_step_runs_decodes_then_ongoing_prefills_then_admissions(make_scheduler,
 
 
 def test_decodes_are_served_before_an_earlier_requests_prefill(make_scheduler, make_request, step):
-    s = make_scheduler(max_seqs=4)
+    s = make_scheduler(max_num_seqs=4)
     s.submit(make_request("A", prompt=2, max_new=10), 0.0)
     s.submit(make_request("B", prompt=14, max_new=10), 0.0)
     step(s, 0, 1.0)  # both sampled their first token
@@ -177,7 +185,7 @@ def test_chunked_prefill_respects_the_token_budget_and_samples_on_the_last_chunk
 
 
 def test_max_seqs_caps_running_requests(make_scheduler, make_request, step):
-    s = make_scheduler(max_seqs=2)
+    s = make_scheduler(max_num_seqs=2)
     for rid in range(3):
         s.submit(make_request(rid, prompt=2, max_new=3), 0.0)
     plan, _ = step(s, 0, 1.0)
@@ -190,7 +198,7 @@ def test_max_seqs_caps_running_requests(make_scheduler, make_request, step):
 
 
 def test_budget_counts_tokens_not_requests(make_scheduler, make_request):
-    s = make_scheduler(max_batched_tokens=10, max_seqs=10)
+    s = make_scheduler(max_num_batched_tokens=10, max_num_seqs=10)
     for rid in range(4):
         s.submit(make_request(rid, prompt=4), 0.0)
     plan = plan_full(s, 0, 1.0)
@@ -411,7 +419,7 @@ def test_remove_worker_requeues_its_running_requests_for_recompute(make_schedule
 
 
 def test_remove_worker_under_early_binding_replaces_running_and_queued(make_scheduler, make_request, drive):
-    s = make_scheduler(placement="round_robin", workers=(64, 64), max_seqs=1)
+    s = make_scheduler(placement="round_robin", workers=(64, 64), max_num_seqs=1)
     for rid in range(4):
         s.submit(make_request(rid, max_new=2), 0.0)
     plan_full(s, 0, 1.0)  # 0 runs on worker 0, 2 waits there
@@ -424,7 +432,7 @@ def test_remove_worker_under_early_binding_replaces_running_and_queued(make_sche
 
 @pytest.mark.parametrize("placement", ["global", "round_robin", "least_loaded"])
 def test_removing_the_last_worker_parks_requests_until_add_worker(make_scheduler, make_request, drive, placement):
-    s = make_scheduler(placement=placement, workers=(64,), max_seqs=1)
+    s = make_scheduler(placement=placement, workers=(64,), max_num_seqs=1)
     for rid in range(3):
         s.submit(make_request(rid, max_new=2), 0.0)
     plan_full(s, 0, 1.0)

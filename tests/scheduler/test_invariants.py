@@ -15,7 +15,7 @@ def busy(make_scheduler, make_request):
     worker 1 idles. Round robin: "p" and "w" are bound to worker 0, "q" runs on worker 1."""
 
     def build(placement="global", policy="fcfs"):
-        s = make_scheduler(policy, placement, workers=(64, 64), max_seqs=2, debug_checks=False)
+        s = make_scheduler(policy, placement, workers=(64, 64), max_num_seqs=2, debug_checks=False)
         s.submit(make_request("p", prompt=8), 0.0)
         s.submit(make_request("q", prompt=6, tenant="b"), 0.0)
         for worker in s.workers:
@@ -94,7 +94,7 @@ def _generated_too_much(s):
 
 
 def _too_many_running(s):
-    s.config = dataclasses.replace(s.config, max_seqs=1)
+    s.config = dataclasses.replace(s.config, max_num_seqs=1)
 
 
 def _bound_elsewhere(s):
@@ -110,7 +110,7 @@ def _kv_beyond_blocks(s):
 
 def _step_over_budget(s):
     worker = s.workers[0]
-    worker.inflight = [(_running(s, "p"), s.config.max_batched_tokens + 1 - worker.decode.size)]
+    worker.inflight = [(_running(s, "p"), s.config.max_num_batched_tokens + 1 - worker.decode.size)]
 
 
 def _ledger_queued(s):
@@ -134,7 +134,7 @@ def _ledger_running(s):
         (_running_in_wrong_state, "id='p'.* is on a worker but not RUNNING"),
         (_computed_too_much, "id='p'.* computed more than its tokens"),
         (_generated_too_much, "id='p'.* generated past max_new_tokens"),
-        (_too_many_running, "worker 0: more than max_seqs running"),
+        (_too_many_running, "worker 0: more than max_num_seqs running"),
         (_bound_elsewhere, "id='p'.* runs on worker 0 but is bound elsewhere"),
         (_kv_beyond_blocks, "id='p'.* has KV beyond its blocks"),
         (_step_over_budget, "worker 0: step of 17 tokens over budget"),

@@ -70,7 +70,7 @@ def test_a_finished_request_observes_ttft_tpot_e2e_and_queue_time():
 
 def test_gauges_sample_the_core():
     scheduler = Scheduler([Tenant("a"), Tenant("b", weight=2.0)], "fcfs", "global",
-                          SchedulerConfig(max_batched_tokens=16, max_seqs=1, block_size=4, kv_watermark=0.0))
+                          SchedulerConfig(max_num_batched_tokens=16, max_num_seqs=1, block_size=4, kv_watermark=0.0))
     scheduler.add_worker(0, 10, 0.0)
     for rid, tenant in ((1, "a"), (2, "b"), (3, "b")):
         scheduler.submit(Request(rid, tenant, 8, 4), 0.0)
@@ -87,7 +87,7 @@ def test_gauges_sample_the_core():
 
 
 def test_a_simulated_run_exports_the_same_metrics():
-    config = load_config(None, {"requests": 300, "load": 3.0, "cluster.memory_fraction": 0.25})
+    config = load_config(None, {"requests": 300, "load": 3.0, "scheduler.num_gpu_blocks": 1878})
     data = simulate(config)
     summary = summarize(data)
     registry = CollectorRegistry()

@@ -46,7 +46,7 @@ def test_least_loaded_picks_the_fewest_outstanding_ties_to_lowest_id():
 
 
 def test_global_binds_at_admission_and_any_worker_pulls(make_scheduler, make_request):
-    s = make_scheduler(placement="global", workers=(64, 64), max_seqs=1, max_batched_tokens=16)
+    s = make_scheduler(placement="global", workers=(64, 64), max_num_seqs=1, max_num_batched_tokens=16)
     for rid in range(3):
         s.submit(make_request(rid), 0.0)
     assert all(s.sequence(rid).worker is None for rid in range(3))

@@ -133,7 +133,7 @@ def test_vtc_requeue_after_preemption_is_not_lifted(vtc):
 
 
 def test_vtc_lift_in_the_scheduler_uses_the_service_given_while_others_were_idle(make_scheduler, make_request):
-    s = make_scheduler("vtc", max_batched_tokens=64)
+    s = make_scheduler("vtc", max_num_batched_tokens=64)
     s.submit(make_request(1, "a", prompt=10, max_new=50), 0.0)
     for t in range(1, 7):  # admit, prefill and 5 decodes: a = 10 + 2 * 6
         s.plan(0, t)
@@ -310,7 +310,7 @@ def test_vtc_charged_lazily_decides_as_when_charged_after_every_step(make_schedu
     """Arrivals while others decode exercise the lift and the admission order on both workers."""
     seen = {}
     for policy in (VTC(), _EagerVTC()):
-        s = make_scheduler(policy, max_seqs=3, workers=(64, 64))
+        s = make_scheduler(policy, max_num_seqs=3, workers=(64, 64))
         admitted, counters = [], []
         for t in range(80):
             if t % 2 == 0 and t < 50:

@@ -9,14 +9,14 @@ own record of what it saw, after every call:
 - request conservation: every submitted request ends exactly once (finished, cancelled, or rejected
   with a reason the driver can predict), and driving to quiescence leaves nothing live;
 - KV conservation: used + free = total and used = the blocks held by the worker's running requests;
-- budgets: each plan computes <= max_batched_tokens, and a worker runs <= max_seqs requests;
+- budgets: each plan computes <= max_num_batched_tokens, and a worker runs <= max_num_seqs requests;
 - causal timestamps: arrival <= admit <= first token <= finish, as the core records them too;
 - tokens: each request streams exactly `generated` tokens, first=True once, never more than
   max_new_tokens, and ends as the true output length says ("eos") or at max_new_tokens ("length");
   prompt tokens are charged to its tenant once, however often it is recomputed;
 - work conservation: after plan(w), if w's queue (the global one under late binding) still holds
   requests, then its head cannot be admitted: the step's token budget is spent, or w runs
-  max_seqs requests, or w's free KV blocks (less the watermark) are fewer than the head needs.
+  max_num_seqs requests, or w's free KV blocks (less the watermark) are fewer than the head needs.
   In particular a worker with nothing running never returns an empty plan while its queue is
   non-empty (every worker has the same KV size here, so the head always fits an empty worker);
 - determinism: the same operations on a fresh scheduler give identical outputs.
@@ -58,14 +58,14 @@ class Setup:
     workers: int
     kv_blocks: int
     block_size: int
-    max_batched_tokens: int
-    max_seqs: int
+    max_num_batched_tokens: int
+    max_num_seqs: int
     kv_watermark: float
 
     def config(self) -> SchedulerConfig:
         return SchedulerConfig(
-            max_batched_tokens=self.max_batched_tokens,
-            max_seqs=min(self.max_seqs, self.max_batched_tokens),
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            max_num_seqs=min(self.max_num_seqs, self.max_num_batched_tokens),
             block_size=self.block_size,
             kv_watermark=self.kv_watermark,
             debug_checks=True,
@@ -79,8 +79,8 @@ setups = st.builds(
     workers=st.integers(1, MAX_WORKERS),
     kv_blocks=st.integers(4, 16),
     block_size=st.sampled_from([2, 4]),
-    max_batched_tokens=st.sampled_from([4, 8, 16, 32]),
-    max_seqs=st.integers(1, 6),
+    max_num_batched_tokens=st.sampled_from([4, 8, 16, 32]),
+    max_num_seqs=st.integers(1, 6),
     kv_watermark=st.sampled_from([0.0, 0.1]),
 )
 arrivals = st.builds(
@@ -175,8 +175,8 @@ class Driver:
             head = queue.peek()
             pool = state.pool
             assert (
-                plan.num_tokens == self.config.max_batched_tokens
-                or len(state.running) == self.config.max_seqs
+                plan.num_tokens == self.config.max_num_batched_tokens
+                or len(state.running) == self.config.max_num_seqs
                 or not pool.can_admit(pool.blocks_for(head.target))
             ), f"worker {worker} left {head!r} queued though it fits: {plan}"
         if plan:
@@ -257,8 +257,8 @@ class Driver:
     def check_plan(self, worker: int, plan) -> None:
         config = self.config
         assert plan.worker == worker and plan.repeat >= 1
-        assert plan.num_tokens <= config.max_batched_tokens
-        assert len(self.s.workers[worker].running) <= config.max_seqs
+        assert plan.num_tokens <= config.max_num_batched_tokens
+        assert len(self.s.workers[worker].running) <= config.max_num_seqs
         ids = [item.request_id for item in plan.items]
         assert len(ids) == len(set(ids))
         assert not set(ids) & set(plan.preempted) and not set(plan.released) & set(plan.preempted)
@@ -279,7 +279,7 @@ class Driver:
             pool = worker.pool
             assert pool.used + pool.free == pool.total
             assert pool.used == sum(seq.blocks for seq in worker.running)
-            assert len(worker.running) <= self.config.max_seqs
+            assert len(worker.running) <= self.config.max_num_seqs
         live = {rid for rid in self.accepted if rid not in self.outcome}
         assert set(s.live) == live
         for rid in live:

@@ -99,17 +99,17 @@ class Machine(RuleBasedStateMachine):
         workers=st.sampled_from([0, 1, 1, 1, 2, 2, 2, 3]),
         kv_blocks=st.integers(6, 20),
         block_size=st.sampled_from([2, 4]),
-        max_batched_tokens=st.sampled_from([4, 8, 16, 32]),
-        max_seqs=st.integers(1, 6),
+        max_num_batched_tokens=st.sampled_from([4, 8, 16, 32]),
+        max_num_seqs=st.integers(1, 6),
         kv_watermark=st.sampled_from([0.0, 0.0, 0.1]),
         pool_caps=st.sampled_from([(None, None), (None, None), (6, None), (None, 48), (4, 32)]),
     )
-    def setup(self, policy, placement, workers, kv_blocks, block_size, max_batched_tokens, max_seqs, kv_watermark,
-              pool_caps):
+    def setup(self, policy, placement, workers, kv_blocks, block_size, max_num_batched_tokens, max_num_seqs,
+              kv_watermark, pool_caps):
         self.pending = True
         self.config = SchedulerConfig(
-            max_batched_tokens=max_batched_tokens,
-            max_seqs=min(max_seqs, max_batched_tokens),
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_num_seqs=min(max_num_seqs, max_num_batched_tokens),
             block_size=block_size,
             kv_watermark=kv_watermark,
             max_queued=pool_caps[0],
@@ -333,7 +333,7 @@ class Machine(RuleBasedStateMachine):
         idle_with_work = not state.running and len(queue) > 0
         plan = plan_full(s, worker, self.now)
         assert plan.worker == worker and plan.repeat >= 1
-        assert plan.num_tokens <= config.max_batched_tokens and len(plan.items) <= config.max_seqs
+        assert plan.num_tokens <= config.max_num_batched_tokens and len(plan.items) <= config.max_num_seqs
         ids = [item.request_id for item in plan.items]
         assert len(ids) == len(set(ids))
         held = self.held[worker]
@@ -359,7 +359,7 @@ class Machine(RuleBasedStateMachine):
         if plan.repeat > 1:  # only a batch of pure decodes that nothing could change repeats
             assert all(item.num_tokens == 1 and item.samples for item in plan.items), plan
             assert len(plan.items) == len(state.running) and not plan.preempted, plan
-            assert len(queue) == 0 or len(state.running) == config.max_seqs, plan
+            assert len(queue) == 0 or len(state.running) == config.max_num_seqs, plan
             for item in plan.items:
                 seq = s.sequence(item.request_id)
                 assert plan.repeat <= seq.request.max_new_tokens - seq.generated, (plan, seq)

@@ -10,7 +10,7 @@ def small_config(**top):
         "seed": 1,
         "duration_s": 20,
         "cluster": {"workers": 2, "gpu": "h100", "model": "llama-3-8b"},
-        "scheduler": {"policy": "vtc", "max_batched_tokens": 1024, "max_seqs": 64},
+        "scheduler": {"policy": "vtc", "max_num_batched_tokens": 1024, "max_num_seqs": 64},
         "tenants": [
             {"name": "a", "rate": 6.0, "prompt_tokens": {"dist": "lognormal", "mean": 400, "p99": 2000},
              "output_tokens": {"dist": "uniform", "min": 1, "max": 120}, "slo": {"ttft_ms": 500}},

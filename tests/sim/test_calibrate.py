@@ -98,7 +98,7 @@ def test_the_command_writes_the_file_and_bad_runs_are_one_line(tmp_path, capsys)
 
 
 def test_num_gpu_blocks_overrides_what_memory_holds():
-    cluster = config_from_dict({"cluster": {"num_gpu_blocks": 100}, "tenants": TENANTS}).cluster
-    assert cluster.kv_blocks(16) == 100 and cluster.cost_model().kv_blocks(16) > 100
-    with pytest.raises(ConfigError, match="cluster.num_gpu_blocks: must be an integer in"):
-        config_from_dict({"cluster": {"num_gpu_blocks": 0}, "tenants": TENANTS})
+    config = config_from_dict({"scheduler": {"num_gpu_blocks": 100}, "tenants": TENANTS})
+    assert config.cluster.kv_blocks(config.scheduler) == 100 < config.cluster.modelled_kv_blocks(config.scheduler)
+    with pytest.raises(ConfigError, match="scheduler.num_gpu_blocks: must be an integer in"):
+        config_from_dict({"scheduler": {"num_gpu_blocks": 0}, "tenants": TENANTS})

@@ -69,7 +69,7 @@ def test_prompt_too_long_is_rejected_and_counted_not_a_hang():
 
 def test_kv_pressure_preempts_and_still_finishes_everything():
     config = small_config(
-        cluster={"workers": 1, "memory_fraction": 0.221},
+        cluster={"workers": 1}, scheduler={"num_gpu_blocks": 772},
         tenants=[{"name": "a", "rate": 20.0, "prompt_tokens": 2000, "output_tokens": 600}],
     )
     sim = Simulation(config)

@@ -28,8 +28,9 @@ def test_overrides_replace_file_values_and_requests_replaces_duration():
         ({"scheduler": {"policy": "lottery"}}, r"scheduler\.policy: unknown policy 'lottery'; allowed: drr, edf, fcfs, lcf, priority, slo, vtc"),
         ({"scheduler": {"placement": "random"}}, r"scheduler\.placement: unknown placement 'random'; allowed:"),
         ({"scheduler": {"policy_params": {"alpha": 1}}}, r"scheduler\.policy_params: alpha not a parameter"),
-        ({"scheduler": {"max_seqs": 0}}, r"scheduler\.max_seqs: must be an integer in \[1, 2,147,483,647\], got 0"),
-        ({"scheduler": {"max_seqs": 300, "max_batched_tokens": 256}}, r"scheduler\.max_seqs: must be <="),
+        ({"scheduler": {"max_num_seqs": 0}},
+         r"scheduler\.max_num_seqs: must be an integer in \[1, 2,147,483,647\], got 0"),
+        ({"scheduler": {"max_num_seqs": 300, "max_num_batched_tokens": 256}}, r"scheduler\.max_num_seqs: must be <="),
         ({"scheduler": {"bogus": 1}}, r"scheduler: unknown key 'bogus'"),
         ({"cluster": {"workers": 0}}, r"cluster\.workers: must be an integer in \[1, 1,024\], got 0"),
         ({"cluster": {"gpu": "tpu"}}, r"cluster\.gpu: unknown GPU 'tpu'; allowed: a100-40gb, a100-80gb, b200, h100, h200, l40s, rtx-4090, "
@@ -90,8 +91,29 @@ def test_config_round_trips_to_a_json_able_dict():
 
     document = config_to_dict(small_config())
     json.dumps(document, allow_nan=False)
-    assert document["scheduler"]["max_batched_tokens"] == 1024
+    assert document["scheduler"]["max_num_batched_tokens"] == 1024
+    assert document["scheduler"]["gpu_memory_utilization"] == 0.9  # where the TOML takes it
+    assert "gpu_memory_utilization" not in document["cluster"] and "num_gpu_blocks" not in document["cluster"]
     assert document["tenants"][1]["name"] == "b"
+
+
+def test_vllm_engine_limits_under_vllm_names():
+    config = load_config(None, {"scheduler.max_num_seqs": 64, "scheduler.max_num_batched_tokens": 2048,
+                                "scheduler.gpu_memory_utilization": 0.5, "scheduler.max_model_len": 8192})
+    sched, cluster = config.scheduler, config.cluster
+    assert (sched.max_num_seqs, sched.max_num_batched_tokens, sched.max_model_len) == (64, 2048, 8192)
+    assert cluster.gpu_memory_utilization == 0.5 and cluster.num_gpu_blocks is None
+    assert cluster.kv_blocks(sched) == cluster.cost_model().kv_blocks(16, 2048, 64) > 0
+    pinned = load_config(None, {"scheduler.num_gpu_blocks": 2588})
+    assert pinned.cluster.kv_blocks(pinned.scheduler) == 2588
+
+
+def test_max_model_len_defaults_to_the_models_context_length():
+    assert load_config().scheduler.max_model_len is None  # the short names keep no context length
+    llama2 = load_config(None, {"cluster.model": "meta-llama/Llama-2-7b-hf"})
+    assert llama2.scheduler.max_model_len == 4096
+    assert load_config(None, {"cluster.model": "meta-llama/Llama-3.1-8B", "scheduler.max_model_len": 1000}) \
+        .scheduler.max_model_len == 1000
 
 
 @pytest.mark.parametrize("scenario", sorted(p.name for p in SCENARIOS.glob("*.toml")))

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.errors import ConfigError
-from sim.costmodel import RooflineCostModel, causal_pairs, sanity_table
+from sim.costmodel import RESERVE_BYTES, RooflineCostModel, activation_peak_bytes, causal_pairs, sanity_table
 from sim.hardware import GPUS, MODELS, get_gpu, get_model
 
 # Combinations whose weights fit, so every one builds.
@@ -81,12 +81,22 @@ def test_decode_is_flat_while_memory_bound_then_linear():
 
 def test_kv_capacity_llama_8b_h100():
     cm = cost()
-    assert cm.kv_capacity_tokens == math.floor((80e9 * 0.9 - 8.03e9 * 2) / 131072) == 426_788
-    assert cm.kv_blocks(16) == 26_674
+    assert cm.kv_capacity_tokens == math.floor((80e9 * 0.9 - 8.03e9 * 2 - RESERVE_BYTES) / 131072) == 425_764
+    assert cm.kv_blocks(16) == 26_610
+
+
+def test_kv_blocks_leave_the_activation_peak_of_a_step():
+    cm, m = cost(), cost().model
+    # 4,096 tokens x (2 x 4,096 + 3 x 14,336) bf16 values, and 256 x 128,256 float32 logits
+    peak = 4096 * (2 * 4096 + 3 * 14336) * 2 + 256 * 128_256 * 4
+    assert activation_peak_bytes(m, 1, 4096, 256) == peak
+    free = 80e9 * 0.9 - m.weight_bytes - peak - RESERVE_BYTES
+    assert cm.kv_blocks(16, 4096, 256) == math.floor(free / 131072) // 16 == 26_347
+    assert cost(tensor_parallel=2).kv_blocks(16, 4096, 256) > 2 * cm.kv_blocks(16, 4096, 256)
 
 
 def test_describe():
-    assert cost().describe() == "llama-3-8b on 1x h100: 426,788 KV tokens, decode@1 7.0 ms"
+    assert cost().describe() == "llama-3-8b on 1x h100: 425,764 KV tokens, decode@1 7.0 ms"
     assert cost("h100", "llama-3-70b", tensor_parallel=4).describe().startswith(
         "llama-3-70b on 4x h100: "
     )
@@ -217,15 +227,15 @@ def test_negative_run_inputs_raise(args):
 def test_capacity_formula(key):
     gpu, model, tp = key
     g, m, cm = GPUS[gpu], MODELS[model], WORKERS[key]
-    free = g.memory_bytes * 0.9 - m.weight_bytes / tp
+    free = g.memory_bytes * 0.9 - m.weight_bytes / tp - RESERVE_BYTES
     expected = math.floor(free / (m.kv_bytes_per_token / tp))
     assert cm.kv_capacity_tokens == expected > 0
     assert cm.kv_blocks(16) == expected // 16
     assert cm.kv_blocks(1) == expected
 
 
-def test_capacity_follows_memory_fraction():
-    assert cost(memory_fraction=0.5).kv_capacity_tokens < cost().kv_capacity_tokens
+def test_capacity_follows_gpu_memory_utilization():
+    assert cost(gpu_memory_utilization=0.5).kv_capacity_tokens < cost().kv_capacity_tokens
 
 
 @pytest.mark.parametrize("bad", [0, -16, 2.0, True])
@@ -270,8 +280,8 @@ def test_bad_tensor_parallel(bad):
         ("mfu", float("nan")),
         ("mbu", -0.1),
         ("mbu", 1.01),
-        ("memory_fraction", 0.0),
-        ("memory_fraction", 2.0),
+        ("gpu_memory_utilization", 0.0),
+        ("gpu_memory_utilization", 2.0),
         ("step_overhead_s", -1e-3),
         ("allreduce_latency_s", -1e-6),
     ],
@@ -282,7 +292,7 @@ def test_bad_ranges_name_the_key(field, bad):
 
 
 def test_edges_of_ranges_are_allowed():
-    cm = cost(mfu=1.0, mbu=1.0, memory_fraction=1.0, step_overhead_s=0.0, allreduce_latency_s=0.0)
+    cm = cost(mfu=1.0, mbu=1.0, gpu_memory_utilization=1.0, step_overhead_s=0.0, allreduce_latency_s=0.0)
     assert cm.step_time(1, 0.0, 0.0) == pytest.approx(8.03e9 * 2 / 3.35e12)
 
 
@@ -320,7 +330,7 @@ def _section(report, title):
 def test_sanity_table_key_lines():
     report = sanity_table()
     assert report == sanity_table("h100", "llama-3-8b", 1)
-    assert report.startswith("Roofline cost model: llama-3-8b on 1x h100: 426,788 KV tokens")
+    assert report.startswith("Roofline cost model: llama-3-8b on 1x h100: 425,764 KV tokens")
     for line in [
         "weight bytes / HBM bandwidth (ideal decode step)",
         "decode step, batch 1, context 128",
@@ -337,7 +347,7 @@ def test_sanity_table_key_lines():
         assert line in report, line
     assert "4.79 ms" in report  # 16.06 GB / 3.35 TB/s
     assert "13.86 ms" in report  # 2 * 8.03e9 * 512 / (989e12 * 0.6)
-    assert "426,788" in report and "26,674" in report
+    assert "425,764" in report and "26,610" in report and "26,347" in report
 
 
 def test_sanity_table_rows():
@@ -410,7 +420,7 @@ def test_moe_prefill_is_priced_by_active_parameters():
 def test_moe_kv_capacity_holds_every_expert():
     cm = cost("h100", "Qwen/Qwen3-30B-A3B")
     m = cm.model
-    assert cm.kv_capacity_tokens == math.floor((80e9 * 0.9 - m.weight_bytes) / m.kv_bytes_per_token)
+    assert cm.kv_capacity_tokens == math.floor((80e9 * 0.9 - m.weight_bytes - RESERVE_BYTES) / m.kv_bytes_per_token)
 
 
 def test_moe_sanity_table_names_the_active_parameters():

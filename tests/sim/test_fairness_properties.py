@@ -92,7 +92,7 @@ def test_a_users_policy_class_runs_and_is_checked():
     # one slot free behind a long first request, so the three that queue behind it go one by one
     workload = make_workload(specs, [0.0, 0.001, 0.001, 0.001], [0, 0, 1, 0], [100, 900, 50, 400],
                              [50, 5, 5, 5], 50)
-    config = SchedulerConfig(max_batched_tokens=1024, max_seqs=2)
+    config = SchedulerConfig(max_num_batched_tokens=1024, max_num_seqs=2)
     run = run_policy(ShortestPromptFirst(), workload, kv_tokens=KV_TOKENS, scheduler=config)
     check_conservation(run)
     check_work_conserving(run)

@@ -15,13 +15,13 @@ TIMES = ("admit", "first_token", "finish")
 COUNTS = ("outcome", "reason", "output_tokens", "preemptions", "worker")
 
 
-def run_both(workload, policy, workers, placement, kv_blocks_fraction, max_seqs):
+def run_both(workload, policy, workers, placement, kv_blocks, max_num_seqs):
     base = SimConfig(tenants=workload.tenants, sample_interval_s=0.05)
     base = dataclasses.replace(
         base,
-        cluster=dataclasses.replace(base.cluster, workers=workers, memory_fraction=kv_blocks_fraction),
+        cluster=dataclasses.replace(base.cluster, workers=workers, num_gpu_blocks=kv_blocks),
         policy=dataclasses.replace(base.policy, policy=policy, placement=placement),
-        scheduler=SchedulerConfig(max_batched_tokens=512, max_seqs=max_seqs, block_size=16),
+        scheduler=SchedulerConfig(max_num_batched_tokens=512, max_num_seqs=max_num_seqs, block_size=16),
     )
     out = []
     for fast_forward in (True, False):
@@ -56,11 +56,11 @@ def assert_same(fast, slow):
     policy=st.sampled_from(["fcfs", "priority", "vtc", "lcf", "drr", "edf", "slo"]),
     workers=st.integers(1, 3),
     placement=st.sampled_from(["global", "round_robin", "least_loaded"]),
-    memory=st.sampled_from([0.2015 + 0.0002, 0.203, 0.9]),  # a few thousand KV tokens (preemption) or plenty
-    max_seqs=st.sampled_from([4, 16, 64]),
+    memory=st.sampled_from([36, 85, None]),  # KV blocks: a few thousand tokens (preemption), or plenty
+    max_num_seqs=st.sampled_from([4, 16, 64]),
 )
-def test_fast_forward_equals_single_stepping(workload, policy, workers, placement, memory, max_seqs):
-    fast, slow = run_both(workload, policy, workers, placement, memory, max_seqs)
+def test_fast_forward_equals_single_stepping(workload, policy, workers, placement, memory, max_num_seqs):
+    fast, slow = run_both(workload, policy, workers, placement, memory, max_num_seqs)
     assert_same(fast, slow)
 
 

@@ -222,6 +222,7 @@ def test_config_json_defaults_and_dtypes(tmp_path):
                                           intermediate_size=128, vocab_size=100, torch_dtype="float32",
                                           tie_word_embeddings=True))
     assert (spec.kv_heads, spec.head_dim, spec.dtype_bytes, spec.tied_embeddings) == (4, 16, 4, True)
+    assert spec.context_len == 0  # no max_position_embeddings: not known
     assert spec.params == 100 * 64 + 2 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) + 64
     assert spec.kv_bytes_per_token == 2 * 2 * 4 * 16 * 4
 
@@ -339,3 +340,15 @@ def test_moe_configs_with_dense_layers(tmp_path):
         read_model_config(write_config(tmp_path, **moe, first_k_dense_replace=4))
     with pytest.raises(ConfigError, match=r"config\.json: mlp_only_layers: must be a list of layer indices"):
         read_model_config(write_config(tmp_path, **moe, mlp_only_layers="0"))
+
+
+@pytest.mark.parametrize(("name", "context"), [("meta-llama/Llama-3.1-8B", 131072), ("meta-llama/Llama-2-70b-hf", 4096),
+                                               ("Qwen/Qwen3-30B-A3B", 40960), ("llama-3-8b", 0)])
+def test_context_length_from_max_position_embeddings(name, context):
+    assert get_model(name).context_len == context
+
+
+def test_bad_max_position_embeddings_names_the_key(tmp_path):
+    path = write_config(tmp_path, **dict(HF_CONFIGS["meta-llama/Llama-3.1-8B"], max_position_embeddings=0))
+    with pytest.raises(ConfigError, match="max_position_embeddings: must be an integer in"):
+        read_model_config(path)

@@ -19,10 +19,10 @@ from sim.serve import serve_config_from_dict, service
 TEST_CONFIG = """
 [cluster]
 workers = 2
-memory_fraction = 0.205
 
 [scheduler]
 policy = "vtc"
+num_gpu_blocks = 162
 
 [[tenants]]
 name = "alice"

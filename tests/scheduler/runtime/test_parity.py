@@ -26,7 +26,7 @@ SCENARIOS = {
     # The default 4-tenant pool (VTC, 2 workers) at 1.5x load.
     "default": {"requests": 250, "load": 1.5},
     # A small KV cache and heavy load: preemptions and recompute, FCFS, a queue cap (rejections).
-    "preempting": {"requests": 250, "load": 5.0, "cluster.memory_fraction": 0.25, "scheduler.policy": "fcfs",
+    "preempting": {"requests": 250, "load": 5.0, "scheduler.num_gpu_blocks": 1878, "scheduler.policy": "fcfs",
                    "scheduler.max_queued": 100},
     # Early binding: each request waits in one worker's queue.
     "round_robin": {"requests": 200, "load": 2.0, "scheduler.placement": "round_robin",

@@ -77,7 +77,7 @@ async def test_a_deadline_cancels_the_request():
 
 
 async def test_a_consumer_that_never_reads_is_cut_off_and_stalls_nobody_else():
-    scheduler, workers = small_pool(max_seqs=4)
+    scheduler, workers = small_pool(max_num_seqs=4)
     async with Runtime(scheduler, workers, stream_buffer=4) as runtime:
         idle = runtime.submit(Request("idle", "a", 8, 50))
         async with runtime.submit(Request("reader", "b", 8, 30)) as reader:
