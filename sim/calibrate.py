@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import CALIBRATED, ClusterConfig
 from .hardware import get_model
 from .realrun import RealRun, gpu_of, latencies, load_run, replay, replay_config
 from .results import FINISHED
 
-# The search bounds of each coefficient sim.config.CALIBRATED names.
+# The search bounds of each coefficient CALIBRATED names.
 FREE = {"mfu": (0.02, 1.0), "mbu": (0.02, 1.0), "step_overhead_ms": (0.0, 50.0)}
 METRICS = ("ttft", "tpot", "e2e")
-START = {"mfu": 0.6, "mbu": 0.8, "step_overhead_ms": 1.0}  # the roofline's defaults
+START = {name: getattr(ClusterConfig(), name) for name in CALIBRATED}  # the roofline's defaults
 OFFSET = {"mfu": 0.0, "mbu": 0.0, "step_overhead_ms": 0.05}  # searched as log(value + offset): overhead may be 0
 STEP = 0.02  # finite-difference step of the Jacobian, in log units (2%)
 MAX_ITERATIONS = 25
