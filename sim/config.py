@@ -371,9 +371,13 @@ def _scheduler(table: Mapping[str, Any]) -> SchedulerConfig:
 
 def _model_len(scheduler: SchedulerConfig, cluster: ClusterConfig) -> SchedulerConfig:
     """max_model_len defaults to the model's context length where its spec has one (else None: what
-    a worker's KV cache holds)."""
-    context = get_model(cluster.model).context_len
-    if scheduler.max_model_len is not None or not context:
+    a worker's KV cache holds), and may not exceed it, as vLLM refuses."""
+    model = get_model(cluster.model)
+    context, asked = model.context_len, scheduler.max_model_len
+    if asked is not None and context and asked > context:
+        raise ConfigError(f"scheduler.max_model_len: {asked:,} is longer than {model.name}'s context length "
+                          f"(max_position_embeddings {context:,}); allowed: <= {context:,}")
+    if asked is not None or not context:
         return scheduler
     return dataclasses.replace(scheduler, max_model_len=context)
 

@@ -114,6 +114,9 @@ def test_max_model_len_defaults_to_the_models_context_length():
     assert llama2.scheduler.max_model_len == 4096
     assert load_config(None, {"cluster.model": "meta-llama/Llama-3.1-8B", "scheduler.max_model_len": 1000}) \
         .scheduler.max_model_len == 1000
+    with pytest.raises(ConfigError, match=r"scheduler.max_model_len: 8,192 is longer than meta-llama/Llama-2-7b-hf's "
+                                          r"context length \(max_position_embeddings 4,096\); allowed: <= 4,096"):
+        load_config(None, {"cluster.model": "meta-llama/Llama-2-7b-hf", "scheduler.max_model_len": 8192})
 
 
 @pytest.mark.parametrize("scenario", sorted(p.name for p in SCENARIOS.glob("*.toml")))
