@@ -407,14 +407,17 @@ async def run_health(n: int = 500, seconds: float = 5.0, stream_interval: int = 
             "model_tokens_per_s": modelled_decode_rate(n, seconds, output_tokens)}
 
 
-def generated_tokens(url: str) -> float:
-    """fairbatch_generation_tokens_total over every tenant, from the server's /metrics."""
+def counter_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of each sample of counter `name` (without `_total`) in a /metrics text."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    _, text = fetch(url, "/metrics")
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               if family.name == "fairbatch_generation_tokens" for sample in family.samples
-               if sample.name.endswith("_total"))
+    return [(sample.labels, sample.value) for family in text_string_to_metric_families(text) if family.name == name
+            for sample in family.samples if sample.name == f"{name}_total"]
+
+
+def generated_tokens(url: str) -> float:
+    """fairbatch_generation_tokens_total over every tenant, from the server's /metrics."""
+    return sum(value for _, value in counter_samples(fetch(url, "/metrics")[1], "fairbatch_generation_tokens"))
 
 
 def modelled_decode_rate(n: int, seconds: float, output_tokens: int) -> float:

@@ -197,7 +197,8 @@ class Server:
 
         async def collect() -> None:
             try:
-                result.append("".join([piece async for piece in _pieces(handle, text)]) + text.flush())
+                pieces = [piece async for batch in _batches(handle, text) for piece in batch]
+                result.append("".join(pieces) + text.flush())
             except RequestCancelled as err:
                 result.append(err)
 
@@ -321,17 +322,6 @@ class EventStream:
 def _finish(handle: RequestHandle, text: api.StopText) -> str:
     """Why the output ended: "stop" whenever a stop sequence cut it, even in the request's last token."""
     return "stop" if text.stopped else handle.reason
-
-
-async def _pieces(handle: RequestHandle, text: api.StopText):
-    """The output text token by token, ending the request as finished at a stop sequence."""
-    async for token in handle:
-        piece = text.feed(token)
-        if text.stopped:
-            handle.finish("stop")
-        yield piece
-        if text.stopped:
-            return
 
 
 async def _batches(handle: RequestHandle, text: api.StopText, interval: int = 1):

@@ -3,12 +3,12 @@ one-line errors naming the file and key."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import realrun_helpers
 
 from benchmarks.cli import main
 from benchmarks.regenerate import add_validation
@@ -29,11 +29,7 @@ REQUESTS = [
 
 
 def write_run(folder: Path, meta=META, requests=REQUESTS) -> Path:
-    (folder / "vllm").mkdir(parents=True)
-    (folder / "vllm" / "meta.json").write_text(json.dumps(meta))
-    with gzip.open(folder / "vllm" / "requests.jsonl.gz", "wt") as out:
-        out.writelines(json.dumps(row) + "\n" for row in requests)
-    return folder
+    return realrun_helpers.write_run(folder, meta, requests)
 
 
 def test_a_run_is_read_by_arrival_on_its_own_clock(tmp_path):
@@ -70,10 +66,7 @@ def test_a_broken_run_is_one_line_naming_the_file_and_key(tmp_path, capsys, brea
     elif breakage == "no-requests":
         (folder / "vllm" / "requests.jsonl.gz").unlink()
     elif breakage == "missing-key":
-        rows = [dict(REQUESTS[0]), {k: v for k, v in REQUESTS[1].items() if k != "first_token_ts"}]
-        (folder / "vllm" / "requests.jsonl.gz").unlink()
-        with gzip.open(folder / "vllm" / "requests.jsonl.gz", "wt") as out:
-            out.writelines(json.dumps(row) + "\n" for row in rows)
+        write_run(folder, requests=[dict(REQUESTS[0]), {k: v for k, v in REQUESTS[1].items() if k != "first_token_ts"}])
     else:
         (folder / "vllm" / "meta.json").write_text("{")
     assert main(["validate", str(folder), "--model", "llama-3-8b"]) == 2

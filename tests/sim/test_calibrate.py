@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from realrun_helpers import write_run
 
 from scheduler.errors import ConfigError
 from sim.calibrate import FREE, START, Objective, errors, fit, report, to_toml
@@ -29,20 +28,11 @@ def made_run(folder: Path, coefficients=TRUE, n: int = 60) -> Path:
     arrival = np.cumsum(rng.exponential(0.05, n))
     rows = [{"input_toks": int(p), "output_toks": int(o), "queued_ts": float(a), "first_token_ts": 0.0,
              "last_token_ts": 0.0} for a, p, o in zip(arrival, rng.integers(50, 1500, n), rng.integers(2, 200, n))]
-    (folder / "vllm").mkdir(parents=True)
-    (folder / "vllm" / "meta.json").write_text(json.dumps(META))
-    write_requests(folder, rows)
-    run = load_run(folder)
+    run = load_run(write_run(folder, META, rows))
     records = replay(run, replay_config(run, "h100", "llama-3-8b", coefficients))
     for row, first, finish in zip(rows, records["first_token"], records["finish"]):  # rows are by arrival
         row["first_token_ts"], row["last_token_ts"] = float(first + arrival[0]), float(finish + arrival[0])
-    write_requests(folder, rows)
-    return folder
-
-
-def write_requests(folder: Path, rows) -> None:
-    with gzip.open(folder / "vllm" / "requests.jsonl.gz", "wt") as out:
-        out.writelines(json.dumps(row) + "\n" for row in rows)
+    return write_run(folder, META, rows)
 
 
 @pytest.fixture(scope="module")

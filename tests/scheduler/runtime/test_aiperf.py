@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.serving import counter_samples
 from sim.cli import main
 
 pytestmark = pytest.mark.slow
@@ -50,12 +50,9 @@ def aiperf() -> str:
 
 def totals(url: str) -> dict[str, float]:
     """Finished requests, prompt and generated tokens, summed over tenants, from /metrics."""
-    sums = dict.fromkeys(COUNTERS, 0.0)
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
-        for sample in family.samples:
-            if sample.name in sums and sample.labels.get("outcome", "finished") == "finished":
-                sums[sample.name] += sample.value
-    return sums
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {name: sum(value for labels, value in counter_samples(text, name.removesuffix("_total"))
+                      if labels.get("outcome", "finished") == "finished") for name in COUNTERS}
 
 
 def aiperf_command(executable: str, url: str, tokenizer_dir, artifacts) -> list[str]:

@@ -11,9 +11,8 @@ and VTC serves a quiet tenant's waiting request before the flooder's queue (orde
 from __future__ import annotations
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.serving import FLOODER, QUIET, overtaken, run_flood
+from benchmarks.serving import FLOODER, QUIET, counter_samples, overtaken, run_flood
 
 OUTCOMES = ("finished", "cancelled", "rejected")
 # Flood requests admitted while one quiet request waited, at most: the simulator's run of the same
@@ -29,8 +28,8 @@ def anyio_backend():
 
 def metric_counts(text: str) -> dict[tuple[str, str], float]:
     """fairbatch_requests_total by (tenant, outcome), from the /metrics text."""
-    return {(s.labels["tenant"], s.labels["outcome"]): s.value for family in text_string_to_metric_families(text)
-            if family.name == "fairbatch_requests" for s in family.samples if s.name.endswith("_total")}
+    samples = counter_samples(text, "fairbatch_requests")
+    return {(labels["tenant"], labels["outcome"]): value for labels, value in samples}
 
 
 @pytest.mark.slow
