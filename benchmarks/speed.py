@@ -240,7 +240,7 @@ def core(axes: dict[str, Sequence[int]] = CORE_AXES, base: dict[str, int] = CORE
         key = (point["running"], point["queued"], point["tenants"])
         if key not in measured:
             measured[key] = {p: core_point(p, *key, steps=steps) for p in policies}
-        step_s = cost.step_time(point["running"], 0.0, point["running"] * 1024)
+        step_s = cost.step_time(point["running"], 0.0, point["running"] * 1024, point["running"])
         by_policy = measured[key]
         rows.append({"axis": axis, **point, "step_ms": step_s * 1e3, "policies": by_policy,
                      "share": {p: r["median_us"] * 1e-6 / step_s for p, r in by_policy.items()}})

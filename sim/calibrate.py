@@ -14,6 +14,7 @@ It writes a small TOML that `[cluster] calibration = "file.toml"` loads.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ FREE = {"mfu": (0.02, 1.0), "mbu": (0.02, 1.0), "step_overhead_ms": (0.0, 50.0)}
 METRICS = ("ttft", "tpot", "e2e")
 START = {name: getattr(ClusterConfig(), name) for name in CALIBRATED}  # the roofline's defaults
 OFFSET = {"mfu": 0.0, "mbu": 0.0, "step_overhead_ms": 0.05}  # searched as log(value + offset): overhead may be 0
+# The coarse grid the search starts from (64 replays), spanning each coefficient's usual range.
+GRID = {"mfu": (0.2, 0.35, 0.6, 0.95), "mbu": (0.2, 0.35, 0.6, 0.95), "step_overhead_ms": (0.2, 1.0, 4.0, 16.0)}
 STEP = 0.02  # finite-difference step of the Jacobian, in log units (2%)
 MAX_ITERATIONS = 25
 MISSED = 5.0  # the residual of a request the replay never finishes (a ratio of e^5)
@@ -68,14 +71,19 @@ class Objective:
                           keep_all=True), records["outcome"] == FINISHED)
 
     def residuals(self, coefficients: Mapping[str, float]) -> np.ndarray:
+        """Per request, the log-ratios scaled to a mean square; then the log-ratios of each
+        metric's mean and p90, which the targets judge and which per-request ratios alone can
+        leave biased (a few requests with a tiny measured TTFT weigh as much as the rest)."""
         predicted, done = self.predicted(coefficients)
-        parts = []
+        parts, summary = [], []
         for metric in METRICS:
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.log(predicted[metric] / self.measured[metric])[self.fitted]
             ratio[~done[self.fitted]] = MISSED
-            parts.append(np.nan_to_num(ratio, nan=0.0, posinf=MISSED, neginf=-MISSED))
-        return np.concatenate(parts)
+            parts.append(np.nan_to_num(ratio, nan=0.0, posinf=MISSED, neginf=-MISSED) / math.sqrt(len(ratio)))
+            summary += [math.log1p(max(e, -0.99)) for e in _summary_errors(self.measured[metric],
+                                                                           predicted[metric], self.fitted & done)]
+        return np.concatenate([*parts, summary])
 
 
 def fit(path: str | Path, gpu: str | None = None, model: str | None = None) -> Fit:
@@ -84,21 +92,36 @@ def fit(path: str | Path, gpu: str | None = None, model: str | None = None) -> F
     gpu = gpu_of(run, gpu)
     model = model or str(run.path / "config.json")
     objective = Objective(run, gpu, model)
-    theta = _to_theta(START)
-    r = objective.residuals(_from_theta(theta))
-    damping = 1e-2
-    for _ in range(MAX_ITERATIONS):
-        jacobian = _jacobian(objective, theta, r)
-        step = _damped_step(objective, theta, r, jacobian, damping)
-        if step is None:
-            break
-        theta, r, damping = step
+    theta = min((_descend(objective, start) for start in _starts(objective)), key=lambda found: found[1])[0]
     coefficients = _from_theta(theta)
     predicted, done = objective.predicted(coefficients)
     held_out = ~objective.fitted & done
     return Fit(run.path, gpu, model, {k: round(v, 6) for k, v in coefficients.items()},
                errors(objective.measured, predicted, objective.fitted & done),
                errors(objective.measured, predicted, held_out), objective.replays)
+
+
+def _starts(objective: Objective) -> list[np.ndarray]:
+    """The defaults and the best point of a coarse grid: a replay's error is not smooth in the
+    coefficients (a faster step can change which requests share it), so a local search from one
+    start can stop in a valley far from the best fit."""
+    grid = [_to_theta(dict(zip(GRID, point))) for point in itertools.product(*GRID.values())]
+    return [_to_theta(START), min(grid, key=lambda theta: _cost(objective.residuals(_from_theta(theta))))]
+
+
+def _descend(objective: Objective, theta: np.ndarray) -> tuple[np.ndarray, float]:
+    """Levenberg-Marquardt from `theta`: (the point it stops at, its squared error)."""
+    r, damping = objective.residuals(_from_theta(theta)), 1e-2
+    for _ in range(MAX_ITERATIONS):
+        step = _damped_step(objective, theta, r, _jacobian(objective, theta, r), damping)
+        if step is None:
+            break
+        theta, r, damping = step
+    return theta, _cost(r)
+
+
+def _cost(r: np.ndarray) -> float:
+    return float(r @ r)
 
 
 def _jacobian(objective: Objective, theta: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -116,12 +139,12 @@ def _damped_step(objective: Objective, theta, r, jacobian, damping):
     """(theta, residuals, damping) after a step that lowers the squared error, None if none does
     or the gain is negligible."""
     normal, gradient = jacobian.T @ jacobian, jacobian.T @ r
-    cost = float(r @ r)
+    cost = _cost(r)
     while damping < 1e6:
         delta = np.linalg.solve(normal + damping * np.diag(np.diag(normal) + 1e-12), -gradient)
         trial = _clip(theta + delta)
         r_trial = objective.residuals(_from_theta(trial))
-        trial_cost = float(r_trial @ r_trial)
+        trial_cost = _cost(r_trial)
         if trial_cost < cost:
             return None if cost - trial_cost < 1e-6 * cost else (trial, r_trial, damping / 3)
         damping *= 4
@@ -145,11 +168,17 @@ def errors(measured: Mapping[str, np.ndarray], predicted: Mapping[str, np.ndarra
     """predicted / measured - 1 of each metric's mean and p90 over the requests in `mask`."""
     out = {}
     for metric in METRICS:
-        m, p = measured[metric][mask], predicted[metric][mask]
-        keep = np.isfinite(m) & np.isfinite(p)
-        out[f"mean_{metric}"] = float(np.mean(p[keep]) / np.mean(m[keep]) - 1)
-        out[f"p90_{metric}"] = float(np.percentile(p[keep], 90) / np.percentile(m[keep], 90) - 1)
+        out[f"mean_{metric}"], out[f"p90_{metric}"] = _summary_errors(measured[metric], predicted[metric], mask)
     return out
+
+
+def _summary_errors(measured: np.ndarray, predicted: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    # (mean, p90) of predicted / measured - 1 over the requests in `mask` both sides have; 0s if none
+    keep = mask & np.isfinite(measured) & np.isfinite(predicted)
+    if not keep.any():
+        return 0.0, 0.0
+    m, p = measured[keep], predicted[keep]
+    return float(np.mean(p) / np.mean(m) - 1), float(np.percentile(p, 90) / np.percentile(m, 90) - 1)
 
 
 # ----- the calibration file ---------------------------------------------------------------------

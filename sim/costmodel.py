@@ -53,6 +53,7 @@ class RooflineCostModel:
     # Per-unit coefficients, fixed at construction so step_time is a handful of multiply-adds:
     # the simulator calls it once per event.
     _s_per_token: float = field(init=False, repr=False, compare=False)
+    _s_per_seq: float = field(init=False, repr=False, compare=False)
     _weight_read_s: float = field(init=False, repr=False, compare=False)
     _s_per_weight_byte: float = field(init=False, repr=False, compare=False)
     _s_per_pair: float = field(init=False, repr=False, compare=False)
@@ -70,8 +71,9 @@ class RooflineCostModel:
         ring = 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / gpu.link_bandwidth
         allreduces = 2 * m.layers if tp > 1 else 0
         coefficients = {
-            "_s_per_token": 2 * m.active_params / flops,
-            "_weight_read_s": m.weight_bytes / bandwidth,
+            "_s_per_token": 2 * m.per_token_params / flops,
+            "_s_per_seq": 2 * m.lm_head_params / flops,
+            "_weight_read_s": m.weight_bytes_read(1) / bandwidth,
             "_s_per_weight_byte": 1 / bandwidth,
             "_s_per_pair": 4 * m.layers * m.heads * m.head_dim / flops,
             "_s_per_kv_token": m.kv_bytes_per_token / bandwidth,
@@ -86,21 +88,23 @@ class RooflineCostModel:
         """Build from catalogue names (`sim.hardware.GPUS` / `MODELS`); kwargs as the fields."""
         return cls(get_gpu(gpu), get_model(model), **kwargs)
 
-    def step_time(self, num_tokens: int, prefill_attn_pairs: float, decode_context: float) -> float:
-        """Seconds for one step computing `num_tokens` tokens; 0.0 when there is nothing to run.
+    def step_time(self, num_tokens: int, prefill_attn_pairs: float, decode_context: float, num_seqs: int) -> float:
+        """Seconds for one step computing `num_tokens` tokens of `num_seqs` sequences; 0.0 when
+        there is nothing to run.
 
         prefill_attn_pairs: sum of `causal_pairs` over the step's prefill chunks.
         decode_context: sum over decoding sequences of the KV tokens each one reads.
+        num_seqs: the sequences in the step (decodes and prefill chunks), each computing logits once.
         """
-        if num_tokens < 0 or prefill_attn_pairs < 0 or decode_context < 0:
+        if num_tokens < 0 or prefill_attn_pairs < 0 or decode_context < 0 or not 0 <= num_seqs <= num_tokens:
             raise ValueError(
-                "step_time: num_tokens, prefill_attn_pairs and decode_context must be >= 0, got "
-                f"{num_tokens}, {prefill_attn_pairs}, {decode_context}"
+                "step_time: num_tokens, prefill_attn_pairs and decode_context must be >= 0 and num_seqs "
+                f"in [0, num_tokens], got {num_tokens}, {prefill_attn_pairs}, {decode_context}, {num_seqs}"
             )
         if num_tokens == 0:
             return 0.0
         return (
-            self._constant_step_s(num_tokens)
+            self._constant_step_s(num_tokens, num_seqs)
             + self._s_per_pair * prefill_attn_pairs
             + self._s_per_kv_token * decode_context
         )
@@ -115,14 +119,14 @@ class RooflineCostModel:
         if not self._check_run(num_seqs, context_sum, steps):
             return 0.0
         contexts = steps * context_sum + num_seqs * steps * (steps - 1) / 2
-        return steps * self._constant_step_s(num_seqs) + self._s_per_kv_token * contexts
+        return steps * self._constant_step_s(num_seqs, num_seqs) + self._s_per_kv_token * contexts
 
     def decode_step_times(self, num_seqs: int, context_sum: float, steps: int) -> np.ndarray:
         """Per-step seconds of the run `decode_run_time` prices, as a float64 array of `steps`."""
         if not self._check_run(num_seqs, context_sum, steps):
             return np.zeros(max(steps, 0))
         contexts = context_sum + num_seqs * np.arange(steps, dtype=np.float64)
-        return self._constant_step_s(num_seqs) + self._s_per_kv_token * contexts
+        return self._constant_step_s(num_seqs, num_seqs) + self._s_per_kv_token * contexts
 
     def plan_step_time(self, plan: "StepPlan") -> float:
         """Seconds of one step of a StepPlan."""
@@ -133,7 +137,7 @@ class RooflineCostModel:
                 context += item.context + 1
             else:
                 pairs += causal_pairs(item.num_tokens, item.context)
-        return self.step_time(tokens, pairs, context)
+        return self.step_time(tokens, pairs, context, plan.decodes + len(plan.chunks))
 
     def plan_step_times(self, plan: "StepPlan", steps: int) -> np.ndarray:
         """Per-step seconds of `steps` repeats of a StepPlan of decodes alone (what repeats)."""
@@ -159,15 +163,16 @@ class RooflineCostModel:
 
     def describe(self) -> str:
         """One line: model, worker shape, KV capacity and the batch-1 decode step."""
-        decode_ms = self.step_time(1, 0.0, SMALL_CONTEXT) * 1e3
+        decode_ms = self.step_time(1, 0.0, SMALL_CONTEXT, 1) * 1e3
         return (
             f"{self.model.name} on {self.tensor_parallel}x {self.gpu.name}: "
             f"{self.kv_capacity_tokens:,} KV tokens, decode@1 {decode_ms:.1f} ms"
         )
 
-    def linear_bound(self, num_tokens: int) -> str:
-        """Which roof governs the linear layers at `num_tokens`: "compute" or "memory"."""
-        return "compute" if self._s_per_token * num_tokens > self._weight_read(num_tokens) else "memory"
+    def linear_bound(self, num_tokens: int, num_seqs: int) -> str:
+        """Which roof governs the linear layers at `num_tokens` of `num_seqs`: "compute" or "memory"."""
+        compute = self._s_per_token * num_tokens + self._s_per_seq * num_seqs
+        return "compute" if compute > self._weight_read(num_tokens) else "memory"
 
     def _weight_read(self, num_tokens: int) -> float:
         # Seconds to read the weights a step uses: all of a dense model's, a MoE's touched experts.
@@ -175,9 +180,10 @@ class RooflineCostModel:
             return self._weight_read_s
         return self.model.weight_bytes_read(num_tokens) * self._s_per_weight_byte
 
-    def _constant_step_s(self, num_tokens: int) -> float:
+    def _constant_step_s(self, num_tokens: int, num_seqs: int) -> float:
         # Everything in a step except attention: linear layers, all-reduce, fixed overhead.
-        linear = max(self._s_per_token * num_tokens, self._weight_read(num_tokens))
+        compute = self._s_per_token * num_tokens + self._s_per_seq * num_seqs
+        linear = max(compute, self._weight_read(num_tokens))
         return linear + self._allreduce_s_per_token * num_tokens + self._fixed_s
 
     @staticmethod
@@ -293,15 +299,15 @@ def _floors(cm: RooflineCostModel) -> str:
     tp, m, g, chunk = cm.tensor_parallel, cm.model, cm.gpu, 512
     per_gpu = " / tp" if tp > 1 else ""
     ideal_decode = m.weight_bytes_read(1) / tp / g.hbm_bandwidth
-    decode = cm.step_time(1, 0.0, SMALL_CONTEXT)
-    ideal_prefill = 2 * m.active_params * chunk / (g.peak_flops * cm.mfu * tp)
-    prefill = cm.step_time(chunk, causal_pairs(chunk, 0), 0.0)
+    decode = cm.step_time(1, 0.0, SMALL_CONTEXT, 1)
+    ideal_prefill = 2 * (m.per_token_params * chunk + m.lm_head_params) / (g.peak_flops * cm.mfu * tp)
+    prefill = cm.step_time(chunk, causal_pairs(chunk, 0), 0.0, 1)
     rows = [
         (f"weight bytes / HBM bandwidth{per_gpu} (ideal decode step)", _ms(ideal_decode)),
         (f"decode step, batch 1, context {SMALL_CONTEXT}", _ms(decode)),
         ("  ratio decode / ideal", f"{decode / ideal_decode:.2f}x"),
         (f"prefill step, {chunk} tokens, no prior context", _ms(prefill)),
-        (f"2*params*{chunk} / (peak*mfu){per_gpu}", _ms(ideal_prefill)),
+        (f"2*(params*{chunk} + lm_head) / (peak*mfu){per_gpu}", _ms(ideal_prefill)),
         ("  ratio prefill / ideal", f"{prefill / ideal_prefill:.2f}x"),
     ]
     return "Floors\n" + "\n".join(f"  {label:<56}{value:>10}" for label, value in rows)
@@ -316,8 +322,8 @@ def _active(m: ModelSpec) -> str:
 def _decode_by_batch(cm: RooflineCostModel, context: int = 1024) -> str:
     rows = []
     for batch in (1, 8, 32, 64, 128, 256):
-        t = cm.step_time(batch, 0.0, batch * context)
-        rows.append((f"{batch:,}", f"{t * 1e3:.2f}", f"{batch / t:,.0f}", cm.linear_bound(batch)))
+        t = cm.step_time(batch, 0.0, batch * context, batch)
+        rows.append((f"{batch:,}", f"{t * 1e3:.2f}", f"{batch / t:,.0f}", cm.linear_bound(batch, batch)))
     title = f"Decode step vs batch size (context {context:,} per sequence)"
     return _table(title, ("batch", "step ms", "tokens/s", "linear"), rows)
 
@@ -325,7 +331,7 @@ def _decode_by_batch(cm: RooflineCostModel, context: int = 1024) -> str:
 def _decode_by_context(cm: RooflineCostModel, batch: int = 32) -> str:
     rows = []
     for context in (128, 1024, 4096, 16384, 32768):
-        t = cm.step_time(batch, 0.0, batch * context)
+        t = cm.step_time(batch, 0.0, batch * context, batch)
         rows.append((f"{context:,}", f"{t * 1e3:.2f}", f"{batch / t:,.0f}"))
     title = f"Decode step vs context (batch {batch})"
     return _table(title, ("context", "step ms", "tokens/s"), rows)
@@ -334,8 +340,8 @@ def _decode_by_context(cm: RooflineCostModel, batch: int = 32) -> str:
 def _prefill_by_chunk(cm: RooflineCostModel) -> str:
     rows = []
     for chunk in (128, 512, 2048, 8192):
-        t = cm.step_time(chunk, causal_pairs(chunk, 0), 0.0)
-        rows.append((f"{chunk:,}", f"{t * 1e3:.2f}", f"{chunk / t:,.0f}", cm.linear_bound(chunk)))
+        t = cm.step_time(chunk, causal_pairs(chunk, 0), 0.0, 1)
+        rows.append((f"{chunk:,}", f"{t * 1e3:.2f}", f"{chunk / t:,.0f}", cm.linear_bound(chunk, 1)))
     title = "Prefill step vs chunk size (no prior context)"
     return _table(title, ("chunk", "step ms", "tokens/s", "linear"), rows)
 

@@ -119,6 +119,19 @@ class ModelSpec:
             return self.params
         return self.params - (self.experts - self.experts_per_token) * self.expert_params
 
+    @property
+    def lm_head_params(self) -> float:
+        """Parameters of the LM head (vocab x hidden), which runs once per sampled sequence: an
+        engine computes logits at each sequence's last position only, not for every prefill token."""
+        return self.vocab * self.hidden
+
+    @property
+    def per_token_params(self) -> float:
+        """Parameters a token's forward pass multiplies: the active ones less the embedding table
+        (a lookup, no FLOPs) and the LM head (priced per sequence, `lm_head_params`)."""
+        tables = 1 if self.tied_embeddings else 2
+        return self.active_params - tables * self.vocab * self.hidden
+
     def touched_experts(self, num_tokens: int) -> float:
         """Expected experts per layer that `num_tokens` tokens routed top-k uniformly touch:
         E * (1 - (1 - k/E)^T)."""
@@ -126,12 +139,12 @@ class ModelSpec:
         return e * (1 - (1 - k / e) ** num_tokens)
 
     def weight_bytes_read(self, num_tokens: int) -> float:
-        """Weight bytes a step of `num_tokens` tokens reads: all of a dense model's; of a MoE's,
-        everything but the routed experts, plus the experts its tokens touch."""
-        if not self.experts:
-            return self.weight_bytes
-        untouched = self.experts - self.touched_experts(num_tokens)
-        return (self.params - untouched * self.expert_params) * self.dtype_bytes
+        """Weight bytes a step of `num_tokens` tokens reads: all of a dense model's but an untied
+        input embedding table (a lookup reads only its tokens' rows); of a MoE's, also not the
+        routed experts its tokens do not touch."""
+        lookup_only = 0 if self.tied_embeddings else self.vocab * self.hidden
+        untouched = self.experts - self.touched_experts(num_tokens) if self.experts else 0
+        return (self.params - lookup_only - untouched * self.expert_params) * self.dtype_bytes
 
 
 def count_params(m: ModelSpec) -> float:

@@ -33,11 +33,17 @@ def cost(gpu="h100", model="llama-3-8b", **kwargs):
     return RooflineCostModel(get_gpu(gpu), get_model(model), **kwargs)
 
 
-def reference_step_time(cm, num_tokens, pairs, context):
-    """The DESIGN.md / issue formula, written out term by term, independent of the module."""
+def reference_step_time(cm, num_tokens, pairs, context, num_seqs):
+    """The DESIGN.md / issue formula, written out term by term, independent of the module: every
+    token runs the layers (not the embedding lookup, no FLOPs), each sequence the LM head once;
+    a step reads every weight but an untied input embedding table."""
     g, m, tp = cm.gpu, cm.model, cm.tensor_parallel
     flops, bandwidth = g.peak_flops * cm.mfu, g.hbm_bandwidth * cm.mbu
-    linear = max(2 * m.params * num_tokens / flops, m.params * m.dtype_bytes / bandwidth) / tp
+    table = m.vocab * m.hidden
+    layers = m.params - table * (1 if m.tied_embeddings else 2)
+    read = m.params - (0 if m.tied_embeddings else table)
+    compute = 2 * (layers * num_tokens + table * num_seqs) / flops
+    linear = max(compute, read * m.dtype_bytes / bandwidth) / tp
     attention = 4 * m.layers * m.heads * m.head_dim * pairs / flops
     attention += 2 * m.layers * m.kv_heads * m.head_dim * m.dtype_bytes * context / bandwidth
     allreduce = 0.0
@@ -53,29 +59,31 @@ def reference_step_time(cm, num_tokens, pairs, context):
 
 def test_decode_batch_one_is_a_weight_read_plus_overhead():
     cm, m, g = cost(), get_model("llama-3-8b"), get_gpu("h100")
-    expected = m.weight_bytes / (g.hbm_bandwidth * 0.8) + 0.001
-    t = cm.step_time(1, 0.0, 100)
-    assert 6.5e-3 < t < 7.5e-3
+    # the input embedding table (128,256 x 4,096 bf16) is looked up, not read whole
+    expected = (m.weight_bytes - 128_256 * 4096 * 2) / (g.hbm_bandwidth * 0.8) + 0.001
+    t = cm.step_time(1, 0.0, 100, 1)
+    assert 6.0e-3 < t < 7.0e-3
     assert t == pytest.approx(expected, rel=1e-2)
     assert t > expected  # the KV read of 100 tokens is small but not free
 
 
 def test_prefill_512_is_compute_bound():
     cm, m, g = cost(), get_model("llama-3-8b"), get_gpu("h100")
-    compute = 2 * m.params * 512 / (g.peak_flops * 0.6)
+    # 512 tokens through the layers, the LM head once (the logits of the last token)
+    compute = 2 * (m.per_token_params * 512 + m.lm_head_params) / (g.peak_flops * 0.6)
     assert compute > m.weight_bytes / (g.hbm_bandwidth * 0.8)
-    assert cm.linear_bound(512) == "compute"
-    t = cm.step_time(512, causal_pairs(512, 0), 0.0)
+    assert cm.linear_bound(512, 1) == "compute"
+    t = cm.step_time(512, causal_pairs(512, 0), 0.0, 1)
     assert t == pytest.approx(compute + 0.001, rel=0.02)
     assert t > compute + 0.001  # plus causal attention
 
 
 def test_decode_is_flat_while_memory_bound_then_linear():
     cm = cost()
-    assert cm.linear_bound(8) == "memory"
-    assert cm.step_time(8, 0.0, 0.0) == pytest.approx(cm.step_time(1, 0.0, 0.0), rel=1e-9)
+    assert cm.linear_bound(8, 8) == "memory"
+    assert cm.step_time(8, 0.0, 0.0, 8) == pytest.approx(cm.step_time(1, 0.0, 0.0, 1), rel=1e-9)
     # Far past the ridge point the step is proportional to tokens (overhead aside).
-    ratio = (cm.step_time(8192, 0, 0) - 0.001) / (cm.step_time(4096, 0, 0) - 0.001)
+    ratio = (cm.step_time(8192, 0, 0, 8192) - 0.001) / (cm.step_time(4096, 0, 0, 4096) - 0.001)
     assert ratio == pytest.approx(2.0, rel=1e-9)
 
 
@@ -96,7 +104,7 @@ def test_kv_blocks_leave_the_activation_peak_of_a_step():
 
 
 def test_describe():
-    assert cost().describe() == "llama-3-8b on 1x h100: 425,764 KV tokens, decode@1 7.0 ms"
+    assert cost().describe() == "llama-3-8b on 1x h100: 425,764 KV tokens, decode@1 6.6 ms"
     assert cost("h100", "llama-3-70b", tensor_parallel=4).describe().startswith(
         "llama-3-70b on 4x h100: "
     )
@@ -111,10 +119,12 @@ def test_describe():
     st.integers(1, 16384),
     st.floats(0, 1e8, allow_nan=False),
     st.floats(0, 1e7, allow_nan=False),
+    st.floats(0, 1),
 )
-def test_step_time_matches_the_written_formula(cm, tokens, pairs, context):
-    assert cm.step_time(tokens, pairs, context) == pytest.approx(
-        reference_step_time(cm, tokens, pairs, context), rel=1e-12
+def test_step_time_matches_the_written_formula(cm, tokens, pairs, context, share):
+    seqs = max(1, round(tokens * share))
+    assert cm.step_time(tokens, pairs, context, seqs) == pytest.approx(
+        reference_step_time(cm, tokens, pairs, context, seqs), rel=1e-12
     )
 
 
@@ -127,11 +137,11 @@ def test_causal_pairs():
 
 
 def test_empty_step_takes_no_time():
-    assert cost().step_time(0, 0.0, 0.0) == 0.0
-    assert cost(tensor_parallel=2).step_time(0, 0.0, 0.0) == 0.0
+    assert cost().step_time(0, 0.0, 0.0, 0) == 0.0
+    assert cost(tensor_parallel=2).step_time(0, 0.0, 0.0, 0) == 0.0
 
 
-@pytest.mark.parametrize("args", [(-1, 0, 0), (1, -1.0, 0), (1, 0, -5)])
+@pytest.mark.parametrize("args", [(-1, 0, 0, 0), (1, -1.0, 0, 1), (1, 0, -5, 1), (1, 0, 0, -1), (1, 0, 0, 2)])
 def test_negative_step_inputs_raise(args):
     with pytest.raises(ValueError):
         cost().step_time(*args)
@@ -147,22 +157,23 @@ def test_negative_step_inputs_raise(args):
     st.floats(1, 1e6, allow_nan=False),
 )
 def test_step_time_grows_with_every_input(cm, tokens, more, pairs, context, extra):
-    base = cm.step_time(tokens, pairs, context)
-    assert cm.step_time(tokens + more, pairs, context) >= base
-    assert cm.step_time(tokens, pairs + extra, context) > base
-    assert cm.step_time(tokens, pairs, context + extra) > base
+    base = cm.step_time(tokens, pairs, context, 1)
+    assert cm.step_time(tokens + more, pairs, context, 1) >= base
+    assert cm.step_time(tokens + more, pairs, context, 1 + more) >= cm.step_time(tokens + more, pairs, context, 1)
+    assert cm.step_time(tokens, pairs + extra, context, 1) > base
+    assert cm.step_time(tokens, pairs, context + extra, 1) > base
 
 
 def test_step_time_grows_with_context_in_the_table_range():
     cm = cost()
-    times = [cm.step_time(32, 0.0, 32 * c) for c in (128, 1024, 4096, 16384, 32768)]
+    times = [cm.step_time(32, 0.0, 32 * c, 32) for c in (128, 1024, 4096, 16384, 32768)]
     assert times == sorted(times) and len(set(times)) == len(times)
 
 
 def test_tensor_parallel_is_faster_for_a_big_batch():
     batch = 256
     times = {
-        tp: cost(tensor_parallel=tp).step_time(batch, 0.0, batch * 1024) for tp in (1, 2, 4, 8)
+        tp: cost(tensor_parallel=tp).step_time(batch, 0.0, batch * 1024, batch) for tp in (1, 2, 4, 8)
     }
     assert times[1] > times[2] > times[4] > times[8]
     # All-reduce and the fixed overhead keep the speed-up below linear.
@@ -173,12 +184,12 @@ def test_tensor_parallel_pays_for_allreduce():
     one, two = cost(tensor_parallel=1), cost(tensor_parallel=2)
     slow_link = dataclasses.replace(get_gpu("h100"), link_bandwidth=1e9)
     slow = RooflineCostModel(slow_link, get_model("llama-3-8b"), tensor_parallel=2)
-    assert slow.step_time(512, 0.0, 0.0) > two.step_time(512, 0.0, 0.0)
+    assert slow.step_time(512, 0.0, 0.0, 1) > two.step_time(512, 0.0, 0.0, 1)
     # tp=1 runs no all-reduce, so the link does not matter.
     one_slow = RooflineCostModel(slow_link, get_model("llama-3-8b"), tensor_parallel=1)
-    assert one_slow.step_time(512, 0.0, 0.0) == one.step_time(512, 0.0, 0.0)
+    assert one_slow.step_time(512, 0.0, 0.0, 1) == one.step_time(512, 0.0, 0.0, 1)
     no_latency = cost(tensor_parallel=2, allreduce_latency_s=0.0)
-    assert two.step_time(1, 0.0, 0.0) - no_latency.step_time(1, 0.0, 0.0) == pytest.approx(
+    assert two.step_time(1, 0.0, 0.0, 1) - no_latency.step_time(1, 0.0, 0.0, 1) == pytest.approx(
         2 * 32 * 10e-6
     )
 
@@ -189,7 +200,7 @@ def test_tensor_parallel_pays_for_allreduce():
 @settings(max_examples=100, deadline=None)
 @given(workers, st.integers(0, 512), st.integers(0, 4_000_000), st.integers(0, 300))
 def test_decode_run_time_equals_the_loop(cm, num_seqs, context_sum, steps):
-    loop = sum(cm.step_time(num_seqs, 0.0, context_sum + i * num_seqs) for i in range(steps))
+    loop = sum(cm.step_time(num_seqs, 0.0, context_sum + i * num_seqs, num_seqs) for i in range(steps))
     assert math.isclose(cm.decode_run_time(num_seqs, context_sum, steps), loop, rel_tol=1e-9)
 
 
@@ -199,7 +210,7 @@ def test_decode_step_times_are_the_steps_of_the_run(cm, num_seqs, context_sum, s
     times = cm.decode_step_times(num_seqs, context_sum, steps)
     assert isinstance(times, np.ndarray) and times.shape == (steps,) and times.dtype == np.float64
     assert math.isclose(times.sum(), cm.decode_run_time(num_seqs, context_sum, steps), rel_tol=1e-9)
-    expected = [cm.step_time(num_seqs, 0.0, context_sum + i * num_seqs) for i in (0, steps - 1)]
+    expected = [cm.step_time(num_seqs, 0.0, context_sum + i * num_seqs, num_seqs) for i in (0, steps - 1)]
     np.testing.assert_allclose(times[[0, -1]], expected, rtol=1e-12)
     assert np.all(np.diff(times) > 0)  # each step reads num_seqs more KV tokens
 
@@ -293,7 +304,7 @@ def test_bad_ranges_name_the_key(field, bad):
 
 def test_edges_of_ranges_are_allowed():
     cm = cost(mfu=1.0, mbu=1.0, gpu_memory_utilization=1.0, step_overhead_s=0.0, allreduce_latency_s=0.0)
-    assert cm.step_time(1, 0.0, 0.0) == pytest.approx(8.03e9 * 2 / 3.35e12)
+    assert cm.step_time(1, 0.0, 0.0, 1) == pytest.approx((8.03e9 - 128_256 * 4096) * 2 / 3.35e12, rel=1e-3)
 
 
 def test_specs_must_be_specs():
@@ -315,7 +326,7 @@ def test_frozen_hashable_and_picklable():
         cm.mfu = 0.5  # type: ignore[misc]
     copy = pickle.loads(pickle.dumps(cm))
     assert copy == cm and hash(copy) == hash(cm)
-    assert copy.step_time(300, 1e5, 1e5) == cm.step_time(300, 1e5, 1e5)
+    assert copy.step_time(300, 1e5, 1e5, 3) == cm.step_time(300, 1e5, 1e5, 3)
     assert cost(mbu=0.7) != cost()
 
 
@@ -336,7 +347,7 @@ def test_sanity_table_key_lines():
         "decode step, batch 1, context 128",
         "ratio decode / ideal",
         "prefill step, 512 tokens",
-        "2*params*512 / (peak*mfu)",
+        "2*(params*512 + lm_head) / (peak*mfu)",
         "ratio prefill / ideal",
         "Decode step vs batch size (context 1,024 per sequence)",
         "Decode step vs context (batch 32)",
@@ -345,8 +356,8 @@ def test_sanity_table_key_lines():
         "16-token blocks",
     ]:
         assert line in report, line
-    assert "4.79 ms" in report  # 16.06 GB / 3.35 TB/s
-    assert "13.86 ms" in report  # 2 * 8.03e9 * 512 / (989e12 * 0.6)
+    assert "4.48 ms" in report  # (16.06 GB - the 1.05 GB input embedding table) / 3.35 TB/s
+    assert "12.05 ms" in report  # 2 * (6.979e9 * 512 + 0.525e9) / (989e12 * 0.6)
     assert "425,764" in report and "26,610" in report and "26,347" in report
 
 
@@ -356,7 +367,7 @@ def test_sanity_table_rows():
     assert [row[0] for row in batch] == ["1", "8", "32", "64", "128", "256"]
     steps = [float(row[1]) for row in batch]
     assert steps == sorted(steps)
-    assert float(batch[0][1]) == pytest.approx(cost().step_time(1, 0, 1024) * 1e3, abs=0.005)
+    assert float(batch[0][1]) == pytest.approx(cost().step_time(1, 0, 1024, 1) * 1e3, abs=0.005)
     assert batch[-1][3] == "compute" and batch[0][3] == "memory"
     context = _section(report, "Decode step vs context")
     assert [row[0] for row in context] == ["128", "1,024", "4,096", "16,384", "32,768"]
@@ -381,13 +392,15 @@ MIXTRAL = "mistralai/Mixtral-8x7B-v0.1"
 
 
 def moe_reference_linear(cm, num_tokens):
-    """Linear layers of a MoE step written out: FLOPs of the active parameters, bytes of the
-    non-expert weights plus the E(1 - (1 - k/E)^T) experts the tokens touch, both over tp GPUs."""
+    """Linear layers of a MoE step of single-token sequences written out: FLOPs of the active
+    parameters (the LM head included, the embedding lookup not), bytes of the non-expert weights
+    but the input table plus the E(1 - (1 - k/E)^T) experts the tokens touch, both over tp GPUs."""
     g, m, tp = cm.gpu, cm.model, cm.tensor_parallel
     touched = m.experts * (1 - (1 - m.experts_per_token / m.experts) ** num_tokens)
-    dense_part = m.params - m.experts * m.expert_params
+    table = m.vocab * m.hidden  # Mixtral's embeddings are untied
+    dense_part = m.params - table - m.experts * m.expert_params
     read = (dense_part + touched * m.expert_params) * m.dtype_bytes / (g.hbm_bandwidth * cm.mbu)
-    compute = 2 * m.active_params * num_tokens / (g.peak_flops * cm.mfu)
+    compute = 2 * (m.active_params - table) * num_tokens / (g.peak_flops * cm.mfu)
     return max(compute, read) / tp
 
 
@@ -395,26 +408,29 @@ def moe_reference_linear(cm, num_tokens):
 @pytest.mark.parametrize("num_tokens", [1, 2, 8, 64, 4096])
 def test_moe_step_reads_the_touched_experts_and_computes_the_active_ones(tp, num_tokens):
     cm = cost("h100", MIXTRAL, tensor_parallel=tp)
-    without_linear = dataclasses.replace(cm.model, experts=0, params=0.0)  # only attention, all-reduce, overhead
-    rest = reference_step_time(dataclasses.replace(cm, model=without_linear), num_tokens, 0.0, 0.0)
-    assert cm.step_time(num_tokens, 0.0, 0.0) == pytest.approx(moe_reference_linear(cm, num_tokens) + rest, rel=1e-12)
+    # only attention, all-reduce, overhead
+    without_linear = dataclasses.replace(cm.model, experts=0, params=0.0, vocab=0)
+    rest = reference_step_time(dataclasses.replace(cm, model=without_linear), num_tokens, 0.0, 0.0, num_tokens)
+    assert cm.step_time(num_tokens, 0.0, 0.0, num_tokens) == pytest.approx(moe_reference_linear(cm, num_tokens) + rest, rel=1e-12)
 
 
 def test_moe_batch_one_decode_reads_two_of_eight_experts():
     cm = cost("h100", MIXTRAL, tensor_parallel=2)
     m = cm.model
-    one = cm.step_time(1, 0.0, 0.0)
+    one = cm.step_time(1, 0.0, 0.0, 1)
     dense_equivalent = dataclasses.replace(cm, model=dataclasses.replace(m, experts=0))  # every expert read
-    assert one < 0.35 * dense_equivalent.step_time(1, 0.0, 0.0)
-    assert m.weight_bytes_read(1) == pytest.approx(m.active_params * m.dtype_bytes)
-    # at a large batch every expert is touched: the read is the whole model
-    assert cm._weight_read(4096) == pytest.approx(m.weight_bytes / (cm.gpu.hbm_bandwidth * cm.mbu * 2))
+    assert one < 0.35 * dense_equivalent.step_time(1, 0.0, 0.0, 1)
+    table = m.vocab * m.hidden * m.dtype_bytes  # the input embeddings: looked up, not read whole
+    assert m.weight_bytes_read(1) == pytest.approx(m.active_params * m.dtype_bytes - table)
+    # at a large batch every expert is touched: the read is the whole model but the input table
+    assert cm._weight_read(4096) == pytest.approx((m.weight_bytes - table) / (cm.gpu.hbm_bandwidth * cm.mbu * 2))
 
 
 def test_moe_prefill_is_priced_by_active_parameters():
     cm = cost("h100", MIXTRAL, tensor_parallel=2)
-    assert cm._s_per_token == pytest.approx(2 * cm.model.active_params / (989e12 * 0.6 * 2))
-    assert cm.linear_bound(8192) == "compute" and cm.linear_bound(1) == "memory"
+    assert cm._s_per_token == pytest.approx(2 * cm.model.per_token_params / (989e12 * 0.6 * 2))
+    assert cm.model.per_token_params == cm.model.active_params - 2 * 32000 * 4096
+    assert cm.linear_bound(8192, 1) == "compute" and cm.linear_bound(1, 1) == "memory"
 
 
 def test_moe_kv_capacity_holds_every_expert():
@@ -431,7 +447,7 @@ def test_moe_sanity_table_names_the_active_parameters():
 def test_moe_decode_runs_match_step_by_step():
     cm = cost("h200", "Qwen/Qwen3-30B-A3B")
     steps = cm.decode_step_times(16, 16 * 500, 5)
-    expected = [cm.step_time(16, 0.0, 16 * 500 + 16 * i) for i in range(5)]
+    expected = [cm.step_time(16, 0.0, 16 * 500 + 16 * i, 16) for i in range(5)]
     np.testing.assert_allclose(steps, expected, rtol=1e-12)
     assert cm.decode_run_time(16, 16 * 500, 5) == pytest.approx(sum(expected), rel=1e-12)
 
@@ -439,4 +455,4 @@ def test_moe_decode_runs_match_step_by_step():
 @pytest.mark.parametrize("gpu", ["b200", "rtx-4090", "rtx-pro-6000", "a100-40gb"])
 def test_new_gpus_build_a_worker(gpu):
     cm = cost(gpu, "meta-llama/Llama-3.1-8B-Instruct")
-    assert cm.kv_capacity_tokens > 0 and cm.step_time(1, 0.0, 128) > 0
+    assert cm.kv_capacity_tokens > 0 and cm.step_time(1, 0.0, 128, 1) > 0

@@ -194,10 +194,20 @@ def test_touched_experts_follow_top_k_routing():
     assert m.touched_experts(1) == pytest.approx(2)
     assert m.touched_experts(2) == pytest.approx(8 * (1 - 0.75**2))
     assert m.touched_experts(10_000) == pytest.approx(8)
-    assert m.weight_bytes_read(1) == pytest.approx(m.active_params * 2)
-    assert m.weight_bytes_read(10_000) == pytest.approx(m.weight_bytes)
+    table = m.vocab * m.hidden * 2  # the untied input embeddings: a lookup, never read whole
+    assert m.weight_bytes_read(1) == pytest.approx(m.active_params * 2 - table)
+    assert m.weight_bytes_read(10_000) == pytest.approx(m.weight_bytes - table)
     dense = get_model("llama-3-8b")
-    assert dense.weight_bytes_read(1) == dense.weight_bytes_read(4096) == dense.weight_bytes
+    assert dense.weight_bytes_read(1) == dense.weight_bytes_read(4096) == dense.weight_bytes - 128_256 * 4096 * 2
+
+
+def test_lm_head_runs_per_sequence_and_the_lookup_computes_nothing():
+    m = get_model("meta-llama/Llama-3.1-8B-Instruct")
+    assert m.lm_head_params == 128_256 * 4096
+    assert m.per_token_params == pytest.approx(m.params - 2 * 128_256 * 4096)
+    tied = dataclasses.replace(m, tied_embeddings=True, params=m.params - m.lm_head_params)
+    assert tied.per_token_params == pytest.approx(m.per_token_params)
+    assert tied.weight_bytes_read(1) == pytest.approx(tied.weight_bytes)  # the table is the head: read whole
 
 
 # ----- config.json ----------------------------------------------------------------------------
