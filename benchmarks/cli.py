@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from scheduler.errors import ConfigError
+from sim.config import CALIBRATED
 
 from . import capacity as cap
 from .compare import POLICIES, compare_markdown, compare_points, scenario_label
@@ -172,12 +173,18 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def _cluster_overrides(items: list[str]) -> dict[str, Any]:
+    """--set cluster.KEY=VALUE of the cost model's coefficients: the rest of a replay is the run's."""
+    allowed = (*CALIBRATED, "calibration")
     out = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip().startswith("cluster."):
             raise ConfigError(f"--set: expected cluster.KEY=VALUE, got {item!r}")
-        out[key.strip().removeprefix("cluster.")] = _value(text.strip())
+        key = key.strip().removeprefix("cluster.")
+        if key not in allowed:
+            raise ConfigError(f"--set: cluster.{key} is the run's, not the cost model's; allowed: "
+                              + ", ".join(f"cluster.{k}" for k in allowed) + " (--gpu and --model for those)")
+        out[key] = _value(text.strip())
     return out
 
 

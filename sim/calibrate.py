@@ -1,4 +1,4 @@
-"""`fairbatch calibrate RUN_DIR`: fit the cost model's free coefficients to a real run.
+"""`fairbatch calibrate DIR`: fit the cost model's free coefficients to a real run or to operator profiles.
 
 The roofline prices a step from the model and the GPU; what it cannot know is how close an engine
 comes to the GPU's peaks and what a step costs on top. Those are the free coefficients: `mfu`
@@ -8,6 +8,10 @@ predicted to measured TTFT, TPOT and E2E over a set of its requests (Levenberg-M
 finite-difference Jacobian: each evaluation is a replay). Requests alternate between the
 fitted half and the held-out half, both replayed together (queueing couples them), so the
 held-out error is measured on requests the fit never scored.
+
+A folder of Vidur operator profiles (`sim.opprofile`) is fitted without replays: mfu and mbu to
+the timings of its linear layers and attention kernels, every other row held out, and the step
+overhead from its CPU overheads.
 
 It writes a small TOML that `[cluster] calibration = "file.toml"` loads.
 """
@@ -22,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from scheduler.errors import ConfigError
+
 from .config import CALIBRATED, ClusterConfig
-from .hardware import get_model
+from .hardware import GPUSpec, get_gpu, get_model
+from .opprofile import Profile, is_profile, load_profile
 from .realrun import RealRun, gpu_of, latencies, load_run, replay, replay_config
 from .results import FINISHED
 
@@ -50,12 +57,15 @@ class Fit:
     coefficients: Mapping[str, float]
     in_sample: Mapping[str, float]
     held_out: Mapping[str, float]
-    replays: int
+    basis: str  # what the fit evaluated: "154 replays", "1,204 operator timings"
+    notes: tuple[str, ...] = ()
 
 
 class Objective:
     """Residuals of a set of coefficients: the log-ratios of predicted to measured TTFT, TPOT and
     E2E of the fitted requests, one vector of fixed length (a missing TPOT counts 0)."""
+
+    free = tuple(FREE)
 
     def __init__(self, run: RealRun, gpu: str, model: str) -> None:
         self.run, self.gpu, self.model = run, gpu, model
@@ -87,7 +97,10 @@ class Objective:
 
 
 def fit(path: str | Path, gpu: str | None = None, model: str | None = None) -> Fit:
-    """Levenberg-Marquardt on the residuals, in log coefficients, with a finite-difference Jacobian."""
+    """Levenberg-Marquardt on the residuals, in log coefficients, with a finite-difference Jacobian:
+    of a real run's replays, or of a folder of Vidur operator profiles (`fit_profile`)."""
+    if is_profile(Path(path)):
+        return fit_profile(path, gpu, model)
     run = load_run(path)
     gpu = gpu_of(run, gpu)
     model = model or str(run.path / "config.json")
@@ -98,7 +111,64 @@ def fit(path: str | Path, gpu: str | None = None, model: str | None = None) -> F
     held_out = ~objective.fitted & done
     return Fit(run.path, gpu, model, {k: round(v, 6) for k, v in coefficients.items()},
                errors(objective.measured, predicted, objective.fitted & done),
-               errors(objective.measured, predicted, held_out), objective.replays)
+               errors(objective.measured, predicted, held_out), f"{objective.replays} replays")
+
+
+class ProfileObjective:
+    """Residuals of (mfu, mbu) on operator profiles: the log-ratios of the roofline's to the
+    measured milliseconds of every other row, scaled to a mean square."""
+
+    free = ("mfu", "mbu")
+
+    def __init__(self, profile: Profile, gpu: GPUSpec) -> None:
+        self.profile, self.gpu = profile, gpu
+        self.fitted = np.arange(len(profile.measured_ms)) % 2 == 0
+
+    def predicted(self, coefficients: Mapping[str, float]) -> np.ndarray:
+        return self.profile.predicted_ms(self.gpu, coefficients["mfu"], coefficients["mbu"])
+
+    def residuals(self, coefficients: Mapping[str, float]) -> np.ndarray:
+        ratio = np.log(self.predicted(coefficients) / self.profile.measured_ms)[self.fitted]
+        return ratio / math.sqrt(len(ratio))
+
+
+def fit_profile(path: str | Path, gpu: str | None, model: str | None) -> Fit:
+    """mfu and mbu fitted to a Vidur profile folder's linear-layer and attention timings (every
+    other row; the rest held out), the step overhead from its CPU overheads (else the default)."""
+    if gpu is None or model is None:
+        flag = "--gpu" if gpu is None else "--model"
+        raise ConfigError(f"{flag}: operator profiles do not say which {flag[2:]} they timed; allowed: give "
+                          f"{flag} (the GPU's catalogue name; the model's name or config.json)")
+    profile = load_profile(path, get_model(model))
+    objective = ProfileObjective(profile, get_gpu(gpu))
+    theta = _descend(objective, _to_theta(START, objective.free))[0]
+    coefficients = _from_theta(theta, objective.free)
+    notes = []
+    if profile.cpu_overhead_ms is None:
+        coefficients["step_overhead_ms"] = START["step_overhead_ms"]
+        notes.append("step_overhead_ms: the default (no cpu_overheads.csv with two or more single-GPU rows)")
+    else:
+        at_smallest, per_sequence = profile.cpu_overhead_ms
+        coefficients["step_overhead_ms"] = min(max(at_smallest, 0.0), FREE["step_overhead_ms"][1])
+        notes.append(f"step_overhead_ms: cpu_overheads.csv at its smallest batch; it grows by {per_sequence:.3f} "
+                     f"ms per sequence, which the cost model does not carry")
+    predicted = objective.predicted(coefficients)
+    return Fit(profile.path, gpu, model, {k: round(v, 6) for k, v in coefficients.items()},
+               profile_errors(profile, predicted, objective.fitted),
+               profile_errors(profile, predicted, ~objective.fitted),
+               f"{len(profile.measured_ms):,} operator timings", tuple(notes))
+
+
+def profile_errors(profile: Profile, predicted: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Per kind of timing, predicted / measured - 1 of the mean and the mean absolute error."""
+    out = {}
+    for kind in dict.fromkeys(profile.kind):
+        rows = mask & (profile.kind == kind)
+        if rows.any():
+            p, m = predicted[rows], profile.measured_ms[rows]
+            out[f"mean_{kind}"] = float(p.mean() / m.mean() - 1)
+            out[f"mape_{kind}"] = float(np.mean(np.abs(p / m - 1)))
+    return out
 
 
 def _starts(objective: Objective) -> list[np.ndarray]:
@@ -109,9 +179,9 @@ def _starts(objective: Objective) -> list[np.ndarray]:
     return [_to_theta(START), min(grid, key=lambda theta: _cost(objective.residuals(_from_theta(theta))))]
 
 
-def _descend(objective: Objective, theta: np.ndarray) -> tuple[np.ndarray, float]:
-    """Levenberg-Marquardt from `theta`: (the point it stops at, its squared error)."""
-    r, damping = objective.residuals(_from_theta(theta)), 1e-2
+def _descend(objective, theta: np.ndarray) -> tuple[np.ndarray, float]:
+    """Levenberg-Marquardt from `theta`, over `objective.free`: (the point it stops at, its squared error)."""
+    r, damping = objective.residuals(_from_theta(theta, objective.free)), 1e-2
     for _ in range(MAX_ITERATIONS):
         step = _damped_step(objective, theta, r, _jacobian(objective, theta, r), damping)
         if step is None:
@@ -124,26 +194,26 @@ def _cost(r: np.ndarray) -> float:
     return float(r @ r)
 
 
-def _jacobian(objective: Objective, theta: np.ndarray, r: np.ndarray) -> np.ndarray:
+def _jacobian(objective, theta: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Forward differences, backward at an upper bound."""
-    columns = []
+    columns, names = [], objective.free
     for e in np.eye(len(theta)):
-        probe = _clip(theta + STEP * e)
+        probe = _clip(theta + STEP * e, names)
         if np.array_equal(probe, theta):
-            probe = _clip(theta - STEP * e)
-        columns.append((objective.residuals(_from_theta(probe)) - r) / float((probe - theta) @ e))
+            probe = _clip(theta - STEP * e, names)
+        columns.append((objective.residuals(_from_theta(probe, names)) - r) / float((probe - theta) @ e))
     return np.column_stack(columns)
 
 
-def _damped_step(objective: Objective, theta, r, jacobian, damping):
+def _damped_step(objective, theta, r, jacobian, damping):
     """(theta, residuals, damping) after a step that lowers the squared error, None if none does
     or the gain is negligible."""
     normal, gradient = jacobian.T @ jacobian, jacobian.T @ r
     cost = _cost(r)
     while damping < 1e6:
         delta = np.linalg.solve(normal + damping * np.diag(np.diag(normal) + 1e-12), -gradient)
-        trial = _clip(theta + delta)
-        r_trial = objective.residuals(_from_theta(trial))
+        trial = _clip(theta + delta, objective.free)
+        r_trial = objective.residuals(_from_theta(trial, objective.free))
         trial_cost = _cost(r_trial)
         if trial_cost < cost:
             return None if cost - trial_cost < 1e-6 * cost else (trial, r_trial, damping / 3)
@@ -151,16 +221,17 @@ def _damped_step(objective: Objective, theta, r, jacobian, damping):
     return None
 
 
-def _to_theta(coefficients: Mapping[str, float]) -> np.ndarray:
-    return np.array([math.log(coefficients[k] + OFFSET[k]) for k in FREE])
+def _to_theta(coefficients: Mapping[str, float], names: tuple[str, ...] = tuple(FREE)) -> np.ndarray:
+    return np.array([math.log(coefficients[k] + OFFSET[k]) for k in names])
 
 
-def _from_theta(theta: np.ndarray) -> dict[str, float]:
-    return {k: float(math.exp(t) - OFFSET[k]) for k, t in zip(FREE, theta)}
+def _from_theta(theta: np.ndarray, names: tuple[str, ...] = tuple(FREE)) -> dict[str, float]:
+    return {k: float(math.exp(t) - OFFSET[k]) for k, t in zip(names, theta)}
 
 
-def _clip(theta: np.ndarray) -> np.ndarray:
-    low, high = _to_theta({k: b[0] for k, b in FREE.items()}), _to_theta({k: b[1] for k, b in FREE.items()})
+def _clip(theta: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    low = _to_theta({k: FREE[k][0] for k in names}, names)
+    high = _to_theta({k: FREE[k][1] for k in names}, names)
     return np.clip(theta, low, high)
 
 
@@ -185,12 +256,20 @@ def _summary_errors(measured: np.ndarray, predicted: np.ndarray, mask: np.ndarra
 
 
 def to_toml(result: Fit) -> str:
-    lines = [f"# The cost model's coefficients fitted to {result.run} ({result.replays} replays).",
+    lines = [f"# The cost model's coefficients fitted to {result.run} ({result.basis}).",
+             *(f"# {note}" for note in result.notes),
              f"gpu = {_quoted(result.gpu)}", f"model = {_quoted(get_model(result.model).name)}"]
     lines += [f"{name} = {value:.6g}" for name, value in result.coefficients.items()]
     for section, values in (("error.in_sample", result.in_sample), ("error.held_out", result.held_out)):
         lines += ["", f"[{section}]  # predicted / measured - 1"] + [f"{k} = {v:.4f}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def _percent(key: str, value: float | None) -> str:
+    # an error signed, a mean absolute error not
+    if value is None:
+        return "-"
+    return f"{value:.1%}" if key.startswith("mape") else f"{value:+.1%}"
 
 
 def _quoted(text: str) -> str:
@@ -199,6 +278,8 @@ def _quoted(text: str) -> str:
 
 def report(result: Fit) -> str:
     coefficients = ", ".join(f"{k} {v:.4g}" for k, v in result.coefficients.items())
-    rows = [f"{'error':12} {'in-sample':>10} {'held-out':>10}"]
-    rows += [f"{key:12} {result.in_sample[key]:+10.1%} {result.held_out[key]:+10.1%}" for key in result.in_sample]
-    return f"{result.run} on {result.gpu}: {coefficients} ({result.replays} replays)\n" + "\n".join(rows)
+    rows = [f"{'error':18} {'in-sample':>10} {'held-out':>10}"]
+    rows += [f"{key:18} {_percent(key, result.in_sample[key]):>10} {_percent(key, result.held_out.get(key)):>10}"
+             for key in result.in_sample]
+    head = f"{result.run} on {result.gpu}: {coefficients} ({result.basis})"
+    return "\n".join([head, *result.notes, *rows])

@@ -102,10 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "Hugging Face tokenizer folder, for load generators")
     tok.add_argument("dir", type=Path, metavar="DIR", help="the folder to write (created if need be)")
     cal = commands.add_parser("calibrate", help="fit the cost model's mfu, mbu and step overhead to a real "
-                                                "vLLM run (RUN_DIR: config.json, vllm/meta.json, vllm/requests.jsonl.gz)")
-    cal.add_argument("run", type=Path, metavar="RUN_DIR", help="the real run's folder")
-    cal.add_argument("--gpu", help="the GPU (default: the one meta.json's hardware.device_name names)")
-    cal.add_argument("--model", help="a model name or config.json (default: RUN_DIR/config.json)")
+                                                "vLLM run (config.json, vllm/meta.json, vllm/requests.jsonl.gz) "
+                                                "or to Vidur operator profiles (mlp.csv, attention.csv, "
+                                                "cpu_overheads.csv)")
+    cal.add_argument("run", type=Path, metavar="DIR", help="the real run's folder, or the profiles' folder")
+    cal.add_argument("--gpu", help="the GPU (a run's default: the one meta.json's hardware.device_name names; "
+                                   "profiles need it)")
+    cal.add_argument("--model", help="a model name or config.json (a run's default: DIR/config.json; "
+                                     "profiles need it)")
     cal.add_argument("--out", type=Path, default=Path("calibration.toml"),
                      help="the calibration file to write (default calibration.toml), for [cluster] calibration")
     cost = commands.add_parser("costmodel", help="print the cost model's sanity figures")

@@ -74,6 +74,23 @@ def test_a_broken_run_is_one_line_naming_the_file_and_key(tmp_path, capsys, brea
     assert err.startswith("fairbatch: error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("item,message", [
+    ("scheduler.policy=\"vtc\"", "expected cluster.KEY=VALUE"),
+    ("cluster.workers=3", "cluster.workers is the run's, not the cost model's; allowed: cluster.mfu"),
+])
+def test_set_takes_only_the_cost_models_coefficients(tmp_path, capsys, item, message):
+    assert main(["validate", str(write_run(tmp_path)), "--model", "llama-3-8b", "--set", item]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_set_changes_the_prediction(tmp_path, capsys):
+    folder = str(write_run(tmp_path))
+    assert main(["validate", folder, "--model", "llama-3-8b", "--gpu", "h100", "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["validate", folder, "--model", "llama-3-8b", "--gpu", "h100", "--set", "cluster.mfu=0.05",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    assert (tmp_path / "a.json").read_text() != (tmp_path / "b.json").read_text()
+
+
 def test_an_unknown_device_asks_for_the_gpu(tmp_path):
     run = load_run(write_run(tmp_path, meta={**META, "hardware": {}}))
     with pytest.raises(Exception, match="hardware.device_name: missing; .* or name the GPU with --gpu"):
