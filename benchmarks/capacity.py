@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from scheduler.errors import ConfigError
-from sim.workload import read_trace
+from sim.traces import read_trace
 
 from .points import Point, load_table, make_point, with_overrides
 from .store import Outcome

@@ -367,8 +367,8 @@ class ServerProcess:
         self.dir = tempfile.TemporaryDirectory()
         path = Path(self.dir.name) / "serve.toml"
         path.write_text(self.config_text)
-        self.proc = subprocess.Popen([sys.executable, "-m", "sim.cli", "serve", "--config", str(path), "--port", "0",
-                                      "--speed", str(self.speed)], stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.main", "serve", "--config", str(path),
+                                      "--port", "0", "--speed", str(self.speed)], stderr=subprocess.PIPE, text=True)
         for line in self.proc.stderr:
             if found := re.search(r" at (http://\S+)", line):
                 # Keep reading what it logs, so a full pipe never blocks it.

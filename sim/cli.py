@@ -1,6 +1,10 @@
-"""The `fairbatch` command line: `simulate` a configuration, print the `costmodel` sanity report,
-`bench` (the benchmark suite in benchmarks/cli.py), `serve` (the HTTP server, sim/serve.py) and
-`tokenizer` (write the serving tokenizer as a Hugging Face tokenizer folder)."""
+"""The simulator's commands of the `fairbatch` command line: `simulate` a configuration, print the
+`costmodel` sanity report, `calibrate` the cost model, `serve` the HTTP API (sim/serve.py) and write
+the serving `tokenizer` folder.
+
+Each `run_*` takes the parsed arguments and returns the exit code; the parser and the dispatch live
+in benchmarks/main.py, above this package. Errors about a value a flag set name the flag.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,7 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 from pathlib import Path
-from typing import Sequence
 
 from scheduler.errors import ConfigError
 
@@ -34,89 +36,6 @@ OVERRIDES = {
 }
 # dotted config key -> the flag as the user types it, to name in errors about a value it set
 FLAGS = {dotted: "--" + dest.replace("_", "-") for dest, dotted in OVERRIDES.items()}
-
-
-class Parser(argparse.ArgumentParser):
-    """Usage errors as one line naming the flag, like every other error; exit code 2 (SystemExit,
-    as argparse does, without the usage lines)."""
-
-    def error(self, message: str):
-        unknown = message.removeprefix("unrecognized arguments: ")
-        if unknown != message:  # argparse reports them at the top level, all together
-            message = f"{unknown.split()[0]}: unknown argument; allowed: the flags `fairbatch COMMAND --help` lists"
-        print(f"fairbatch: error: {message.removeprefix('argument ')}", file=sys.stderr)
-        sys.exit(2)
-
-
-def integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-
-
-def port(text: str) -> int:
-    value = integer(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number in [0, 65535] (0 picks a free one), got {value}")
-    return value
-
-
-def number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="fairbatch", description=__doc__)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sim = commands.add_parser("simulate", help="run one simulation and print its summary")
-    sim.add_argument("--config", type=Path, help="TOML scenario (default: the built-in 4-tenant pool)")
-    sim.add_argument("--policy", help="queue policy, e.g. fcfs or vtc")
-    sim.add_argument("--placement", help="global, round_robin or least_loaded")
-    sim.add_argument("--workers", type=integer, help="number of workers in the pool")
-    sim.add_argument("--gpu", help="h100, a100-80gb, h200 or l40s")
-    sim.add_argument("--model", help="llama-3-8b, llama-3-70b, mistral-7b or qwen2.5-14b")
-    sim.add_argument("--tensor-parallel", dest="tensor_parallel", type=integer, help="GPUs per worker")
-    sim.add_argument("--duration", type=number, help="seconds of arrivals (replaces requests)")
-    sim.add_argument("--requests", type=integer, help="number of requests (replaces duration)")
-    sim.add_argument("--seed", type=integer, help="seed of every random draw")
-    sim.add_argument("--load", type=number, help="multiply every tenant's arrival rate by this")
-    sim.add_argument("--json", type=Path, help="also write config, summary, tenants, fairness, workers here")
-    sim.add_argument("--print-config", action="store_true", help="print the built-in default config and exit")
-    # Listed for --help only: main() hands `bench ...` to benchmarks.cli before parsing.
-    commands.add_parser("bench", help="benchmark suite: compare, capacity, sweep, report, results", add_help=False)
-    serve = commands.add_parser("serve", help="serve an OpenAI-compatible API on simulated workers")
-    serve.add_argument("--config", type=Path, help="TOML pool, tenants and [serve] keys (default: demo tenants "
-                                                   "alice and bob, keys key-alice and key-bob)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; beyond "
-                                                          "loopback the demo keys need --allow-demo-keys)")
-    serve.add_argument("--port", type=port, default=8000, help="port (default 8000; 0 picks a free one)")
-    serve.add_argument("--speed", type=number, default=1.0,
-                       help="multiplies the cost model's step times: 1 real time, 0 no waiting")
-    serve.add_argument("--allow-demo-keys", dest="allow_demo_keys", action="store_true",
-                       help="serve the public demo keys (key-alice, key-bob) on a non-loopback address")
-    tok = commands.add_parser("tokenizer", help="write the serving tokenizer (one token per UTF-8 byte) as a "
-                                                "Hugging Face tokenizer folder, for load generators")
-    tok.add_argument("dir", type=Path, metavar="DIR", help="the folder to write (created if need be)")
-    cal = commands.add_parser("calibrate", help="fit the cost model's mfu, mbu and step overhead to a real "
-                                                "vLLM run (config.json, vllm/meta.json, vllm/requests.jsonl.gz) "
-                                                "or to Vidur operator profiles (mlp.csv, attention.csv, "
-                                                "cpu_overheads.csv)")
-    cal.add_argument("run", type=Path, metavar="DIR", help="the real run's folder, or the profiles' folder")
-    cal.add_argument("--gpu", help="the GPU (a run's default: the one meta.json's hardware.device_name names; "
-                                   "profiles need it)")
-    cal.add_argument("--model", help="a model name or config.json (a run's default: DIR/config.json; "
-                                     "profiles need it)")
-    cal.add_argument("--out", type=Path, default=Path("calibration.toml"),
-                     help="the calibration file to write (default calibration.toml), for [cluster] calibration")
-    cost = commands.add_parser("costmodel", help="print the cost model's sanity figures")
-    cost.add_argument("--gpu", default="h100")
-    cost.add_argument("--model", default="llama-3-8b")
-    cost.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1)
-    return parser
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -189,41 +108,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_tokenizer(folder: Path) -> int:
+def run_tokenizer(args: argparse.Namespace) -> int:
     from scheduler.runtime.tokenizer_folder import write
 
-    for path in write(folder):
+    for path in write(args.dir):
         print(path)
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
-        from benchmarks.cli import main as bench  # imported on demand: the simulator does not need it
+def run_serve(args: argparse.Namespace) -> int:
+    from .serve import run as serve  # imported on demand: it needs the `serve` extra
 
-        return bench(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["simulate", *(argv or [])])
-    try:
-        if args.command == "serve":
-            from .serve import run as serve  # imported on demand: it needs the `serve` extra
-
-            return serve(args.config, args.host, args.port, args.speed, args.allow_demo_keys)
-        if args.command == "tokenizer":
-            return run_tokenizer(args.dir)
-        if args.command == "calibrate":
-            return run_calibrate(args)
-        if args.command == "costmodel":
-            print(sanity_table(args.gpu, args.model, args.tensor_parallel))
-            return 0
-        return run_simulate(args)
-    except ConfigError as err:
-        print(f"fairbatch: error: {' '.join(str(err).splitlines())}", file=sys.stderr)  # always one line
-        return 2
+    return serve(args.config, args.host, args.port, args.speed, args.allow_demo_keys)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run_costmodel(args: argparse.Namespace) -> int:
+    print(sanity_table(args.gpu, args.model, args.tensor_parallel))
+    return 0

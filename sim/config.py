@@ -25,9 +25,9 @@ from scheduler.policies import make_policy
 
 from .costmodel import RooflineCostModel
 from .hardware import GPU_SPEC_FIELDS, GPUSpec, custom_gpu, get_gpu, get_model, resolve_model
-from .workload import (BOOLEAN, FACTOR, INTEGER, LIST, MAX_COUNT, MAX_REQUESTS, MAX_SECONDS, MAX_TOKENS, NUMBER,
-                       STRING, TABLE, TenantSpec, Workload, _bound, _check_keys, _in_range, _integer, _name_tenant,
-                       _number, _seconds, _shown, check_quota_admits)
+from .validation import (BOOLEAN, FACTOR, INTEGER, LIST, MAX_COUNT, MAX_SECONDS, MAX_TOKENS, NUMBER, STRING, TABLE,
+                         as_integer, as_number, check_keys, in_range, seconds, shown, shown_bound)
+from .workload import MAX_REQUESTS, TenantSpec, Workload, check_quota_admits, name_tenant
 
 # 4 tenants of different sizes on 2 H100s with Llama-3-8B; lengths shaped like the Azure
 # conversation trace (input mean 1,155, p99 4,142; output mean 211, p99 601).
@@ -227,16 +227,16 @@ def set_dotted(table: dict, dotted: str, value: Any) -> None:
 
 
 def config_from_dict(table: Mapping[str, Any], base_dir: Path | None = None) -> SimConfig:
-    _check_keys(table, TOP_KEYS, "config")
+    check_keys(table, TOP_KEYS, "config")
     duration, requests = _horizon(table)
     horizon = table.get("horizon_s")
     config = SimConfig(
-        seed=_in_range(table.get("seed", 0), "seed", 0, MAX_SEED, integer=True),
+        seed=in_range(table.get("seed", 0), "seed", 0, MAX_SEED, integer=True),
         duration_s=duration,
         requests=requests,
-        load=_in_range(table.get("load", 1.0), "load", *FACTOR),
-        horizon_s=None if horizon is None else _seconds(horizon, "horizon_s"),
-        sample_interval_s=_seconds(table.get("sample_interval_s", 1.0), "sample_interval_s"),
+        load=in_range(table.get("load", 1.0), "load", *FACTOR),
+        horizon_s=None if horizon is None else seconds(horizon, "horizon_s"),
+        sample_interval_s=seconds(table.get("sample_interval_s", 1.0), "sample_interval_s"),
         fast_forward=_boolean(table.get("fast_forward", True), "fast_forward"),
         cluster=_cluster(table.get("cluster", {}), base_dir, table.get("scheduler", {})),
         policy=_policy(table.get("scheduler", {})),
@@ -250,7 +250,7 @@ def config_from_dict(table: Mapping[str, Any], base_dir: Path | None = None) -> 
 
 def _boolean(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{key}: must be true or false, got {_shown(value)}")
+        raise ConfigError(f"{key}: must be true or false, got {shown(value)}")
     return value
 
 
@@ -258,15 +258,15 @@ def _horizon(table: Mapping[str, Any]) -> tuple[float | None, int | None]:
     if "requests" in table and "duration_s" in table:
         raise ConfigError("duration_s, requests: give one of them, not both")
     if "requests" in table:
-        return None, _in_range(table["requests"], "requests", 1, MAX_REQUESTS, integer=True)
-    return _seconds(table.get("duration_s", 180.0), "duration_s"), None
+        return None, in_range(table["requests"], "requests", 1, MAX_REQUESTS, integer=True)
+    return seconds(table.get("duration_s", 180.0), "duration_s"), None
 
 
 def _section(table: Any, name: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{name}: must be a table, got {_shown(table)}")
+        raise ConfigError(f"{name}: must be a table, got {shown(table)}")
     _check_renamed(table, name)
-    _check_keys(table, allowed, name)
+    check_keys(table, allowed, name)
     return table
 
 
@@ -280,20 +280,20 @@ def _name(table: Mapping[str, Any], key: str, where: str, default: str) -> str:
     """A catalogue name (gpu, model, policy, placement): a string; whether it exists is the lookup's check."""
     value = table.get(key, default)
     if not isinstance(value, str):
-        raise ConfigError(f"{where}.{key}: must be a string, got {_shown(value)}")
+        raise ConfigError(f"{where}.{key}: must be a string, got {shown(value)}")
     return value
 
 
 def _cluster(table: Any, base_dir: Path | None = None, scheduler: Any = None) -> ClusterConfig:
     table = _section(table, "cluster", CLUSTER_KEYS)
     memory = _memory(_section({} if scheduler is None else scheduler, "scheduler", SCHEDULER_KEYS))
-    workers = _in_range(table.get("workers", 2), "cluster.workers", 1, MAX_WORKERS, integer=True)
-    tp = _integer(table.get("tensor_parallel", 1), "cluster.tensor_parallel")
-    numbers = {k: _in_range(table[k], f"cluster.{k}", 0, 1, open_low=True)
+    workers = in_range(table.get("workers", 2), "cluster.workers", 1, MAX_WORKERS, integer=True)
+    tp = as_integer(table.get("tensor_parallel", 1), "cluster.tensor_parallel")
+    numbers = {k: in_range(table[k], f"cluster.{k}", 0, 1, open_low=True)
                for k in ("mfu", "mbu") if k in table}
     if "step_overhead_ms" in table:
-        numbers["step_overhead_ms"] = _in_range(table["step_overhead_ms"], "cluster.step_overhead_ms", 0,
-                                                MAX_STEP_OVERHEAD_MS)
+        numbers["step_overhead_ms"] = in_range(table["step_overhead_ms"], "cluster.step_overhead_ms", 0,
+                                               MAX_STEP_OVERHEAD_MS)
     gpu, model = _name(table, "gpu", "cluster", "h100"), _name(table, "model", "cluster", "llama-3-8b")
     if "gpu_spec" in table:
         if "gpu" in table:
@@ -313,11 +313,11 @@ def _memory(table: Mapping[str, Any]) -> dict[str, Any]:
     """[scheduler] gpu_memory_utilization and num_gpu_blocks, which size the cluster's KV cache."""
     memory = {}
     if "gpu_memory_utilization" in table:
-        memory["gpu_memory_utilization"] = _in_range(table["gpu_memory_utilization"],
-                                                     "scheduler.gpu_memory_utilization", 0, 1, open_low=True)
+        memory["gpu_memory_utilization"] = in_range(table["gpu_memory_utilization"],
+                                                    "scheduler.gpu_memory_utilization", 0, 1, open_low=True)
     if "num_gpu_blocks" in table:
-        memory["num_gpu_blocks"] = _in_range(table["num_gpu_blocks"], "scheduler.num_gpu_blocks", 1, MAX_COUNT,
-                                             integer=True)
+        memory["num_gpu_blocks"] = in_range(table["num_gpu_blocks"], "scheduler.num_gpu_blocks", 1, MAX_COUNT,
+                                            integer=True)
     return memory
 
 
@@ -335,7 +335,7 @@ def _calibration(table: Mapping[str, Any], base_dir: Path | None, gpu: str, mode
             raise ConfigError(f"cluster.calibration: {path} was fitted for {key} {calibration.get(key)!r}, not "
                               f"{expected!r}; allowed: a calibration of this cluster's GPU and model")
     ranges = {key: CALIBRATION_RANGES[key] for key in CALIBRATED}
-    return {key: _in_range(calibration.get(key), f"cluster.calibration: {path}: {key}", low, high, open_low=open_low)
+    return {key: in_range(calibration.get(key), f"cluster.calibration: {path}: {key}", low, high, open_low=open_low)
             for key, (low, high, open_low) in ranges.items()}
 
 
@@ -345,9 +345,9 @@ def _policy(table: Any) -> PolicyConfig:
     placement = _name(table, "placement", "scheduler", "global")
     params = table.get("policy_params", {})
     if not isinstance(params, Mapping):
-        raise ConfigError(f"scheduler.policy_params: must be a table, got {_shown(params)}")
+        raise ConfigError(f"scheduler.policy_params: must be a table, got {shown(params)}")
     for key, value in params.items():  # every policy parameter is a number; each policy checks its range
-        _in_range(value, f"scheduler.policy_params.{key}", -1e12, 1e12)
+        in_range(value, f"scheduler.policy_params.{key}", -1e12, 1e12)
     make_policy(policy, params)  # validates the name and the parameters
     if placement not in PLACEMENTS:
         raise ConfigError(
@@ -360,10 +360,10 @@ def _scheduler(table: Mapping[str, Any]) -> SchedulerConfig:
     """Types and bounds here, the rules between keys in SchedulerConfig (max_num_seqs <= max_num_batched_tokens)."""
     limits = {"max_num_batched_tokens": MAX_TOKENS, "max_num_seqs": MAX_TOKENS, "block_size": MAX_BLOCK_SIZE,
               "max_model_len": MAX_TOKENS, "max_queued": MAX_COUNT, "max_queued_tokens": MAX_COUNT}
-    values = {k: _in_range(table[k], f"scheduler.{k}", 1, high, integer=True)
+    values = {k: in_range(table[k], f"scheduler.{k}", 1, high, integer=True)
               for k, high in limits.items() if k in table}
     if "kv_watermark" in table:
-        values["kv_watermark"] = _number(table["kv_watermark"], "scheduler.kv_watermark", "in [0, 1)")
+        values["kv_watermark"] = as_number(table["kv_watermark"], "scheduler.kv_watermark", "in [0, 1)")
     if "service_weights" in table:
         values["service_weights"] = _service_weights(table["service_weights"])
     return SchedulerConfig(**values)
@@ -385,9 +385,9 @@ def _model_len(scheduler: SchedulerConfig, cluster: ClusterConfig) -> SchedulerC
 def _service_weights(value: Any) -> tuple[float, float]:
     key = "scheduler.service_weights"
     if not isinstance(value, list) or len(value) != 2:
-        raise ConfigError(f"{key}: must be a list of two numbers [w_p, w_q] in [0, {_bound(FACTOR[1])}], "
-                          f"got {_shown(value)}")
-    return tuple(_in_range(w, f"{key}[{i}]", 0, FACTOR[1]) for i, w in enumerate(value))
+        raise ConfigError(f"{key}: must be a list of two numbers [w_p, w_q] in [0, {shown_bound(FACTOR[1])}], "
+                          f"got {shown(value)}")
+    return tuple(in_range(w, f"{key}[{i}]", 0, FACTOR[1]) for i, w in enumerate(value))
 
 
 def _check_pool(config: SimConfig) -> None:
@@ -416,7 +416,7 @@ def check_runnable(config: SimConfig, workload: Workload) -> None:
         try:
             check_quota_admits(spec.quota, int(smallest[i]), spec.max_new_tokens, f"tenants[{i}]")
         except ConfigError as err:
-            _name_tenant(err, spec.name)
+            name_tenant(err, spec.name)
             raise
     cap, least = config.scheduler.max_queued_tokens, int(workload.prompt_tokens.min(initial=MAX_TOKENS))
     if cap is not None and cap < least:
@@ -444,7 +444,7 @@ def _check_samples(config: SimConfig, workload: Workload) -> None:
 
 def _tenants(tables: Any, base_dir: Path | None) -> tuple[TenantSpec, ...]:
     if not isinstance(tables, list) or not tables:
-        raise ConfigError(f"tenants: at least one [[tenants]] table is required, got {_shown(tables)}")
+        raise ConfigError(f"tenants: at least one [[tenants]] table is required, got {shown(tables)}")
     specs = tuple(TenantSpec.from_config(t, i, base_dir) for i, t in enumerate(tables))
     names = [spec.name for spec in specs]
     duplicate = next((n for n in names if names.count(n) > 1), None)

@@ -41,7 +41,8 @@ from types import MappingProxyType
 
 from scheduler.errors import ConfigError
 
-from .workload import _check_keys, _in_range, _shown  # the repo's checks and messages
+# the repo's checks and messages
+from .validation import check_keys as _check_keys, in_range as _in_range, shown as _shown
 
 __all__ = ["GPUSpec", "ModelSpec", "GPUS", "MODELS", "GPU_SPEC_FIELDS", "get_gpu", "get_model",
            "model_from_hf_config", "read_model_config", "count_params"]

@@ -28,7 +28,9 @@ from scheduler.runtime.driver import DEFAULT_STREAM_BUFFER
 from scheduler.runtime.worker import SimulatedWorker
 
 from .config import DEFAULT_CONFIG, SimConfig, config_from_dict, read_toml
-from .workload import INTEGER, NUMBER, STRING, TABLE, _at_least, _check_keys, _integer, check_quota_admits
+from .validation import (INTEGER, NUMBER, STRING, TABLE, as_integer as _integer, at_least as _at_least,
+                         check_keys as _check_keys)
+from .workload import check_quota_admits
 
 # The built-in default pool (2 simulated H100s serving Llama-3-8B under VTC) with two demo tenants.
 # key-alice and key-bob are DEMO KEYS, public in this file: serve only on a trusted interface.

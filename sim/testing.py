@@ -12,7 +12,7 @@ what broke:
 - `check_no_overtaking`: no request is admitted after one that arrived a stated time later than it
   (the starvation bound of priority with aging).
 
-`wrong_values(kind)` draws TOML values that are not of a config key's kind (`sim.workload`'s
+`wrong_values(kind)` draws TOML values that are not of a config key's kind (`sim.validation`'s
 NUMBER, INTEGER, ...), for testing that a loader names the key instead of computing garbage.
 
 Needs hypothesis (`pip install -e '.[test]'`).
@@ -33,7 +33,8 @@ from scheduler.policies import Policy
 from .cluster import Simulation
 from .config import SimConfig
 from .results import OUTCOMES, RunData, max_service_gap
-from .workload import BOOLEAN, INTEGER, LENGTH, LIST, NUMBER, STRING, TABLE, LengthDist, TenantSpec, Workload
+from .validation import BOOLEAN, INTEGER, LENGTH, LIST, NUMBER, STRING, TABLE
+from .workload import LengthDist, TenantSpec, Workload
 
 FINISHED = OUTCOMES.index("finished")
 REJECTED = OUTCOMES.index("rejected")

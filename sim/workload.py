@@ -2,28 +2,18 @@
 
 This module owns turning a tenant configuration (TOML tables or `TenantSpec` objects) into a
 `Workload`: sorted arrival times with each request's tenant, prompt length and true output length,
-from a steady rate, staged load (`stages`, and the stage windows the results report) or a trace.
-It also owns reading the supported trace formats (Azure LLM 2023 CSV, Mooncake JSONL, Vidur length
-CSV, each plain or gzipped). All randomness comes from the `numpy.random.Generator` passed in, so
-the same inputs and seed always give identical arrays.
+from a steady rate, staged load (`stages`, and the stage windows the results report) or a trace
+(read by sim/traces.py). All randomness comes from the `numpy.random.Generator` passed in, so the
+same inputs and seed always give identical arrays.
 
-It also holds the config value checks the whole TOML schema shares (`_number`, `_in_range`,
-`_tokens`, ...) and the bounds they enforce (MAX_TOKENS, MAX_SECONDS, ...): every error names the
-key as the user wrote it, what is wrong, and what is allowed.
+It also owns the tenant tables' schema (TENANT_SCHEMA, ...) and the tenant fields' ranges; the
+value checks they use are sim/validation.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import functools
-import gc
-import gzip
-import itertools
-import json
 import math
 import os
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +25,16 @@ from scheduler.admission import unadmittable
 from scheduler.errors import ConfigError
 from scheduler.request import Quota
 
+from .traces import Trace, TraceError, read_trace
+from .validation import (FACTOR, INTEGER, LENGTH, LIST, MAX_COUNT, MAX_SECONDS, MAX_TOKENS, NUMBER, STRING, TABLE,
+                         as_number, check_keys, in_range, is_int, seconds, shown, shown_bound, token_count)
+
 __all__ = [
     "ARRIVALS",
     "LENGTH_KINDS",
     "LENGTH_SCHEMA",
     "MAX_REQUESTS",
-    "MAX_SECONDS",
     "MAX_STAGES",
-    "MAX_TOKENS",
     "RATE_LIMIT_SCHEMA",
     "SLO_SCHEMA",
     "STAGE_SCHEMA",
@@ -50,12 +42,10 @@ __all__ = [
     "TENANT_SCHEMA",
     "LengthDist",
     "TenantSpec",
-    "Trace",
-    "TraceError",
     "Workload",
     "check_quota_admits",
     "generate",
-    "read_trace",
+    "name_tenant",
     "stage_windows",
 ]
 
@@ -66,129 +56,12 @@ MAX_REQUESTS = 50_000_000
 _MAX_HORIZON = 1e12  # seconds: requests mode draws longer spans until the count is reached, up to this
 _Z99 = NormalDist().inv_cdf(0.99)
 
-
-class TraceError(ConfigError):
-    """A trace file is missing, of an unknown format, or has a malformed row.
-
-    `path` and `line` (1-based, None when the error is about the whole file) are kept as attributes;
-    the message always names the file, and the line when there is one.
-    """
-
-    def __init__(self, message: str, *, path: str | os.PathLike | None = None, line: int | None = None):
-        where = "" if path is None else f"{path}:{line}: " if line is not None else f"{path}: "
-        super().__init__(where + message)
-        self.path = None if path is None else str(path)
-        self.line = line
-
-
-# ---------------------------------------------------------------------------------------------
-# bounds of config values: past them arithmetic overflows, memory runs out, or a run outlasts
-# anyone's patience; each is stated in the error that enforces it
-
-MAX_TOKENS = 2**31 - 1  # a token count (prompt, output, max_new_tokens): beyond any context length
-MAX_SECONDS = 365 * 86_400  # a span of virtual time (durations, on/off windows, SLOs): a year
-MAX_COUNT = 2**63 - 1  # a cap on queued requests or tokens: what an int64 holds
-FACTOR = (1e-6, 1e6)  # weights, shares and load: relative factors, six orders of magnitude each way
+# bounds of a tenant's traffic; the bounds shared by the whole schema are sim/validation.py's
 MAX_RATE = 1e6  # requests per second of one tenant
 RATE_LIMIT = (1e-6, 1e12)  # a token bucket's rate (per second) or burst
 MAX_CV = 100.0  # coefficient of variation of gamma arrival gaps (1 is Poisson)
 PRIORITIES = (-(2**31), 2**31 - 1)
 MAX_STAGES = 1000  # stages of one tenant's staged load
-
-# The kinds of value a key takes, as error messages and the schema tables name them.
-NUMBER, INTEGER, STRING, BOOLEAN, TABLE, LIST, LENGTH = (
-    "number", "integer", "string", "boolean", "table", "list", "length")
-
-
-# ---------------------------------------------------------------------------------------------
-# small config helpers: every error names the key and what is allowed
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _shown(value, limit: int = 60) -> str:
-    """A value as TOML writes it, cut to `limit` characters, for error messages."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif _is_int(value):
-        digits = int(value).bit_length() * 0.30103  # str() of a huge int is slow, and refused past 4,300 digits
-        text = str(int(value)) if digits < limit else f"an integer of {digits:,.0f} digits"
-    elif isinstance(value, (list, tuple)):
-        text = "[" + ", ".join(_shown(v, limit) for v in value[:limit // 2]) + "]"
-    elif isinstance(value, Mapping):
-        text = "{ " + ", ".join(f"{k} = {_shown(v, limit)}" for k, v in list(value.items())[:limit // 4]) + " }"
-    elif isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        text = str(int(value))  # 2.0 may have been written 2: the messages compare it with integer bounds
-    elif hasattr(value, "isoformat"):  # TOML dates and times
-        text = value.isoformat()
-    else:
-        text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _bound(x: float) -> str:
-    """A bound as the messages state it: 2^k - 1 for the widest integers, other integers with
-    thousands separators, floats in %g unless they are small whole numbers."""
-    if _is_int(x):
-        x = int(x)
-        return f"2^{x.bit_length()} - 1" if x.bit_length() >= 60 and x & (x + 1) == 0 else f"{x:,}"
-    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e7 else f"{x:g}"
-
-
-def _number(value, key: str, rule: str = "") -> float:
-    try:
-        x = float(value) if _is_number(value) else math.nan
-    except OverflowError:  # an integer beyond any float
-        x = math.inf
-    if not math.isfinite(x):
-        raise ConfigError(f"{key}: must be a finite number{' ' + rule if rule else ''}, got {_shown(value)}")
-    return x
-
-
-def _integer(value, key: str, rule: str = "") -> int:
-    if not _is_int(value):
-        raise ConfigError(f"{key}: must be an integer{' ' + rule if rule else ''}, got {_shown(value)}")
-    return int(value)
-
-
-def _in_range(value, key: str, low: float, high: float, *, integer: bool = False, open_low: bool = False):
-    """`value` if it is a number (an integer if `integer`) in [low, high], or (low, high] if `open_low`."""
-    rule = f"in {'(' if open_low else '['}{_bound(low)}, {_bound(high)}]"
-    x = _integer(value, key, rule) if integer else _number(value, key, rule)
-    if not (low < x if open_low else low <= x) or not x <= high:
-        raise ConfigError(f"{key}: must be {'an integer' if integer else 'a number'} {rule}, got {_shown(value)}")
-    return x
-
-
-def _at_least(value, key: str, bound: float, *, strict: bool) -> float:
-    """`value` if it is a finite number >= bound (> bound if `strict`)."""
-    op = ">" if strict else ">="
-    x = _number(value, key, f"{op} {bound:g}")
-    if x < bound or (strict and x == bound):
-        raise ConfigError(f"{key}: must be {op} {bound:g}, got {x:g}")
-    return x
-
-
-def _tokens(value, key: str) -> int:
-    """A token count: an integer in [1, MAX_TOKENS]."""
-    return _in_range(value, key, 1, MAX_TOKENS, integer=True)
-
-
-def _seconds(value, key: str) -> float:
-    """A span of virtual time in seconds: (0, MAX_SECONDS], a year."""
-    return _in_range(value, key, 0, MAX_SECONDS, open_low=True)
-
-
-def _check_keys(table: Mapping, allowed: Sequence[str], key: str) -> None:
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{key}: unknown key {_shown(unknown[0])}; allowed keys: {', '.join(allowed)}")
 
 
 def _resolve(path, base_dir: Path | None) -> str:
@@ -257,16 +130,16 @@ class LengthDist:
         lognormal | empirical. Errors name `key` (e.g. "tenants[0].prompt_tokens.p99")."""
         if isinstance(value, LengthDist):
             return value
-        if _is_int(value):
-            return cls("fixed", (_tokens(value, key),))
+        if is_int(value):
+            return cls("fixed", (token_count(value, key),))
         if not isinstance(value, Mapping):
             raise ConfigError(
-                f"{key}: must be an integer >= 1 or a table with dist = {' | '.join(LENGTH_KINDS)}, got {_shown(value)}"
+                f"{key}: must be an integer >= 1 or a table with dist = {' | '.join(LENGTH_KINDS)}, got {shown(value)}"
             )
         dist = value.get("dist")
         if dist not in LENGTH_KINDS:
-            raise ConfigError(f"{key}.dist: must be one of {', '.join(LENGTH_KINDS)}; got {_shown(dist)}")
-        _check_keys(value, ("dist", *LENGTH_SCHEMA[dist]), key)
+            raise ConfigError(f"{key}.dist: must be one of {', '.join(LENGTH_KINDS)}; got {shown(dist)}")
+        check_keys(value, ("dist", *LENGTH_SCHEMA[dist]), key)
         parser = {"fixed": _fixed, "uniform": _uniform, "lognormal": _lognormal, "empirical": _empirical}
         return parser[dist](value, key, base_dir)
 
@@ -287,21 +160,21 @@ def _require(table: Mapping, name: str, key: str, what: str):
 
 
 def _fixed(table: Mapping, key: str, base_dir) -> LengthDist:
-    return LengthDist("fixed", (_tokens(_require(table, "value", key, "an integer >= 1"), f"{key}.value"),))
+    return LengthDist("fixed", (token_count(_require(table, "value", key, "an integer >= 1"), f"{key}.value"),))
 
 
 def _uniform(table: Mapping, key: str, base_dir) -> LengthDist:
-    lo = _tokens(_require(table, "min", key, "an integer >= 1"), f"{key}.min")
-    hi = _in_range(_require(table, "max", key, "an integer >= min"), f"{key}.max", lo, MAX_TOKENS, integer=True)
+    lo = token_count(_require(table, "min", key, "an integer >= 1"), f"{key}.min")
+    hi = in_range(_require(table, "max", key, "an integer >= min"), f"{key}.max", lo, MAX_TOKENS, integer=True)
     return LengthDist("uniform", (lo, hi))
 
 
 def _lognormal(table: Mapping, key: str, base_dir) -> LengthDist:
-    mean = _in_range(_require(table, "mean", key, "a number >= 1"), f"{key}.mean", 1, MAX_TOKENS)
-    p99 = _number(_require(table, "p99", key, "a number > mean"), f"{key}.p99", f"> mean ({mean:g})")
+    mean = in_range(_require(table, "mean", key, "a number >= 1"), f"{key}.mean", 1, MAX_TOKENS)
+    p99 = as_number(_require(table, "p99", key, "a number > mean"), f"{key}.p99", f"> mean ({mean:g})")
     if p99 <= mean:
         raise ConfigError(f"{key}.p99: must be > mean ({mean:g}), got {p99:g}")
-    _in_range(p99, f"{key}.p99", mean, MAX_TOKENS, open_low=True)
+    in_range(p99, f"{key}.p99", mean, MAX_TOKENS, open_low=True)
     mu, sigma = _fit_lognormal(mean, p99, key)
     return LengthDist("lognormal", (mu, sigma))
 
@@ -331,8 +204,8 @@ def _empirical(table: Mapping, key: str, base_dir) -> LengthDist:
         return _empirical_from_trace(table, key, base_dir)
     values = table["values"]
     if not isinstance(values, (list, tuple)) or not values:
-        raise ConfigError(f"{key}.values: must be a non-empty list of integers >= 1, got {_shown(values)}")
-    ints = tuple(_tokens(v, f"{key}.values[{i}]") for i, v in enumerate(values))
+        raise ConfigError(f"{key}.values: must be a non-empty list of integers >= 1, got {shown(values)}")
+    ints = tuple(token_count(v, f"{key}.values[{i}]") for i, v in enumerate(values))
     if "weights" not in table:
         return LengthDist("empirical", (ints, None))
     return LengthDist("empirical", (ints, _weights(table["weights"], len(ints), key)))
@@ -340,9 +213,9 @@ def _empirical(table: Mapping, key: str, base_dir) -> LengthDist:
 
 def _weights(weights, n: int, key: str) -> tuple:
     if not isinstance(weights, (list, tuple)) or len(weights) != n:
-        raise ConfigError(f"{key}.weights: must be a list of {n} numbers >= 0 (one per value), got {_shown(weights)}")
+        raise ConfigError(f"{key}.weights: must be a list of {n} numbers >= 0 (one per value), got {shown(weights)}")
     # Bounded so that their sum stays finite: relative weights, not raw counts of a huge trace.
-    w = [_in_range(x, f"{key}.weights[{i}]", 0, 1e15) for i, x in enumerate(weights)]
+    w = [in_range(x, f"{key}.weights[{i}]", 0, 1e15) for i, x in enumerate(weights)]
     total = sum(w)
     if total <= 0:
         raise ConfigError(f"{key}.weights: must sum to > 0, got {total:g}")
@@ -354,10 +227,10 @@ def _empirical_from_trace(table: Mapping, key: str, base_dir) -> LengthDist:
         raise ConfigError(f"{key}.weights: not allowed with 'trace' (each trace row weighs the same)")
     path = table["trace"]
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ConfigError(f"{key}.trace: must be a non-empty path string, got {_shown(path)}")
+        raise ConfigError(f"{key}.trace: must be a non-empty path string, got {shown(path)}")
     field = _require(table, "field", key, "'prompt' or 'output'")
     if field not in ("prompt", "output"):
-        raise ConfigError(f"{key}.field: must be 'prompt' or 'output', got {_shown(field)}")
+        raise ConfigError(f"{key}.field: must be 'prompt' or 'output', got {shown(field)}")
     trace = _trace_at(_resolve(path, base_dir), f"{key}.trace")
     column = trace.prompt_tokens if field == "prompt" else trace.output_tokens
     return LengthDist("empirical", (tuple(column.tolist()), None))
@@ -425,16 +298,16 @@ class TenantSpec:
         """Parse one `[[tenants]]` table; errors name "tenants[index].key" and the tenant."""
         where = f"tenants[{index}]"
         if not isinstance(table, Mapping):
-            raise ConfigError(f"{where}: must be a table, got {_shown(table)}")
-        _check_keys(table, TENANT_KEYS, where)
+            raise ConfigError(f"{where}: must be a table, got {shown(table)}")
+        check_keys(table, TENANT_KEYS, where)
         name = table.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{where}.name: required, a non-empty string; got {_shown(name)}")
+            raise ConfigError(f"{where}.name: required, a non-empty string; got {shown(name)}")
         try:
             spec = cls(name=name, **_tenant_fields(table, where, base_dir))
             spec.check(index)
         except ConfigError as err:
-            _name_tenant(err, name)
+            name_tenant(err, name)
             raise
         return spec
 
@@ -442,12 +315,12 @@ class TenantSpec:
         """Raise ConfigError naming "tenants[index].key" if a field is out of its range."""
         where = f"tenants[{index}]"
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ConfigError(f"{where}.name: required, a non-empty string; got {_shown(self.name)}")
+            raise ConfigError(f"{where}.name: required, a non-empty string; got {shown(self.name)}")
         try:
             self._check_ranges(where)
             self._check_sources(where)
         except ConfigError as err:
-            _name_tenant(err, self.name)
+            name_tenant(err, self.name)
             raise
 
     def _check_ranges(self, where: str) -> None:
@@ -455,7 +328,7 @@ class TenantSpec:
             if getattr(self, key) is not None:  # only rate may be None
                 _tenant_number(getattr(self, key), key, where)
         if self.arrival not in ARRIVALS:
-            raise ConfigError(f"{where}.arrival: must be one of {', '.join(ARRIVALS)}; got {_shown(self.arrival)}")
+            raise ConfigError(f"{where}.arrival: must be one of {', '.join(ARRIVALS)}; got {shown(self.arrival)}")
         for key, value in (("ttft_ms", self.slo_ttft_ms), ("tpot_ms", self.slo_tpot_ms)):
             if value is not None:
                 _slo_ms(value, f"{where}.slo.{key}")
@@ -482,16 +355,16 @@ def _stages(value, key: str) -> tuple[tuple[float, float], ...]:
     """A `stages` list: 1 to MAX_STAGES tables, each with rate (per second) and duration_s."""
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_STAGES:
         raise ConfigError(f"{key}: must be a list of 1 to {MAX_STAGES:,} tables {{ rate, duration_s }}, "
-                          f"got {_shown(value)}")
+                          f"got {shown(value)}")
     out = []
     for k, stage in enumerate(value):
         where = f"{key}[{k}]"
         if not isinstance(stage, Mapping):
-            raise ConfigError(f"{where}: must be a table {{ rate, duration_s }}, got {_shown(stage)}")
-        _check_keys(stage, tuple(STAGE_SCHEMA), where)
-        rate = _require(stage, "rate", where, f"requests per second in [0, {_bound(MAX_RATE)}]")
-        duration = _require(stage, "duration_s", where, f"seconds in (0, {_bound(MAX_SECONDS)}]")
-        out.append((_in_range(rate, f"{where}.rate", 0, MAX_RATE), _seconds(duration, f"{where}.duration_s")))
+            raise ConfigError(f"{where}: must be a table {{ rate, duration_s }}, got {shown(stage)}")
+        check_keys(stage, tuple(STAGE_SCHEMA), where)
+        rate = _require(stage, "rate", where, f"requests per second in [0, {shown_bound(MAX_RATE)}]")
+        duration = _require(stage, "duration_s", where, f"seconds in (0, {shown_bound(MAX_SECONDS)}]")
+        out.append((in_range(rate, f"{where}.rate", 0, MAX_RATE), seconds(duration, f"{where}.duration_s")))
     return tuple(out)
 
 
@@ -499,12 +372,12 @@ def _check_stages(stages, key: str) -> None:
     """The ranges of (rate, duration_s) pairs, as TenantSpec holds them, and their total span."""
     if not isinstance(stages, tuple) or not 1 <= len(stages) <= MAX_STAGES:
         raise ConfigError(f"{key}: must be a tuple of 1 to {MAX_STAGES:,} (rate, duration_s) pairs, "
-                          f"got {_shown(stages)}")
+                          f"got {shown(stages)}")
     for k, stage in enumerate(stages):
         if not isinstance(stage, tuple) or len(stage) != 2:
-            raise ConfigError(f"{key}[{k}]: must be a (rate, duration_s) pair, got {_shown(stage)}")
-        _in_range(stage[0], f"{key}[{k}].rate", 0, MAX_RATE)
-        _seconds(stage[1], f"{key}[{k}].duration_s")
+            raise ConfigError(f"{key}[{k}]: must be a (rate, duration_s) pair, got {shown(stage)}")
+        in_range(stage[0], f"{key}[{k}].rate", 0, MAX_RATE)
+        seconds(stage[1], f"{key}[{k}].duration_s")
     span = sum(duration for _, duration in stages)
     if span > MAX_SECONDS:
         raise ConfigError(f"{key}: the stages last {span:g} s in all; allowed: at most {MAX_SECONDS:,} s (a year)")
@@ -523,14 +396,14 @@ def _check_stage_sources(spec: TenantSpec, trace: Trace | None, key: str) -> Non
 
 def _tenant_number(value, key: str, where: str):
     low, high = _TENANT_RANGES[key]
-    return _in_range(value, f"{where}.{key}", low, high, integer=TENANT_SCHEMA[key] == INTEGER)
+    return in_range(value, f"{where}.{key}", low, high, integer=TENANT_SCHEMA[key] == INTEGER)
 
 
 def _slo_ms(value, key: str) -> float:
-    return _in_range(value, key, 0, MAX_SECONDS * 1000, open_low=True)
+    return in_range(value, key, 0, MAX_SECONDS * 1000, open_low=True)
 
 
-def _name_tenant(err: ConfigError, name: str) -> None:
+def name_tenant(err: ConfigError, name: str) -> None:
     """Append the tenant's name to an error message once, keeping the error's type and fields."""
     suffix = f" (tenant {name!r})"
     message = str(err.args[0]) if err.args else ""
@@ -560,7 +433,7 @@ def _tenant_fields(table: Mapping, where: str, base_dir: Path | None) -> dict:
     if "trace" in table:
         path = table["trace"]
         if not isinstance(path, str) or not path:
-            raise ConfigError(f"{where}.trace: must be a non-empty path string, got {_shown(path)}")
+            raise ConfigError(f"{where}.trace: must be a non-empty path string, got {shown(path)}")
         out["trace"] = _resolve(path, base_dir)
     return out
 
@@ -569,12 +442,12 @@ def _quota(table: Mapping, where: str) -> Quota | None:
     limits = table.get("rate_limit", {})
     if not isinstance(limits, Mapping):
         raise ConfigError(f"{where}.rate_limit: must be a table with {', '.join(_RATE_LIMIT_KEYS)}, "
-                          f"got {_shown(limits)}")
-    _check_keys(limits, _RATE_LIMIT_KEYS, f"{where}.rate_limit")
-    fields = {key: _in_range(value, f"{where}.rate_limit.{key}", *RATE_LIMIT) for key, value in limits.items()}
+                          f"got {shown(limits)}")
+    check_keys(limits, _RATE_LIMIT_KEYS, f"{where}.rate_limit")
+    fields = {key: in_range(value, f"{where}.rate_limit.{key}", *RATE_LIMIT) for key, value in limits.items()}
     for key in ("max_queued", "max_queued_tokens"):
         if key in table:
-            fields[key] = _in_range(table[key], f"{where}.{key}", 1, MAX_COUNT, integer=True)
+            fields[key] = in_range(table[key], f"{where}.{key}", 1, MAX_COUNT, integer=True)
     if not fields:
         return None
     try:
@@ -586,8 +459,8 @@ def _quota(table: Mapping, where: str) -> Quota | None:
 
 def _slo(table, key: str) -> dict:
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{key}: must be a table with ttft_ms and/or tpot_ms, got {_shown(table)}")
-    _check_keys(table, tuple(SLO_SCHEMA), key)
+        raise ConfigError(f"{key}: must be a table with ttft_ms and/or tpot_ms, got {shown(table)}")
+    check_keys(table, tuple(SLO_SCHEMA), key)
     return {f"slo_{k}": _slo_ms(v, f"{key}.{k}") for k, v in table.items()}
 
 
@@ -609,51 +482,7 @@ def check_quota_admits(quota: Quota, prompt_tokens: int, max_new_tokens: int, wh
 
 
 # ---------------------------------------------------------------------------------------------
-# traces
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Trace:
-    """A parsed trace; arrays are read-only because parsed traces are cached and shared.
-
-    Token counts are clamped to >= 1: a request that generates nothing still has a first token in
-    every engine's metrics (and a prompt always has at least one token). `arrival_s` counts from the
-    trace's earliest request; row order is kept as in the file.
-    """
-
-    path: str
-    arrival_s: np.ndarray | None
-    prompt_tokens: np.ndarray
-    output_tokens: np.ndarray
-    hash_ids: tuple | None = None
-
-    def __len__(self) -> int:
-        return len(self.prompt_tokens)
-
-
-_AZURE_COLUMNS = ("timestamp", "contexttokens", "generatedtokens")
-_VIDUR_COLUMNS = ("num_prefill_tokens", "num_decode_tokens")
-_MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
-_EXPECTED = (
-    "expected an Azure LLM 2023 CSV (TIMESTAMP,ContextTokens,GeneratedTokens), a Vidur lengths CSV "
-    "(num_prefill_tokens,num_decode_tokens,...) or Mooncake JSONL "
-    '({"timestamp", "input_length", "output_length", "hash_ids"})'
-)
-
-
-def read_trace(path) -> Trace:
-    """Read a trace, plain or gzipped; the format is detected from its first line.
-
-    Parsed traces are cached per (resolved path, mtime, size), so tenants sharing a file parse it once.
-    """
-    resolved = Path(os.fspath(path)).expanduser().resolve()
-    try:
-        st = resolved.stat()
-    except OSError as exc:
-        raise TraceError(f"cannot read trace file: {exc.strerror or exc}", path=resolved) from None
-    if not resolved.is_file():
-        raise TraceError("not a regular file", path=resolved)
-    return _read_trace_cached(str(resolved), st.st_mtime_ns, st.st_size)
+# trace files a config names
 
 
 def _trace_at(path, key: str) -> Trace:
@@ -663,220 +492,6 @@ def _trace_at(path, key: str) -> Trace:
     except TraceError as err:
         err.args = (f"{key}: {err.args[0]}",)
         raise
-
-
-@functools.lru_cache(maxsize=8)
-def _read_trace_cached(path: str, mtime_ns: int, size: int) -> Trace:
-    try:
-        lines = _decode(path).splitlines()
-    except UnicodeDecodeError as exc:
-        raise TraceError(f"not UTF-8 text (byte {exc.start}); {_EXPECTED}", path=path) from None
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError without a strerror
-        raise TraceError(f"cannot read trace file: {getattr(exc, 'strerror', None) or exc}", path=path) from None
-    with _gc_paused():
-        return _parse(path, lines)
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """Parsing allocates ~10^5 short-lived containers (Mooncake's hash_id lists); the cyclic GC
-    would rescan them many times over (3x the parse time). None of them form cycles."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _parse(path: str, lines: list[str]) -> Trace:
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None:
-        raise TraceError(f"empty file; {_EXPECTED}", path=path)
-    head = lines[first].lstrip("\ufeff").strip()
-    if head.startswith("{"):
-        trace = _parse_mooncake(path, lines)
-    else:
-        trace = _parse_csv(path, lines[first:], head, first)
-    if len(trace) == 0:
-        raise TraceError("no requests after the header", path=path)
-    for array in (trace.arrival_s, trace.prompt_tokens, trace.output_tokens):
-        if array is not None:
-            array.flags.writeable = False
-    return trace
-
-
-def _decode(path: str) -> str:
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:2] == b"\x1f\x8b":  # gzip magic: detect by content, not by the file's suffix
-        data = gzip.decompress(data)
-    return data.decode("utf-8")
-
-
-def _parse_csv(path: str, lines: list[str], head: str, skipped: int) -> Trace:
-    """`lines` start at the header; `skipped` blank lines came before it (for line numbers)."""
-    reader = csv.reader(lines)
-    header = [h.lstrip("\ufeff").strip().lower() for h in next(reader)]
-    if all(c in header for c in _AZURE_COLUMNS):
-        columns, kind = _AZURE_COLUMNS, "azure"
-    elif all(c in header for c in _VIDUR_COLUMNS):
-        columns, kind = _VIDUR_COLUMNS, "vidur"
-    else:
-        raise TraceError(f"unknown format, header {head[:120]!r}; {_EXPECTED}", path=path, line=skipped + 1)
-    index = [header.index(c) for c in columns]
-    width = max(index) + 1
-    body = list(reader)  # one element of `lines` per row: these numeric formats quote no newlines
-    keep = [k for k, row in enumerate(body) if row and (len(row) > 1 or row[0].strip())]
-    rows = [body[k] for k in keep]
-    line_nos = [skipped + 2 + k for k in keep]
-    short = next((j for j, row in enumerate(rows) if len(row) < width), None)
-    if short is not None:
-        got = len(rows[short])
-        raise TraceError(f"expected {len(header)} fields, got {got}", path=path, line=line_nos[short])
-    cols = [[row[i] for row in rows] for i in index]
-    if kind == "azure":
-        arrival = _timestamps(path, cols[0], line_nos)
-        prompt = _token_column(path, cols[1], line_nos, "ContextTokens")
-        output = _token_column(path, cols[2], line_nos, "GeneratedTokens")
-        return Trace(path, arrival, prompt, output, None)
-    prompt = _token_column(path, cols[0], line_nos, "num_prefill_tokens")
-    output = _token_column(path, cols[1], line_nos, "num_decode_tokens")
-    return Trace(path, None, prompt, output, None)
-
-
-def _timestamps(path: str, texts: list[str], line_nos: list[int]) -> np.ndarray:
-    """Wall-clock strings -> float64 seconds from the earliest.
-
-    numpy parses ISO strings in C; Azure writes 7 fractional digits (100 ns) and datetime64[us]
-    wants at most 6, so the 7th is dropped: 0.1 us is far below any scheduling effect.
-    """
-    stripped = [t.strip() for t in texts]
-    trimmed = [t[: d + 7] if (d := t.rfind(".")) >= 0 else t for t in stripped]
-    try:
-        stamps = np.array(trimmed, dtype="datetime64[us]")
-    except ValueError:
-        for text, line in zip(trimmed, line_nos):
-            try:
-                np.datetime64(text, "us")
-            except ValueError:
-                raise TraceError(f"bad TIMESTAMP {text!r}", path=path, line=line) from None
-        raise
-    if len(stamps) == 0:
-        return np.zeros(0, dtype=np.float64)
-    bad = np.flatnonzero(np.isnat(stamps))  # numpy reads "NaT" and "" as not-a-time
-    if len(bad):
-        raise TraceError(f"bad TIMESTAMP {texts[bad[0]]!r}", path=path, line=line_nos[bad[0]])
-    micros = stamps.astype(np.int64)
-    return _span_checked((micros - micros.min()).astype(np.float64) / 1e6, line_nos, path, "TIMESTAMP")
-
-
-def _token_column(path: str, texts: list[str], line_nos: list[int], name: str) -> np.ndarray:
-    try:
-        counts = list(map(int, texts))
-    except ValueError:  # slow path: find the line, or accept integral floats
-        counts = [_parse_count(t, path, ln, name) for t, ln in zip(texts, line_nos)]
-    return _count_array(counts, line_nos, path, name)
-
-
-def _count_array(counts: list[int], line_nos: list[int], path: str, name: str) -> np.ndarray:
-    """Token counts as int64, clamped to >= 1; one outside [0, MAX_TOKENS] is an error naming its line."""
-    if counts and not 0 <= min(counts) <= max(counts) <= MAX_TOKENS:  # checked before int64 could overflow
-        k = next(k for k, c in enumerate(counts) if not 0 <= c <= MAX_TOKENS)
-        raise TraceError(f"{name}: must be a token count in [0, {MAX_TOKENS:,}], got {_shown(counts[k])}",
-                         path=path, line=line_nos[k])
-    return np.maximum(np.array(counts, dtype=np.int64), 1)
-
-
-def _parse_count(text: str, path: str, line: int, name: str) -> int:
-    """A token count; integral floats such as "12.0" are accepted (some exports write them)."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        x = float(text)
-    except ValueError:
-        x = math.nan
-    if not math.isfinite(x) or x != int(x):
-        raise TraceError(f"{name}: expected an integer token count, got {_shown(text)}", path=path, line=line)
-    return int(x)
-
-
-def _parse_mooncake(path: str, lines: list[str]) -> Trace:
-    numbered = [(k, line) for k, line in enumerate(lines, start=1) if line.strip()]
-    line_nos = [k for k, _ in numbered]
-    columns = _mooncake_fast(numbered)
-    if columns is None:  # something is malformed: check row by row to name the line
-        for k, line in numbered:
-            _mooncake_row(path, k, line)
-        raise TraceError("malformed JSONL trace", path=path)
-    stamps, prompt, output, hashes = columns
-    arrival = _span_checked(np.array(stamps, dtype=np.float64) / 1000.0, line_nos, path, "timestamp")
-    prompt_a = _count_array(prompt, line_nos, path, "input_length")
-    output_a = _count_array(output, line_nos, path, "output_length")
-    has_ids = any(hashes)
-    return Trace(path, arrival, prompt_a, output_a, hashes if has_ids else None)
-
-
-def _span_checked(seconds: np.ndarray, line_nos: list[int], path: str, name: str) -> np.ndarray:
-    """Arrival times counted from the earliest; a trace longer than MAX_SECONDS names its first row past it."""
-    if len(seconds) == 0:
-        return seconds
-    arrival = seconds - seconds.min()
-    late = np.flatnonzero(arrival > MAX_SECONDS)
-    if len(late):
-        raise TraceError(f"{name}: the trace must span at most {MAX_SECONDS:,} s (a year) of arrivals, "
-                         f"this row comes {arrival[late[0]]:g} s after the first", path=path, line=line_nos[late[0]])
-    return arrival
-
-
-def _mooncake_fast(numbered: list[tuple[int, str]]):
-    """Columns of a well-formed JSONL trace, or None if any row is malformed.
-
-    One json.loads over the whole file and type checks through map() run in C: 3x faster than
-    a Python check per row and per hash id.
-    """
-    try:
-        rows = json.loads("[" + ",".join(line for _, line in numbered) + "]")
-        if len(rows) != len(numbered):  # two objects on one line
-            return None
-        stamps = [r["timestamp"] for r in rows]
-        prompt = [r["input_length"] for r in rows]
-        output = [r["output_length"] for r in rows]
-        ids = [r.get("hash_ids", []) for r in rows]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if not set(map(type, stamps)) <= {int, float} or not all(map(math.isfinite, stamps)):
-        return None
-    if not set(map(type, prompt)) | set(map(type, output)) <= {int}:
-        return None
-    if not set(map(type, ids)) <= {list} or not set(map(type, itertools.chain.from_iterable(ids))) <= {int}:
-        return None
-    return stamps, prompt, output, tuple(map(tuple, ids))
-
-
-def _mooncake_row(path: str, line_no: int, line: str) -> tuple[float, int, int, tuple]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise TraceError(f"invalid JSON: {exc.msg}", path=path, line=line_no) from None
-    if not isinstance(row, dict) or not all(k in row for k in _MOONCAKE_KEYS):
-        got = sorted(row) if isinstance(row, dict) else type(row).__name__
-        raise TraceError(f"expected keys {', '.join(_MOONCAKE_KEYS)}; got {got}", path=path, line=line_no)
-    ts = row["timestamp"]
-    if not _is_number(ts) or not math.isfinite(ts):
-        raise TraceError(f"timestamp: expected a number of ms, got {ts!r}", path=path, line=line_no)
-    counts = []
-    for key in ("input_length", "output_length"):
-        if type(row[key]) is not int:  # json gives int or float; bool is excluded by `is`
-            raise TraceError(f"{key}: expected an integer, got {row[key]!r}", path=path, line=line_no)
-        counts.append(row[key])
-    ids = row.get("hash_ids", [])
-    if type(ids) is not list or not set(map(type, ids)) <= {int}:
-        raise TraceError("hash_ids: expected a list of integers", path=path, line=line_no)
-    return float(ts), counts[0], counts[1], tuple(ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -969,7 +584,7 @@ def _check_generate(tenants: tuple, duration_s, requests, load) -> tuple[float, 
         raise ConfigError("tenants: at least one tenant is required")
     if (duration_s is None) == (requests is None):
         raise ConfigError("generate: give exactly one of duration_s or requests")
-    load = _in_range(load, "load", *FACTOR)
+    load = in_range(load, "load", *FACTOR)
     seen: dict[str, int] = {}
     for i, spec in enumerate(tenants):
         if not isinstance(spec, TenantSpec):
@@ -980,8 +595,8 @@ def _check_generate(tenants: tuple, duration_s, requests, load) -> tuple[float, 
         seen[spec.name] = i
     _check_stage_windows(tenants, requests)
     if requests is not None:
-        return math.inf, _in_range(requests, "requests", 1, MAX_REQUESTS, integer=True)
-    horizon = _seconds(duration_s, "duration_s")
+        return math.inf, in_range(requests, "requests", 1, MAX_REQUESTS, integer=True)
+    horizon = seconds(duration_s, "duration_s")
     _check_expected(tenants, horizon, load)
     return horizon, None
 

@@ -2,7 +2,7 @@
 `fairbatch: error: KEY: ...` that starts with the key as the user wrote it (a TOML key such as
 `tenants[1].weight`, a flag such as `--json`, or a file's path), never a traceback or a run.
 
-One table of bad inputs (TOML values, files, flags), each run through `sim.cli.main` in-process;
+One table of bad inputs (TOML values, files, flags), each run through `benchmarks.main.main` in-process;
 then a property test that feeds a value of the wrong type to every key of the schema, the keys
 taken from the code's own schema tables so that a new key is covered without editing this file.
 """
@@ -22,11 +22,12 @@ import pytest
 from hypothesis import given, settings
 
 import sim.cli
+from benchmarks.main import main
 from scheduler.policies import POLICIES, parameters
-from sim.cli import main
 from sim.config import CLUSTER_SCHEMA, GPU_SPEC_SCHEMA, SCHEDULER_SCHEMA, TOP_SCHEMA
 from sim.testing import ACCEPTS, wrong_values
-from sim.workload import LENGTH_SCHEMA, NUMBER, RATE_LIMIT_SCHEMA, SLO_SCHEMA, STAGE_SCHEMA, STRING, TENANT_SCHEMA
+from sim.validation import NUMBER, STRING
+from sim.workload import LENGTH_SCHEMA, RATE_LIMIT_SCHEMA, SLO_SCHEMA, STAGE_SCHEMA, TENANT_SCHEMA
 
 # Small and quick: a bad value that slipped through would run (and fail the test) in well under a second.
 BASE = {
@@ -188,7 +189,7 @@ GPU_SPEC = {"peak_flops": 500e12, "hbm_bandwidth": 2e12, "memory_bytes": 64e9, "
 def unreadable(monkeypatch) -> None:
     def refuse(path: str) -> str:
         raise PermissionError(13, "Permission denied", path)
-    monkeypatch.setattr("sim.workload._decode", refuse)
+    monkeypatch.setattr("sim.traces._decode", refuse)
 
 
 def unreadable_config(tmp: Path, monkeypatch) -> list[str]:

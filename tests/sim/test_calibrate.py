@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from realrun_helpers import write_run
 
+from benchmarks.main import main
 from scheduler.errors import ConfigError
 from sim.calibrate import FREE, START, Objective, errors, fit, report, to_toml
-from sim.cli import main
 from sim.config import CALIBRATED, config_from_dict
 from sim.realrun import load_run, replay, replay_config
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from sim.cli import main
+from benchmarks.main import main
 
 
 def test_simulate_prints_a_summary_and_writes_json(tmp_path, capsys):

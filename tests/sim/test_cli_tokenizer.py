@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sim.cli import main
+from benchmarks.main import main
 
 
 def test_the_command_writes_a_folder_the_tokenizers_library_loads(tmp_path, capsys):

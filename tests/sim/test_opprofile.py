@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.main import main
 from scheduler.errors import ConfigError
 from sim.calibrate import fit, report, to_toml
-from sim.cli import main
 from sim.config import config_from_dict
 from sim.hardware import get_model
 from sim.opprofile import is_profile, load_profile

@@ -17,14 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.errors import ConfigError
+from sim.traces import TraceError, read_trace
 from sim.workload import (
     MAX_REQUESTS,
     LengthDist,
     TenantSpec,
-    TraceError,
     Workload,
     generate,
-    read_trace,
     stage_windows,
 )
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.main import main
 from benchmarks.serving import counter_samples
-from sim.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -75,8 +75,9 @@ def test_aiperf_counts_what_the_servers_metrics_count(tmp_path):
     pytest.importorskip("tokenizers", reason="the 'tokenizer' extra (tokenizers) is not installed: pip install -e '.[tokenizer]'")
     assert main(["tokenizer", str(tmp_path / "tokenizer")]) == 0
     (tmp_path / "serve.toml").write_text(CONFIG)
-    server = subprocess.Popen([sys.executable, "-m", "sim.cli", "serve", "--config", str(tmp_path / "serve.toml"),
-                               "--port", "0", "--speed", "1"], stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.main", "serve", "--config",
+                               str(tmp_path / "serve.toml"), "--port", "0", "--speed", "1"],
+                              stderr=subprocess.PIPE, text=True)
     try:
         url = re.search(r"at (http://127\.0\.0\.1:\d+) ", server.stderr.readline()).group(1)
         before = totals(url)

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from server_helpers import TEST_CONFIG
 
+from benchmarks.main import main
 from scheduler.errors import ConfigError
-from sim.cli import main
 from sim.serve import SERVE_SCHEMA, banner, check_demo_keys, load_serve_config, mask, serve_config_from_dict, service
 from sim.testing import wrong_values
 
@@ -84,7 +84,7 @@ def test_flags_of_the_wrong_type_are_usage_errors_naming_the_flag(argv, message,
 
 
 def test_the_command_serves_until_interrupted():
-    process = subprocess.Popen([sys.executable, "-m", "sim.cli", "serve", "--port", "0", "--speed", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.main", "serve", "--port", "0", "--speed", "0"],
                                stderr=subprocess.PIPE, text=True)
     try:
         banner = process.stderr.readline() + process.stderr.readline()
