@@ -278,7 +278,7 @@ async def run_flood(speed: float = 1.0) -> dict:
         task_group.cancel_scope.cancel()
     return {"results": results, "counts": dict(runtime.counts), "metrics": metrics, "admissions": log.rows,
             "predicted": predicted, "workload": simulation.workload, "tenants": config.tenants,
-            "peak_streams": streams.peak, "kv_used": [w.pool.used for w in runtime.scheduler.workers.values()]}
+            "peak_streams": streams.peak, "kv_used": [runtime.scheduler.kv_usage(w).used for w in runtime.scheduler.worker_ids()]}
 
 
 def flood_figures(run: dict) -> dict:

@@ -200,7 +200,7 @@ def core_point(policy: str, running: int, queued: int, tenants: int, steps: int 
         now += dt
         if plan.decodes == running and not plan.chunks:
             break
-    waiting = queued + running - len(sched.workers[0].running)
+    waiting = queued + running - sched.num_running_on(0)
     while waiting < queued:
         submit(now)
         waiting += 1

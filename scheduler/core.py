@@ -19,15 +19,28 @@ from .actions import Admitted, Emitted, Finished, Rejected, RejectReason, StepOu
 from .admission import Admission, QueueTotals, refuse_reason
 from .errors import ConfigError, ProtocolError, WorkerError
 from .events import StepResult
-from .decodeset import DecodeSet, DecodingTenants
+from .decodeset import DecodeSet
+from .kv import DecodeGrowth
 from .kv import BlockPool
 from .placement import Placement, make_placement
-from .planner import StepBudget, StepHooks, form_step, repeat_limit, to_items
+from .planner import StepBuilder
 from .policies import Policy, WaitQueue, make_policy
 from .request import Request, RequestState, Sequence, Tenant
+from .service import Ledger, ServiceWeights
+from .worker import WorkerState
 
 RUNNING = RequestState.RUNNING
 QUEUED = RequestState.QUEUED
+# What drivers, metrics and benchmarks may use of a Scheduler: the contract and the queries, each
+# returning a value or a read-only view. The rest (worker states, live sequences, the ledger, the
+# policy and placement objects) is the core's own and its tests'; tests/test_query_api.py checks.
+PUBLIC_API = frozenset({
+    "submit", "cancel", "plan", "complete", "add_worker", "remove_worker", "decoding",
+    "tenants", "config", "now", "num_workers", "worker_ids", "num_running_on", "has_free_slot", "has_waiting",
+    "next_plan_reads_service", "kv_usage", "decode_growth", "waits_on", "generated", "request_status",
+    "live_ids", "num_live", "num_queued", "tenant_queued", "backlogged", "reads_service", "service_weights",
+    "tenant_service", "tenant_tokens", "num_waiting", "num_running", "max_sequence_tokens",
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,53 +67,33 @@ class SchedulerConfig:
             )
         if not 0 <= self.kv_watermark < 1:
             raise ConfigError(f"scheduler.kv_watermark: must be in [0, 1), got {self.kv_watermark!r}")
-        if len(self.service_weights) != 2 or min(self.service_weights) < 0:
+        if len(self.service_weights) != 2:
             raise ConfigError(f"scheduler.service_weights: must be two numbers >= 0, got {self.service_weights!r}")
+        ServiceWeights(*self.service_weights)  # checks each
         for key in ("max_queued", "max_queued_tokens", "max_model_len"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"scheduler.{key}: must be an integer >= 1 or unset, got {value!r}")
 
 
-class WorkerState:
-    """One worker as the core sees it: its KV pool, running requests, own queue, step in flight."""
+@dataclass(frozen=True, slots=True)
+class KVUsage:
+    """A worker's KV blocks: in use, and in all."""
 
-    __slots__ = ("id", "pool", "running", "prefilling", "decode", "queue", "inflight", "repeat",
-                 "released", "dropped")
-
-    def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None, decode: DecodeSet) -> None:
-        self.id = worker_id
-        self.pool = pool
-        self.running: dict[Sequence, None] = {}  # in admission order
-        self.prefilling: dict[Sequence, None] = {}  # running, prefill not complete
-        self.decode = decode  # running, prefill complete
-        self.queue = queue  # None under late binding: the worker pulls from the global queue
-        self.inflight: list[tuple[Sequence, int]] | None = None  # the plan's chunks, while in flight
-        self.repeat = 1  # the in-flight plan's repeat
-        self.released: list[Hashable] = []  # requests ended here since the last plan
-        self.dropped: set[Hashable] = set()  # requests of the plan in flight cancelled since
+    used: int
+    total: int
 
 
-class TenantLedger:
-    """Per-tenant counts the core keeps whatever the policy: queued, running, tokens served."""
+@dataclass(frozen=True, slots=True)
+class RequestStatus:
+    """A snapshot of a live request: its state, tenant (index), worker (None while it waits in
+    the pool's queue), output tokens generated and preemptions so far."""
 
-    __slots__ = ("queued", "queued_tokens", "running", "prompt_tokens", "settled_output", "rejected",
-                 "_decoding")
-
-    def __init__(self, n: int, decoding: DecodingTenants) -> None:
-        self.queued = [0] * n
-        self.queued_tokens = [0] * n  # prompt tokens of the queued requests
-        self.rejected: dict[tuple[int, RejectReason], int] = {}  # (tenant, reason) -> count
-        self.running = [0] * n
-        self.prompt_tokens = [0] * n  # prompt tokens processed, recompute excluded
-        self.settled_output = [0] * n  # output tokens generated, but those decode sets owe still
-        self._decoding = decoding
-
-    @property
-    def output_tokens(self) -> list[int]:
-        """Output tokens generated (a new list: decode sets settle their tokens lazily)."""
-        pending = self._decoding.pending
-        return [settled + pending(tenant) for tenant, settled in enumerate(self.settled_output)]
+    state: RequestState
+    tenant: int
+    worker: int | None
+    generated: int
+    preemptions: int
 
 
 @dataclass(slots=True)
@@ -129,19 +122,17 @@ class Scheduler:
         if len(self._tenant_index) != len(self.tenants):
             raise ConfigError("tenants: names must be unique")
         self.config = config or SchedulerConfig()
+        self.ledger = Ledger(self.tenants, ServiceWeights(*self.config.service_weights))
         self.policy = make_policy(policy) if isinstance(policy, str) else policy
-        self.policy.bind(self.tenants)
+        self.policy.bind(self.tenants, self.ledger)
         self.placement = make_placement(placement) if isinstance(placement, str) else placement
-        self._decoding = DecodingTenants(self._settle_output)
-        self.ledger = TenantLedger(len(self.tenants), self._decoding)
-        if self.policy.lazy_output:
-            self.policy.decoding = self._decoding
         self.admission = Admission(self.tenants, self.config.max_queued, self.config.max_queued_tokens)
         self.counts = Counts()
         self.now = -math.inf
         self._live: dict[Hashable, Sequence] = {}
         self._workers: dict[int, WorkerState] = {}
         self._max_sequence_tokens = 0
+        self._own_queues: dict[int, WaitQueue] = {}  # the workers that serve a queue of their own, by id
         # Late binding: the one queue. Early binding: where requests wait while no worker exists.
         self._pool_queue = self.policy.new_queue()
         self._order = itertools.count()
@@ -169,9 +160,6 @@ class Scheduler:
     def _reject(self, request: Request, tenant: int | None, reason: RejectReason, detail: str,
                 retry_after: float | None = None) -> Rejected:
         self.counts.rejected += 1
-        if tenant is not None:
-            key = (tenant, reason)
-            self.ledger.rejected[key] = self.ledger.rejected.get(key, 0) + 1
         return Rejected(request.id, reason, detail, retry_after)
 
     def cancel(self, request_id: Hashable, now: float) -> bool:
@@ -196,22 +184,22 @@ class Scheduler:
         worker = self._worker(worker_id)
         if worker.inflight is not None:
             raise ProtocolError(f"worker {worker_id}: plan() called while its previous plan is in flight")
-        admitted: list[Hashable] = []
-        preempted: list[Hashable] = []
-        hooks = StepHooks(
-            admit=lambda seq: admitted.append(self._admit(seq, worker, now)),
-            preempt=lambda seq: preempted.append(self._preempt(seq)),
-        )
-        budget = StepBudget(self.config.max_num_batched_tokens, self.config.max_num_seqs - len(worker.running))
-        queue = self._pool_queue if self.placement.late_binding else worker.queue
-        chunks = form_step(worker, queue, self.policy, budget, hooks)
-        repeat = repeat_limit(worker, chunks, queue, budget, bool(preempted))
+        step = StepBuilder(worker, self.config.max_num_batched_tokens, self.config.max_num_seqs)
+        preempted = [self._preempt(victim) for victim in step.grow_decodes(self.policy.victim)]
+        step.continue_prefills()
+        queue = self._queue_served_by(worker)
+        admitted = []
+        while (seq := step.select(queue)) is not None:
+            queue.pop()
+            admitted.append(self._admit(seq, worker, now))
+            step.commit(seq)
+        repeat = step.repeat(queue)
         decode = worker.decode
-        plan = StepPlan(worker_id, to_items(chunks), decode.size, decode.context, repeat, tuple(admitted),
+        plan = StepPlan(worker_id, step.items(), decode.size, decode.context, repeat, tuple(admitted),
                         tuple(preempted), tuple(worker.released))
         worker.released.clear()
         worker.dropped.clear()
-        worker.inflight = chunks if plan else None
+        worker.inflight = step.chunks if plan else None
         worker.repeat = repeat
         self._debug_check()
         return plan
@@ -228,7 +216,7 @@ class Scheduler:
             worker.inflight = None
         else:
             worker.repeat -= result.steps
-        decoded = self._advance_decode_set(worker, result.steps)
+        decoded = worker.advance_decodes(result.steps)  # their output service: the ledger reads the set's clock
         finished: list[Finished] = []
         for seq, reason in self._decode_set_ends(worker, result.eos):
             finished.append(self._finish(seq, reason, now))
@@ -251,8 +239,8 @@ class Scheduler:
         pool = BlockPool(kv_blocks, self.config.block_size, self.config.kv_watermark)
         if pool.admissible_tokens < 2:
             raise ConfigError(f"kv_blocks: worker {worker_id} would hold no request ({kv_blocks} blocks)")
-        queue = None if self.placement.late_binding else self.policy.new_queue()
-        self._workers[worker_id] = WorkerState(worker_id, pool, queue, DecodeSet(pool.block_size, self._decoding))
+        queue = self.placement.worker_queue(self.policy.new_queue)
+        self._workers[worker_id] = WorkerState(worker_id, pool, queue, DecodeSet(pool.block_size, self.ledger.decoding))
         self._pool_changed()
         if queue is not None:
             while len(self._pool_queue):
@@ -295,10 +283,95 @@ class Scheduler:
                     ended.append(seq.id)
         return ended
 
-    # ----- queries ------------------------------------------------------------------------------
+    # ----- queries: what drivers, metrics and benchmarks read (values and read-only views) -----
+
+    @property
+    def num_workers(self) -> int:
+        return len(self._workers)
+
+    def worker_ids(self) -> list[int]:
+        """The workers in the pool, by id."""
+        return sorted(self._workers)
+
+    def num_running_on(self, worker_id: int) -> int:
+        return len(self._worker(worker_id).running)
+
+    def has_free_slot(self, worker_id: int) -> bool:
+        """Whether the worker runs fewer than max_num_seqs requests (an admission could add one)."""
+        return len(self._worker(worker_id).running) < self.config.max_num_seqs
+
+    def has_waiting(self, worker_id: int) -> bool:
+        """Whether requests wait in the queue the worker serves (the pool's, or its own)."""
+        return len(self._queue_served_by(self._worker(worker_id))) > 0
+
+    def next_plan_reads_service(self, worker_id: int) -> bool:
+        """Whether the worker's next plan could admit (queue order) or preempt (the victim): the
+        decisions that read service, which a driver running steps ahead must report first."""
+        worker = self._worker(worker_id)
+        return len(self._queue_served_by(worker)) > 0 or worker.pool.free < len(worker.running)
+
+    def kv_usage(self, worker_id: int) -> KVUsage:
+        pool = self._worker(worker_id).pool
+        return KVUsage(pool.used, pool.total)
+
+    def decode_growth(self, worker_id: int) -> DecodeGrowth:
+        """How the worker's decode set grows into new KV blocks over a run of steps from now."""
+        return self._worker(worker_id).decode.growth()
+
+    def waits_on(self, request_id: Hashable) -> int | None:
+        """The worker whose queue a queued request waits in; None: the pool's queue (or not queued)."""
+        seq = self._live.get(request_id)
+        if seq is None or seq.state is not QUEUED:
+            return None
+        return None if self._queue_of(seq) is self._pool_queue else seq.worker
+
+    def generated(self, request_id: Hashable) -> int | None:
+        """Output tokens a live request has generated so far; None when it is not live."""
+        seq = self._live.get(request_id)
+        return None if seq is None else seq.generated
+
+    def request_status(self, request_id: Hashable) -> RequestStatus | None:
+        """A live request's state, worker and progress, as a snapshot; None when it is not live."""
+        seq = self._live.get(request_id)
+        if seq is None:
+            return None
+        return RequestStatus(seq.state, seq.tenant, seq.worker, seq.generated, seq.preemptions)
+
+    def live_ids(self) -> list[Hashable]:
+        """The requests not yet ended, in submission order."""
+        return list(self._live)
+
+    @property
+    def num_live(self) -> int:
+        return len(self._live)
+
+    def num_queued(self, tenant: int) -> int:
+        """Requests of tenant (by index, as in `tenants`) waiting in any queue."""
+        return self.ledger.queued[tenant]
+
+    def tenant_queued(self) -> tuple[int, ...]:
+        return tuple(self.ledger.queued)
+
+    def tenant_tokens(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Per tenant: prompt tokens processed (recompute excluded), and output tokens generated."""
+        return tuple(self.ledger.prompt_tokens), tuple(self.ledger.outputs())
+
+    def backlogged(self) -> list[bool]:
+        """Per tenant: whether it has requests waiting."""
+        return [queued > 0 for queued in self.ledger.queued]
+
+    @property
+    def reads_service(self) -> bool:
+        """Whether the policy's order or victim depends on service received."""
+        return self.policy.uses_service
+
+    @property
+    def service_weights(self) -> ServiceWeights:
+        return self.ledger.weights
 
     @property
     def workers(self) -> dict[int, WorkerState]:
+        """The core's own worker states, for its tests and invariant checks; drivers use the queries."""
         return self._workers
 
     @property
@@ -315,6 +388,8 @@ class Scheduler:
         return self._max_sequence_tokens
 
     def _pool_changed(self) -> None:
+        self._own_queues = {wid: self._workers[wid].queue for wid in sorted(self._workers)
+                            if self._workers[wid].queue is not None}
         held = min((w.pool.admissible_tokens for w in self._workers.values()), default=0)
         limit = self.config.max_model_len
         self._max_sequence_tokens = held if limit is None else min(held, limit)
@@ -329,13 +404,7 @@ class Scheduler:
 
     def tenant_service(self) -> list[float]:
         """Per tenant: w_p * prompt + w_q * output tokens served, divided by the tenant's weight."""
-        w_p, w_q = self.config.service_weights
-        ledger = self.ledger
-        output_tokens = ledger.output_tokens
-        return [
-            (w_p * ledger.prompt_tokens[i] + w_q * output_tokens[i]) / tenant.weight
-            for i, tenant in enumerate(self.tenants)
-        ]
+        return self.ledger.services()
 
     def queues(self) -> Iterable[WaitQueue]:
         yield self._pool_queue
@@ -358,27 +427,29 @@ class Scheduler:
         return worker
 
     def _place(self, seq: Sequence) -> WaitQueue:
-        """The queue `seq` waits in; binds it to a worker under early binding."""
-        if self.placement.late_binding or not self._workers:
+        """The queue `seq` waits in, as the placement chooses; binds it to that queue's worker."""
+        if not self._workers:
             seq.worker = None
             return self._pool_queue
-        ids = sorted(self._workers)
-        seq.worker = self.placement.choose(ids, self._load)
-        return self._workers[seq.worker].queue
+        place = self.placement.choose(self._pool_queue, self._own_queues, self._load)
+        seq.worker = place.worker
+        return place.queue
 
     def _load(self, worker_id: int) -> int:
         worker = self._workers[worker_id]
         return len(worker.running) + len(worker.queue)
 
+    def _queue_served_by(self, worker: WorkerState) -> WaitQueue:
+        return self._pool_queue if worker.queue is None else worker.queue
+
     def _queue_of(self, seq: Sequence) -> WaitQueue:
-        if seq.worker is None or self.placement.late_binding:
-            return self._pool_queue
-        return self._workers[seq.worker].queue
+        # A queued request bound to no worker waits in the pool's queue, one bound waits in its worker's.
+        return self._pool_queue if seq.worker is None else self._workers[seq.worker].queue
 
     def _enqueue(self, seq: Sequence, arrival: bool) -> None:
-        # A preempted request stays bound to its worker under early binding; arrivals are placed.
-        stay = not arrival and not self.placement.late_binding and seq.worker in self._workers
-        queue = self._workers[seq.worker].queue if stay else self._place(seq)
+        # A preempted request stays in its worker's own queue, if it has one; arrivals are placed.
+        worker = None if arrival else self._workers.get(seq.worker)
+        queue = worker.queue if worker is not None and worker.queue is not None else self._place(seq)
         tenant = seq.tenant
         self.ledger.queued[tenant] += 1
         self.ledger.queued_tokens[tenant] += seq.request.prompt_tokens
@@ -394,13 +465,12 @@ class Scheduler:
             self.policy.on_idle(tenant)
 
     def _admit(self, seq: Sequence, worker: WorkerState, now: float) -> Hashable:
+        """The bookkeeping of an admission (the step builder gives it its blocks and chunk)."""
         self._dequeued(seq)
         seq.move(RUNNING)
         seq.worker = worker.id
         if seq.admit_time is None:
             seq.admit_time = now
-        worker.running[seq] = None
-        worker.prefilling[seq] = None
         self.ledger.running[seq.tenant] += 1
         self.policy.on_admit(seq)
         return seq.id
@@ -419,16 +489,11 @@ class Scheduler:
     def _leave_worker(self, seq: Sequence, ended: bool = False, worker: WorkerState | None = None) -> None:
         """Take a running request off its worker (given while that worker is being removed)."""
         worker = worker or self._workers[seq.worker]
-        if seq.decoding_on is not None:
-            seq.decoding_on.leave(seq)
-        worker.prefilling.pop(seq, None)
-        del worker.running[seq]
-        worker.pool.release(seq.blocks)
+        worker.remove(seq)
         if ended:  # a preempted request is reported in its plan's `preempted`, not here
             worker.released.append(seq.id)
             if worker.inflight is not None:
                 worker.dropped.add(seq.id)
-        seq.blocks = 0
         self.ledger.running[seq.tenant] -= 1
 
     def _end(self, seq: Sequence, state: RequestState, now: float) -> None:
@@ -456,21 +521,6 @@ class Scheduler:
                 "which sampled no token in this step"
             )
 
-    def _advance_decode_set(self, worker: WorkerState, steps: int) -> int:
-        """The decode set ran `steps` steps: blocks for the later ones, service per tenant in bulk."""
-        decode = worker.decode
-        if not decode.size:
-            decode.advance(steps)
-            return 0
-        worker.pool.allocate(decode.advance(steps))  # repeat_limit made sure these were free
-        if not self.policy.lazy_output:  # the ledger and a lazy policy are charged when settled
-            self.policy.on_decode_steps(decode.tenants, steps)
-        return decode.size
-
-    def _settle_output(self, tenant: int, tokens: int) -> None:
-        self.ledger.settled_output[tenant] += tokens
-        if self.policy.lazy_output:
-            self.policy.on_service(tenant, 0, tokens)
 
     def _decode_set_ends(self, worker: WorkerState, eos: frozenset) -> list[tuple[Sequence, str]]:
         """Members that sampled EOS or reached max_new_tokens, in admission order."""
@@ -494,11 +544,9 @@ class Scheduler:
         seq.charged_prompt += charged
         self.ledger.prompt_tokens[tenant] += charged
         if seq.computed < seq.target:  # a chunk that samples nothing yet
-            self.policy.on_service(tenant, charged, 0)
             return
         seq.generated += 1
-        self.ledger.settled_output[tenant] += 1
-        self.policy.on_service(tenant, charged, 1)
+        self.ledger.add_output(tenant, 1)
         first = seq.first_token_time is None
         if first:
             seq.first_token_time = now

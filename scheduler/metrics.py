@@ -129,7 +129,7 @@ class Metrics:
         self.running.set(scheduler.num_running)
         waiting = dict.fromkeys(self._names + [OTHER], 0)
         service = dict.fromkeys(self._names, 0.0)
-        for tenant, queued, served in zip(scheduler.tenants, scheduler.ledger.queued, scheduler.tenant_service()):
+        for tenant, queued, served in zip(scheduler.tenants, scheduler.tenant_queued(), scheduler.tenant_service()):
             label = self.label(tenant.name)
             waiting[label] += queued
             if label != OTHER:
@@ -139,5 +139,6 @@ class Metrics:
         for label, served in service.items():
             self.service.labels(label).set(served)
         self.kv_usage.clear()  # a worker that left the pool leaves no stale series
-        for wid, worker in scheduler.workers.items():
-            self.kv_usage.labels(str(wid)).set(worker.pool.used / worker.pool.total)
+        for wid in scheduler.worker_ids():
+            kv = scheduler.kv_usage(wid)
+            self.kv_usage.labels(str(wid)).set(kv.used / kv.total)

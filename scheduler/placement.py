@@ -1,33 +1,51 @@
-"""Which worker a request goes to.
+"""Where a request waits: the pool's one queue, or a worker's own.
 
 Late binding (`global`): one queue that every worker pulls from when it has room, so no worker
 idles while a request waits. Early binding (`round_robin`, `least_loaded`): the request is bound to
-a worker's own queue at submit, as a router in front of independent engines does.
+a worker's own queue at submit, as a router in front of independent engines does. A placement
+answers both questions the core asks, so the core never branches on which kind it has: does a new
+worker get a queue of its own (`worker_queue`), and where does a request wait (`choose`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Mapping
 
 from .errors import ConfigError
+from .policies.base import WaitQueue
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a request waits: `queue`, bound to `worker` (None: whichever worker pulls it)."""
+
+    queue: WaitQueue
+    worker: int | None
 
 
 class Placement(ABC):
     name: ClassVar[str]
-    late_binding: ClassVar[bool] = False
+
+    def worker_queue(self, new_queue: Callable[[], WaitQueue]) -> WaitQueue | None:
+        """The queue a worker joining the pool serves on its own; None: it serves the pool's."""
+        return new_queue()
 
     @abstractmethod
-    def choose(self, workers: Sequence[int], load: Callable[[int], int]) -> int:
-        """Pick one of `workers` (never empty) for a new request; `load(w)` is w's outstanding requests."""
+    def choose(self, pool: WaitQueue, queues: Mapping[int, WaitQueue], load: Callable[[int], int]) -> Place:
+        """Where a new request waits: the pool's queue, or one of the workers' own `queues` (by
+        worker id, in id order, never empty); `load(w)` is w's outstanding requests."""
 
 
 class GlobalQueue(Placement):
     name = "global"
-    late_binding = True
 
-    def choose(self, workers, load):
-        raise AssertionError("late binding places nothing at submit")
+    def worker_queue(self, new_queue):
+        return None
+
+    def choose(self, pool, queues, load):
+        return Place(pool, None)
 
 
 class RoundRobin(Placement):
@@ -36,10 +54,11 @@ class RoundRobin(Placement):
     def __init__(self) -> None:
         self._next = 0
 
-    def choose(self, workers, load):
-        worker = workers[self._next % len(workers)]
+    def choose(self, pool, queues, load):
+        ids = list(queues)
+        worker = ids[self._next % len(ids)]
         self._next += 1
-        return worker
+        return Place(queues[worker], worker)
 
 
 class LeastLoaded(Placement):
@@ -47,8 +66,9 @@ class LeastLoaded(Placement):
 
     name = "least_loaded"
 
-    def choose(self, workers, load):
-        return min(workers, key=lambda w: (load(w), w))
+    def choose(self, pool, queues, load):
+        worker = min(queues, key=lambda w: (load(w), w))
+        return Place(queues[worker], worker)
 
 
 PLACEMENTS: dict[str, type[Placement]] = {cls.name: cls for cls in (GlobalQueue, RoundRobin, LeastLoaded)}

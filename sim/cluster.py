@@ -166,7 +166,7 @@ class Simulation:
         self._itl = WeightedSamples()
         self._samples: list[tuple[float, list[float], list[bool]]] = []
         self._last_event = 0.0
-        self._sync_before_decisions = config.fast_forward and self.scheduler.policy.uses_service
+        self._sync_before_decisions = config.fast_forward and self.scheduler.reads_service
         # (time, worker) whenever a worker went idle while requests waited in the queue it serves:
         # never under late binding if the core is work-conserving.
         self.idle_while_waiting: list[tuple[float, int]] = []
@@ -198,14 +198,14 @@ class Simulation:
         wl, now = self.workload, self.loop.now
         self._last_event = now
         request = Request(i, self.tenant_names[wl.tenant[i]], int(wl.prompt_tokens[i]), int(wl.max_new_tokens[i]))
-        if self._sync_before_decisions and self.scheduler.ledger.queued[wl.tenant[i]] == 0:
+        if self._sync_before_decisions and self.scheduler.num_queued(wl.tenant[i]) == 0:
             self._sync()  # the tenant becomes backlogged: the policy reads service (VTC's lift)
         verdict = self.scheduler.submit(request, now)
         if isinstance(verdict, Rejected):
             self._outcome[i] = REJECTED
             self._reason[i] = REASONS.index(verdict.reason.value)
         else:
-            self._queue_grew(self.scheduler.sequence(i).worker)
+            self._queue_grew(self.scheduler.waits_on(i))
         if i + 1 < len(wl):
             self.loop.at(float(wl.arrival_s[i + 1]), self._arrive, i + 1)
 
@@ -216,12 +216,11 @@ class Simulation:
             ids = sorted(self._idle.keys() | self._long_runs.keys())
         else:
             ids = [worker_id] if worker_id in self._idle or worker_id in self._long_runs else []
-        max_num_seqs = self.scheduler.config.max_num_seqs
         for wid in ids:
             worker = self.workers[wid]
             if worker.run is None:
                 self._start_step(worker)
-            elif len(self.scheduler.workers[wid].running) < max_num_seqs:
+            elif self.scheduler.has_free_slot(wid):
                 self._cut(worker)
 
     def _cut(self, worker: SimWorker) -> None:
@@ -237,14 +236,14 @@ class Simulation:
 
     def _start_step(self, worker: SimWorker) -> None:
         now = self.loop.now
-        if self._sync_before_decisions and self._may_read_service(worker.id):
+        if self._sync_before_decisions and self.scheduler.next_plan_reads_service(worker.id):
             self._sync()
         plan = self.scheduler.plan(worker.id, now)
         self._long_runs.pop(worker.id, None)
         if not plan:
             worker.run = None
             self._idle[worker.id] = worker
-            if self._waiting_for(worker.id):
+            if self.scheduler.has_waiting(worker.id):
                 self.idle_while_waiting.append((now, worker.id))
             return
         for rid in plan.admitted:
@@ -259,33 +258,22 @@ class Simulation:
         self._idle.pop(worker.id, None)
         if steps > 1:
             self._long_runs[worker.id] = worker
-        state = self.scheduler.workers[worker.id]
-        growth = state.decode.growth() if steps > 1 else None
+        growth = self.scheduler.decode_growth(worker.id) if steps > 1 else None
         if steps == 1:
             durations = [worker.cost.plan_step_time(plan)]
         else:
             durations = worker.cost.plan_step_times(plan, steps).tolist()
-        worker.run = StepRun(plan, now, durations, state.pool.used, growth, worker.version)
+        kv_used = self.scheduler.kv_usage(worker.id).used
+        worker.run = StepRun(plan, now, durations, kv_used, growth, worker.version)
         self.loop.at(worker.run.ends[-1], self._finish_step, worker, worker.version)
         if plan.preempted:
-            self._queue_grew(None if self.scheduler.placement.late_binding else worker.id)
+            self._queue_grew(self.scheduler.waits_on(plan.preempted[0]))
 
     def _steps(self, worker: SimWorker, plan: StepPlan) -> int:
         """Steps to run: the plan's repeat, cut at the first EOS (the worker knows true lengths)."""
         if plan.repeat == 1 or not self.config.fast_forward:
             return 1
         return min(plan.repeat, worker.steps_to_eos())
-
-    def _may_read_service(self, worker_id: int) -> bool:
-        """Whether the next plan could admit (queue order) or preempt (victim): both read service."""
-        state = self.scheduler.workers[worker_id]
-        return self._waiting_for(worker_id) or state.pool.free < len(state.running)
-
-    def _waiting_for(self, worker_id: int) -> bool:
-        scheduler = self.scheduler
-        if scheduler.placement.late_binding:
-            return len(next(iter(scheduler.queues()))) > 0
-        return len(scheduler.workers[worker_id].queue) > 0
 
     def _finish_step(self, worker: SimWorker, version: int) -> None:
         if version != worker.version:
@@ -334,28 +322,28 @@ class Simulation:
                 self._first_token[rid] = first_end
             else:  # the first token after a recompute
                 self._itl.add_one(first_end - self._last_token[rid], 1)
-            seq = self.scheduler.sequence(rid)
-            if seq is not None:  # it goes on decoding
-                worker.decodes_until(rid, self._output_tokens[rid] - seq.generated)
+            generated = self.scheduler.generated(rid)
+            if generated is not None:  # it goes on decoding
+                worker.decodes_until(rid, self._output_tokens[rid] - generated)
 
     def _chunk_eos(self, plan: StepPlan) -> list[int]:
         """Requests whose last prefill chunk samples their last token."""
-        scheduler, true_length = self.scheduler, self._output_tokens
+        generated, true_length = self.scheduler.generated, self._output_tokens
         return [item.request_id for item in plan.chunks
-                if item.samples and scheduler.sequence(item.request_id).generated + 1 >= true_length[item.request_id]]
+                if item.samples and generated(item.request_id) + 1 >= true_length[item.request_id]]
 
     def _sample(self) -> None:
         self._sync()
         scheduler = self.scheduler
-        self._samples.append((self.loop.now, scheduler.tenant_service(), [q > 0 for q in scheduler.ledger.queued]))
+        self._samples.append((self.loop.now, scheduler.tenant_service(), scheduler.backlogged()))
         if self.loop.pending():  # keep sampling only while something else is still to happen
             self.loop.at(self.loop.now + self.config.sample_interval_s, self._sample)
 
     # ----- results ------------------------------------------------------------------------------
 
     def _run_data(self) -> RunData:
-        for rid, seq in self.scheduler.live.items():  # what requests cut off by the horizon generated
-            self._generated[rid] = seq.generated
+        for rid in self.scheduler.live_ids():  # what requests cut off by the horizon generated
+            self._generated[rid] = self.scheduler.generated(rid)
         records = self._records()
         times, service, backlogged = zip(*self._samples)
         timeline = Timeline(np.array(times), np.array(service, dtype=float), np.array(backlogged, dtype=bool))
@@ -369,7 +357,8 @@ class Simulation:
             tenants=tuple(TenantInfo(s.name, s.weight, s.slo_ttft_ms, s.slo_tpot_ms) for s in specs),
             workers=tuple(worker.stats() for worker in self.workers),
             timeline=timeline,
-            service_weights=tuple(self.scheduler.config.service_weights),
+            service_weights=tuple(self.scheduler.service_weights.as_list()),
+            served=np.array(self.scheduler.tenant_tokens(), dtype=np.int64).T,
             stages=tuple(StageInfo(*window) for window in stage_windows(specs, self.config.load)),
         )
 

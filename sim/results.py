@@ -17,6 +17,7 @@ import numpy as np
 
 from scheduler.actions import RejectReason
 from scheduler.request import SLO, Tenant
+from scheduler.service import ServiceWeights, service
 
 RECORD_DTYPE = np.dtype([
     ("id", np.int64), ("tenant", np.int32), ("worker", np.int32),
@@ -107,6 +108,10 @@ class RunData:
     timeline: Timeline
     service_weights: tuple[float, float] = (1.0, 2.0)
     stages: tuple[StageInfo, ...] = ()  # empty unless tenants have stages
+    # Per tenant (rows) the prompt tokens processed and output tokens generated (columns): the
+    # scheduler's ledger at the end of the run, what its service counted. None for a run built by
+    # hand: then the prompts of the admitted requests and the output tokens of the records.
+    served: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.records.dtype != RECORD_DTYPE:
@@ -413,16 +418,18 @@ def _worker_metrics(w: WorkerStats, dur: float) -> dict:
 
 def _tenant_metrics(data: RunData, slo_ttft: np.ndarray, slo_tpot: np.ndarray) -> dict[str, dict]:
     recs, dur = data.records, float(data.duration_s)
-    w_p, w_q = data.service_weights
+    weights = ServiceWeights(*data.service_weights)
     # One sort, then a slice per tenant, instead of a full mask per tenant.
     recs = recs[np.argsort(recs["tenant"], kind="stable")]
     bounds = np.searchsorted(recs["tenant"], np.arange(len(data.tenants) + 1))
     rows = {}
     for i, info in enumerate(data.tenants):
         r = recs[bounds[i]:bounds[i + 1]]
-        prompt = int(r["prompt_tokens"][~np.isnan(r["admit"])].sum())
-        output = int(r["output_tokens"].sum())
-        service = w_p * prompt + w_q * output
+        if data.served is None:
+            prompt, output = int(r["prompt_tokens"][~np.isnan(r["admit"])].sum()), int(r["output_tokens"].sum())
+        else:
+            prompt, output = (int(count) for count in data.served[i])
+        served = service(weights, prompt, output)
         rows[info.name] = {
             "weight": float(info.weight),
             "slo_ttft_ms": info.slo_ttft_ms,
@@ -431,8 +438,8 @@ def _tenant_metrics(data: RunData, slo_ttft: np.ndarray, slo_tpot: np.ndarray) -
             **_order_latencies(_request_metrics(r, dur, slo_ttft, slo_tpot)),
             "prompt_tokens": prompt,
             "output_tokens": output,
-            "service": float(service),
-            "normalised_service": float(service / info.weight),
+            "service": float(served),
+            "normalised_service": float(served / info.weight),
         }
     total = sum(row["service"] for row in rows.values())
     for row in rows.values():

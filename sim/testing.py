@@ -156,7 +156,7 @@ def check_conservation(run: Run) -> None:
     limit = run.simulation.workload.max_new_tokens[finished["id"]]
     assert (finished["output_tokens"] <= limit).all(), "a request generated more than max_new_tokens"
     assert (finished["output_tokens"] >= 1).all(), "a finished request emitted no token"
-    assert run.simulation.scheduler.live == {}, f"{len(run.simulation.scheduler.live)} requests still live"
+    assert run.simulation.scheduler.num_live == 0, f"{run.simulation.scheduler.num_live} requests still live"
 
 
 def check_work_conserving(run: Run) -> None:

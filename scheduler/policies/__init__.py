@@ -13,6 +13,7 @@ from .fcfs import FCFS
 from .priority import Priority
 from .vtc import LCF, VTC
 
+SERVICE_WEIGHTS = ("w_p", "w_q")  # once policy parameters, now [scheduler] service_weights
 POLICIES: dict[str, type[Policy]] = {
     cls.name: cls for cls in (FCFS, Priority, VTC, LCF, DRR, EDF, LeastSlack)
 }
@@ -34,6 +35,12 @@ def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
     params = dict(params or {})
     allowed = parameters(name)
     unknown = sorted(set(params) - set(allowed))
+    weights = [key for key in unknown if key in SERVICE_WEIGHTS]
+    if weights:
+        raise ConfigError(
+            f"scheduler.policy_params.{weights[0]}: the service weights are scheduler.service_weights = "
+            f"[w_p, w_q], which the policy, the ledger, the results and the metrics share"
+        )
     if unknown:
         raise ConfigError(
             f"scheduler.policy_params: {', '.join(unknown)} not a parameter of {name!r}; "

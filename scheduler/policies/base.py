@@ -12,8 +12,8 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterable, Sequence as Seq
 
-from ..decodeset import DecodingTenants
 from ..request import Sequence, Tenant
+from ..service import Ledger
 
 
 class WaitQueue(ABC):
@@ -171,22 +171,21 @@ class TenantQueue(WaitQueue):
 
 
 class Policy(ABC):
-    """Base of every policy. Subclasses set `name` and usually override `new_queue` and `victim`."""
+    """Base of every policy. Subclasses set `name` and usually override `new_queue` and `victim`.
+
+    A policy that orders by service reads it from the scheduler's ledger (`self.ledger`, given at
+    `bind`): tokens processed and generated, and the service weights, one definition for all."""
 
     name: ClassVar[str]
     # True when the order or the victim depends on service received (counters, deficits): a driver
     # that runs steps ahead must report them before the core decides anything (see sim.cluster).
     uses_service: ClassVar[bool] = False
-    # True: output tokens of decoding requests reach on_service only when their tenant is settled
-    # (its decoding changes, or the policy calls decoding.settle); decoding.pending(tenant) reads
-    # the rest. False: on_decode_steps after every step report, which costs a loop over tenants.
-    lazy_output: ClassVar[bool] = False
     now: float = -math.inf  # the core's current time, set by the core before every decision
-    decoding: DecodingTenants = DecodingTenants()  # the core sets its own for a lazy policy
 
-    def bind(self, tenants: Seq[Tenant]) -> None:
-        """Called once by the scheduler with its tenants (indexed as Sequence.tenant)."""
+    def bind(self, tenants: Seq[Tenant], ledger: Ledger) -> None:
+        """Called once by the scheduler with its tenants (indexed as Sequence.tenant) and ledger."""
         self.tenants = tuple(tenants)
+        self.ledger = ledger
 
     @abstractmethod
     def new_queue(self) -> WaitQueue: ...
@@ -203,16 +202,6 @@ class Policy(ABC):
 
     def on_admit(self, seq: Sequence) -> None:
         """`seq` was just admitted to a worker (again, if `seq.preemptions` > 0)."""
-
-    def on_service(self, tenant: int, prompt_tokens: int, output_tokens: int) -> None:
-        """`tenant` was served: prompt tokens processed (recompute excluded) and tokens generated."""
-
-    def on_decode_steps(self, members: dict[int, int], steps: int) -> None:
-        """A decode set with `members[tenant]` requests per tenant ran `steps` steps: each member
-        generated `steps` tokens. Same as on_service per tenant; override to charge in one loop."""
-        if type(self).on_service is not Policy.on_service:  # the base's does nothing: skip the loop
-            for tenant, count in members.items():
-                self.on_service(tenant, 0, count * steps)
 
 
 class LazyMinHeap:

@@ -28,8 +28,8 @@ class EDF(Policy):
     def __init__(self, default_ttft_ms: float = 10_000.0) -> None:
         self.default_ttft_s = _positive("default_ttft_ms", default_ttft_ms) / 1000
 
-    def bind(self, tenants) -> None:
-        super().bind(tenants)
+    def bind(self, tenants, ledger) -> None:
+        super().bind(tenants, ledger)
         self._ttft_s = [
             self.default_ttft_s if t.slo.ttft_ms is None else t.slo.ttft_ms / 1000 for t in self.tenants
         ]

@@ -1,22 +1,22 @@
 """Virtual Token Counter (Sheng et al., OSDI'24), weighted.
 
 Each tenant has a counter of the service it received, w_p * prompt tokens + w_q * output tokens,
-divided by its weight. As in the paper, a request's prompt is charged when it is admitted (so the
-next admission in the same step already sees it; recompute after preemption is not charged) and
-each output token when it is generated. Admission takes the oldest queued request of the backlogged tenant with the
-smallest counter. A tenant that becomes backlogged with a new request has its counter lifted to at
-least the smallest counter among backlogged tenants (or, when none is, to the counter of the last
-tenant that stopped being backlogged), so idle time earns no credit. The preemption victim is the
-latest running request of the tenant with the largest counter.
+divided by its weight, with the scheduler's service weights (`scheduler.service_weights`). As in
+the paper, a request's prompt is charged when it is admitted (so the next admission in the same
+step already sees it; recompute after preemption is not charged) and each output token when it is
+generated. Admission takes the oldest queued request of the backlogged tenant with the smallest
+counter. A tenant that becomes backlogged with a new request has its counter lifted to at least
+the smallest counter among backlogged tenants (or, when none is, to the counter of the last tenant
+that stopped being backlogged), so idle time earns no credit. The preemption victim is the latest
+running request of the tenant with the largest counter.
 
-Output tokens of decoding requests are charged lazily (`lazy_output`): a counter is the settled
-`counters[tenant]` plus what the tenant's decoding requests generated since, read from the decode
-sets' clocks, so a step charges nothing and a decision reads only the counters it compares.
+A counter is VTC's own charges (prompts at admission, lifts) plus w_q x the output tokens the
+ledger says the tenant generated: the output part is read, never copied, so it is what the
+ledger, the results and the metrics count, and a decode step charges nothing.
 """
 
 from __future__ import annotations
 
-from ..errors import ConfigError
 from ..request import Sequence
 from .base import LazyMinHeap, Policy, TenantQueue
 
@@ -24,28 +24,20 @@ from .base import LazyMinHeap, Policy, TenantQueue
 class VTC(Policy):
     name = "vtc"
     uses_service = True
-    lazy_output = True
 
-    def __init__(self, w_p: float = 1.0, w_q: float = 2.0) -> None:
-        for key, value in (("w_p", w_p), ("w_q", w_q)):
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ConfigError(f"scheduler.policy_params.{key}: must be a number >= 0, got {value!r}")
-        self.w_p = float(w_p)
-        self.w_q = float(w_q)
-
-    def bind(self, tenants) -> None:
-        super().bind(tenants)
-        self.counters = [0.0] * len(self.tenants)
+    def bind(self, tenants, ledger) -> None:
+        super().bind(tenants, ledger)
+        self._charged = [0.0] * len(self.tenants)  # prompts charged at admission and lifts, normalised
         self._inverse_weight = [1.0 / tenant.weight for tenant in self.tenants]
         self._backlogged = LazyMinHeap()
         self._last_idle: int | None = None  # the tenant that most recently stopped being backlogged
 
     def counter_of(self, tenant: int) -> float:
-        """The tenant's counter now: settled service plus its decoding requests' tokens since."""
-        pending = self.decoding.pending(tenant)
-        if not pending:
-            return self.counters[tenant]
-        return self.counters[tenant] + self.w_q * pending * self._inverse_weight[tenant]
+        """The tenant's counter now: its charges plus w_q x the output tokens it has generated."""
+        output = self.ledger.output_tokens(tenant)
+        if not output:
+            return self._charged[tenant]
+        return self._charged[tenant] + self.ledger.weights.output * output * self._inverse_weight[tenant]
 
     def new_queue(self) -> "VTCQueue":
         return VTCQueue(self)
@@ -55,15 +47,16 @@ class VTC(Policy):
         return max(running, key=lambda seq: (counter_of(seq.tenant), seq.order))
 
     def on_backlogged(self, tenant: int, arrival: bool) -> None:
-        self.decoding.settle(tenant)  # counters[tenant] is then its counter now
         if arrival:
             lowest = self._backlogged.min(self.counter_of)
             if lowest is not None:
                 floor = self.counter_of(lowest)
             else:  # its counter now, service received since it left the queue included
                 floor = 0.0 if self._last_idle is None else self.counter_of(self._last_idle)
-            self.counters[tenant] = max(self.counters[tenant], floor)
-        self._backlogged.add(tenant, self.counters[tenant])
+            counter = self.counter_of(tenant)
+            if floor > counter:
+                self._charged[tenant] += floor - counter
+        self._backlogged.add(tenant, self.counter_of(tenant))
 
     def on_idle(self, tenant: int) -> None:
         self._backlogged.discard(tenant)
@@ -71,14 +64,8 @@ class VTC(Policy):
 
     def on_admit(self, seq: Sequence) -> None:
         if seq.preemptions == 0:
-            self._charge(seq.tenant, self.w_p * seq.request.prompt_tokens)
-
-    def on_service(self, tenant: int, prompt_tokens: int, output_tokens: int) -> None:
-        if output_tokens:
-            self._charge(tenant, self.w_q * output_tokens)
-
-    def _charge(self, tenant: int, cost: float) -> None:
-        self.counters[tenant] += cost * self._inverse_weight[tenant]
+            tenant = seq.tenant
+            self._charged[tenant] += self.ledger.weights.prompt * seq.request.prompt_tokens * self._inverse_weight[tenant]
 
 
 class VTCQueue(TenantQueue):

@@ -129,9 +129,9 @@ class Runtime:
         if handle.outcome is not None:
             return
         self._check_caller()
-        seq = self.scheduler.sequence(handle.id)
-        if seq is not None and seq.state is RequestState.RUNNING:
-            lane = self._lanes.get(seq.worker)
+        status = self.scheduler.request_status(handle.id)
+        if status is not None and status.state is RequestState.RUNNING:
+            lane = self._lanes.get(status.worker)
             if lane is not None:  # its step may be in flight: the mirror must not expect its tokens
                 lane.mirror.drop(handle.id)
                 lane.left.append(handle.id)
@@ -200,8 +200,8 @@ class Runtime:
                 handle.admitted_at = now
                 if self.metrics is not None:
                     self.metrics.admitted(handle)
-            seq = self.scheduler.sequence(rid)
-            joined.append(Job(rid, seq.request.prompt_tokens, seq.request.max_new_tokens, seq.generated,
+            request = handle.request
+            joined.append(Job(rid, request.prompt_tokens, request.max_new_tokens, self.scheduler.generated(rid),
                               handle.payload))
         step = Step(plan, items, tuple(joined), tuple(lane.left))
         lane.left.clear()
@@ -248,15 +248,9 @@ class Runtime:
         """Wake the first idle worker (by id, as the simulator does) that has requests waiting; it
         wakes the next one after planning, if any are left."""
         for wid in sorted(self._idle):
-            if self._waiting_for(wid):
+            if self.scheduler.has_waiting(wid):
                 self._idle.pop(wid).set()
                 return
-
-    def _waiting_for(self, wid: int) -> bool:
-        scheduler = self.scheduler
-        if scheduler.placement.late_binding:
-            return scheduler.num_waiting > 0
-        return len(scheduler.workers[wid].queue) > 0
 
     # ----- gauges -------------------------------------------------------------------------------
 

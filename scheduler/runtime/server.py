@@ -250,7 +250,7 @@ class Server:
     async def health(self, request: HTTPRequest) -> Response:
         """Status, and the pool's figures for whoever may read /metrics."""
         scheduler = self.runtime.scheduler
-        workers = len(scheduler.workers)
+        workers = scheduler.num_workers
         ok = self.runtime.running and workers > 0
         body = {"status": "ok" if ok else "unavailable"}
         if self._may_read_metrics(request):

@@ -299,11 +299,11 @@ def test_preemption_by_recompute_emits_no_token_twice_and_charges_prompt_once(
     assert drive.emitted(outputs) == {"old": 8, "new": 8}
     assert sorted(o.request_id for o in outputs if isinstance(o, Emitted) and o.first) == ["new", "old"]
     assert drive.finished(outputs) == {"old": Finished("old", "length", 8), "new": Finished("new", "length", 8)}
-    assert s.ledger.prompt_tokens == [8, 0, 8] and s.ledger.output_tokens == [8, 0, 8]
+    assert s.ledger.prompt_tokens == [8, 0, 8] and s.ledger.outputs() == [8, 0, 8]
     assert s.tenant_service() == [8 + 2 * 8, 0.0, (8 + 2 * 8) / 2]
     assert s.counts.preemptions == len(preempted)
     if policy == "vtc":
-        assert s.policy.counters == [24.0, 0.0, 12.0]
+        assert [s.policy.counter_of(t) for t in range(3)] == [24.0, 0.0, 12.0]
 
 
 def test_a_step_that_preempts_admits_nothing(make_scheduler, make_request):

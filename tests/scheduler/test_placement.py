@@ -3,14 +3,23 @@
 import pytest
 
 from scheduler.errors import ConfigError
-from scheduler.placement import PLACEMENTS, GlobalQueue, LeastLoaded, RoundRobin, make_placement
+from scheduler.placement import PLACEMENTS, GlobalQueue, LeastLoaded, Place, RoundRobin, make_placement
+from scheduler.policies import FCFS
+
+POOL = FCFS().new_queue()
+QUEUES = {w: FCFS().new_queue() for w in (0, 1, 2, 3, 5, 9)}
+
+
+def own(*ids):
+    return {w: QUEUES[w] for w in ids}
 
 
 def test_make_placement_by_name():
     assert isinstance(make_placement("global"), GlobalQueue)
     assert isinstance(make_placement("round_robin"), RoundRobin)
     assert isinstance(make_placement("least_loaded"), LeastLoaded)
-    assert make_placement("global").late_binding and not make_placement("round_robin").late_binding
+    assert make_placement("global").worker_queue(FCFS().new_queue) is None  # workers pull from the pool's
+    assert make_placement("round_robin").worker_queue(FCFS().new_queue) is not None
 
 
 def test_unknown_placement_lists_the_allowed_names():
@@ -24,22 +33,23 @@ def test_unknown_placement_through_the_scheduler(make_scheduler):
         make_scheduler(placement="nearest")
 
 
-def test_global_queue_places_nothing_at_submit():
-    with pytest.raises(AssertionError):
-        GlobalQueue().choose([0, 1], lambda w: 0)
+def test_global_queue_places_every_request_in_the_pools_queue_unbound():
+    assert GlobalQueue().choose(POOL, {}, lambda w: 0) == Place(POOL, None)
 
 
 def test_round_robin_cycles_whatever_the_load():
     placement = RoundRobin()
-    assert [placement.choose([3, 5, 9], lambda w: 100 if w == 5 else 0) for _ in range(7)] == [3, 5, 9, 3, 5, 9, 3]
+    chosen = [placement.choose(POOL, own(3, 5, 9), lambda w: 100 if w == 5 else 0) for _ in range(7)]
+    assert [place.worker for place in chosen] == [3, 5, 9, 3, 5, 9, 3]
+    assert all(place.queue is QUEUES[place.worker] for place in chosen)
 
 
 def test_least_loaded_picks_the_fewest_outstanding_ties_to_lowest_id():
     placement = LeastLoaded()
     load = {0: 3, 1: 1, 2: 1}
-    assert placement.choose([0, 1, 2], load.get) == 1
+    assert placement.choose(POOL, own(0, 1, 2), load.get) == Place(QUEUES[1], 1)
     load[1] = 5
-    assert placement.choose([0, 1, 2], load.get) == 2
+    assert placement.choose(POOL, own(0, 1, 2), load.get) == Place(QUEUES[2], 2)
 
 
 # ----- through the scheduler ----------------------------------------------------------------------

@@ -3,12 +3,14 @@
 import pytest
 from mirrored import complete_full, plan_full
 
+from scheduler.actions import Finished
 from scheduler.errors import ConfigError
 from scheduler.events import StepResult
 from scheduler.policies import FCFS, POLICIES, VTC, KeyedQueue, make_policy
 from scheduler.policies.base import LazyMinHeap
 from scheduler.policies.vtc import VTCQueue
 from scheduler.request import RequestState
+from scheduler.service import Ledger, ServiceWeights
 
 A, B, C = 0, 1, 2  # tenant indices; C has weight 2
 
@@ -16,8 +18,12 @@ A, B, C = 0, 1, 2  # tenant indices; C has weight 2
 @pytest.fixture
 def vtc(tenants):
     policy = VTC()
-    policy.bind(tenants)
+    policy.bind(tenants, Ledger(tenants, ServiceWeights()))
     return policy
+
+
+def counters(policy) -> list[float]:
+    return [policy.counter_of(tenant) for tenant in range(len(policy.tenants))]
 
 
 def drain_queue(queue):
@@ -32,7 +38,7 @@ def drain_queue(queue):
 
 def test_fcfs_admits_in_submission_order_whatever_the_push_order(make_sequence, tenants):
     policy = FCFS()
-    policy.bind(tenants)
+    policy.bind(tenants, Ledger(tenants, ServiceWeights()))
     queue = policy.new_queue()
     seqs = [make_sequence(order, tenant=order % 3) for order in range(6)]
     for order in (3, 0, 5, 1, 4, 2):
@@ -80,56 +86,56 @@ def test_keyed_queue_push_peek_pop_remove_len_iter(make_sequence):
 def test_vtc_new_backlogged_tenant_is_lifted_to_the_smallest_backlogged_counter(vtc):
     vtc.on_backlogged(A, True)
     vtc.on_backlogged(B, True)
-    vtc.on_service(A, 0, 5)  # A: 10
-    vtc.on_service(B, 0, 10)  # B: 20
+    vtc.ledger.add_output(A, 5)  # A: 10
+    vtc.ledger.add_output(B, 10)  # B: 20
     vtc.on_backlogged(C, True)
-    assert vtc.counters == [10.0, 20.0, 10.0]
+    assert counters(vtc) == [10.0, 20.0, 10.0]
 
 
 def test_vtc_lift_reads_counters_as_they_are_now(vtc):
     vtc.on_backlogged(A, True)
-    vtc.on_service(A, 0, 15)  # A's heap entry is stale (0) until looked at
+    vtc.ledger.add_output(A, 15)  # A's heap entry is stale (0) until looked at
     vtc.on_backlogged(B, True)
-    assert vtc.counters[B] == 30.0
+    assert vtc.counter_of(B) == 30.0
 
 
 def test_vtc_lift_never_lowers_a_counter(vtc):
-    vtc.on_service(C, 0, 50)  # C (weight 2) served while not backlogged: 50
+    vtc.ledger.add_output(C, 50)  # C (weight 2) served while not backlogged: 50
     vtc.on_backlogged(A, True)
-    vtc.on_service(A, 0, 5)
+    vtc.ledger.add_output(A, 5)
     vtc.on_backlogged(C, True)
-    assert vtc.counters == [10.0, 0.0, 50.0]
+    assert counters(vtc) == [10.0, 0.0, 50.0]
 
 
 def test_vtc_lift_ignores_tenants_that_are_not_backlogged(vtc):
     vtc.on_backlogged(A, True)
-    vtc.on_service(A, 0, 5)  # A: 10, backlogged
-    vtc.on_service(B, 0, 1)  # B: 2, never backlogged
+    vtc.ledger.add_output(A, 5)  # A: 10, backlogged
+    vtc.ledger.add_output(B, 1)  # B: 2, never backlogged
     vtc.on_backlogged(C, True)
-    assert vtc.counters[C] == 10.0
+    assert vtc.counter_of(C) == 10.0
 
 
 def test_vtc_with_nobody_backlogged_lifts_to_the_last_idle_tenants_current_counter(vtc, make_sequence):
     vtc.on_backlogged(A, True)
     vtc.on_idle(A)  # A's last request was admitted...
     vtc.on_admit(make_sequence(0, tenant=A, prompt=6))
-    vtc.on_service(A, 0, 8)  # ...and it kept being served while B was away: 6 + 16
+    vtc.ledger.add_output(A, 8)  # ...and it kept being served while B was away: 6 + 16
     vtc.on_backlogged(B, True)
-    assert vtc.counters[B] == 22.0  # no credit for the time B was idle
+    assert vtc.counter_of(B) == 22.0  # no credit for the time B was idle
 
 
 def test_vtc_with_nobody_ever_backlogged_starts_at_zero(vtc):
     vtc.on_backlogged(B, True)
-    assert vtc.counters == [0.0, 0.0, 0.0]
+    assert counters(vtc) == [0.0, 0.0, 0.0]
 
 
 def test_vtc_requeue_after_preemption_is_not_lifted(vtc):
     vtc.on_backlogged(A, True)
-    vtc.on_service(A, 0, 5)  # A: 10
+    vtc.ledger.add_output(A, 5)  # A: 10
     vtc.on_backlogged(B, False)  # B's preempted request came back: no lift
-    assert vtc.counters[B] == 0.0
+    assert vtc.counter_of(B) == 0.0
     vtc.on_backlogged(C, True)  # but B is backlogged now, so it is the floor
-    assert vtc.counters[C] == 0.0
+    assert vtc.counter_of(C) == 0.0
 
 
 def test_vtc_lift_in_the_scheduler_uses_the_service_given_while_others_were_idle(make_scheduler, make_request):
@@ -146,33 +152,33 @@ def test_vtc_lift_in_the_scheduler_uses_the_service_given_while_others_were_idle
 def test_vtc_charges_prompt_at_first_admission_only_and_divides_by_weight(vtc, make_sequence):
     vtc.on_admit(make_sequence(0, tenant=A, prompt=10))
     vtc.on_admit(make_sequence(0, tenant=C, prompt=10))
-    assert vtc.counters == [10.0, 0.0, 5.0]
+    assert counters(vtc) == [10.0, 0.0, 5.0]
     vtc.on_admit(make_sequence(0, tenant=A, prompt=10, preemptions=1))  # re-admission after preemption: recompute is free
-    assert vtc.counters == [10.0, 0.0, 5.0]
+    assert counters(vtc) == [10.0, 0.0, 5.0]
 
 
 def test_vtc_charges_w_q_per_output_token_and_ignores_prompt_service(vtc):
-    vtc.on_service(A, 7, 3)  # prompt tokens reported here were charged at admission already
-    vtc.on_service(C, 7, 3)
-    vtc.on_service(B, 7, 0)
-    assert vtc.counters == [6.0, 0.0, 3.0]
+    vtc.ledger.prompt_tokens[:] = [7, 7, 7]  # prompts are charged at admission, not as processed
+    vtc.ledger.add_output(A, 3)
+    vtc.ledger.add_output(C, 3)
+    assert counters(vtc) == [6.0, 0.0, 3.0]
 
 
-def test_vtc_custom_weights(make_sequence, tenants):
-    policy = make_policy("vtc", {"w_p": 0.5, "w_q": 4})
-    policy.bind(tenants)
+def test_vtc_uses_the_schedulers_service_weights(make_sequence, tenants):
+    policy = make_policy("vtc")
+    policy.bind(tenants, Ledger(tenants, ServiceWeights(0.5, 4)))
     policy.on_admit(make_sequence(0, tenant=C, prompt=10))
-    policy.on_service(C, 0, 1)
-    assert policy.counters[C] == (0.5 * 10 + 4 * 1) / 2
+    policy.ledger.add_output(C, 1)
+    assert policy.counter_of(C) == (0.5 * 10 + 4 * 1) / 2 == policy.ledger.service(C) + 0.5 * 10 / 2
 
 
 def test_vtc_victim_is_the_latest_request_of_the_tenant_with_the_largest_counter(vtc, make_sequence):
     running = [make_sequence(o, tenant=t, state=RequestState.RUNNING) for o, t in [(0, A), (1, B), (2, B), (3, A)]]
-    vtc.counters[:] = [10.0, 20.0, 0.0]
+    vtc._charged[:] = [10.0, 20.0, 0.0]
     assert vtc.victim(running).order == 2
-    vtc.counters[:] = [20.0, 10.0, 0.0]
+    vtc._charged[:] = [20.0, 10.0, 0.0]
     assert vtc.victim(running).order == 3
-    vtc.counters[:] = [5.0, 5.0, 0.0]
+    vtc._charged[:] = [5.0, 5.0, 0.0]
     assert vtc.victim(running).order == 3  # equal counters: the latest submitted
 
 
@@ -185,9 +191,9 @@ def test_vtc_queue_admits_the_head_of_the_tenant_with_the_smallest_counter(vtc, 
     for order in (2, 3, 4, 1, 0):
         queue.push(seqs[order])
     assert queue.peek() is seqs[1]  # all counters 0: the smallest tenant index, its oldest request
-    vtc.on_service(A, 0, 1)  # A: 2 -> B (0) or C (0): B by index
+    vtc.ledger.add_output(A, 1)  # A: 2 -> B (0) or C (0): B by index
     assert queue.pop() is seqs[0]
-    vtc.on_service(B, 0, 3)  # B: 6 -> C
+    vtc.ledger.add_output(B, 3)  # B: 6 -> C
     assert queue.pop() is seqs[4]
     assert [seq.order for seq in drain_queue(queue)] == [1, 2, 3]  # C empty; A (2) before B (6)
 
@@ -213,7 +219,7 @@ def test_vtc_queue_removing_a_tenants_last_request_drops_the_tenant(vtc, make_se
     a0, b1, a2 = (make_sequence(o, tenant=t) for o, t in [(0, A), (1, B), (2, A)])
     for seq in (a0, b1, a2):
         queue.push(seq)
-    vtc.on_service(B, 0, 1)
+    vtc.ledger.add_output(B, 1)
     queue.remove(a2)
     queue.remove(a0)
     assert queue.peek() is b1 and len(queue) == 1
@@ -225,7 +231,7 @@ def test_vtc_queues_share_the_policys_counters(vtc, make_sequence):
     first.push(make_sequence(1, tenant=B))
     second.push(make_sequence(2, tenant=A))
     second.push(make_sequence(3, tenant=B))
-    vtc.on_service(A, 0, 1)
+    vtc.ledger.add_output(A, 1)
     assert first.peek().order == 1 and second.peek().order == 3
 
 
@@ -271,8 +277,14 @@ def test_lazy_min_heap_discard_and_readd():
 
 def test_make_policy_builds_by_name():
     assert isinstance(make_policy("fcfs"), FCFS)
-    policy = make_policy("vtc", {"w_p": 3})
-    assert isinstance(policy, VTC) and (policy.w_p, policy.w_q) == (3.0, 2.0)
+    assert isinstance(make_policy("vtc"), VTC)
+    assert make_policy("drr", {"quantum": 64}).quantum == 64.0
+
+
+@pytest.mark.parametrize("policy", ["vtc", "lcf", "drr"])
+def test_service_weights_are_not_policy_parameters(policy):
+    with pytest.raises(ConfigError, match=r"policy_params.w_q: the service weights are scheduler.service_weights"):
+        make_policy(policy, {"w_q": 8})
 
 
 def test_make_policy_unknown_name_lists_the_allowed_names():
@@ -288,43 +300,40 @@ def test_make_policy_with_fcfs_args_is_refused_not_crashing():
 
 
 def test_make_policy_unknown_param_lists_the_allowed_params():
-    with pytest.raises(ConfigError, match=r"w_x not a parameter of 'vtc'; allowed: w_p, w_q"):
-        make_policy("vtc", {"w_x": 1, "w_p": 2})
+    with pytest.raises(ConfigError, match=r"w_x not a parameter of 'drr'; allowed: quantum"):
+        make_policy("drr", {"w_x": 1})
     with pytest.raises(ConfigError, match=r"alpha not a parameter of 'fcfs'; allowed: none"):
         make_policy("fcfs", {"alpha": 1})
 
 
-@pytest.mark.parametrize("key,value", [("w_p", -1), ("w_q", "2"), ("w_q", None)])
-def test_vtc_bad_weight_names_the_param(key, value):
-    with pytest.raises(ConfigError, match=f"policy_params.{key}"):
-        VTC(**{key: value})
+@pytest.mark.parametrize("weights,key", [((-1, 2), "w_p"), ((1, "2"), "w_q"), ((1, None), "w_q")])
+def test_a_bad_service_weight_names_it(weights, key):
+    with pytest.raises(ConfigError, match=f"scheduler.service_weights: {key} must be a number >= 0"):
+        ServiceWeights(*weights)
 
 
-class _EagerVTC(VTC):
-    """VTC charged after every step report, as a policy that is not lazy is."""
-
-    lazy_output = False
-
-
-def test_vtc_charged_lazily_decides_as_when_charged_after_every_step(make_scheduler, make_request):
-    """Arrivals while others decode exercise the lift and the admission order on both workers."""
-    seen = {}
-    for policy in (VTC(), _EagerVTC()):
-        s = make_scheduler(policy, max_num_seqs=3, workers=(64, 64))
-        admitted, counters = [], []
-        for t in range(80):
-            if t % 2 == 0 and t < 50:
-                rid = t // 2
-                s.submit(make_request(rid, "abc"[rid % 3] if rid % 4 else "a", prompt=4 + rid % 5,
-                                      max_new=3 + rid % 9), float(t))
-            for worker in (0, 1):
-                plan = plan_full(s, worker, float(t))
-                if plan:  # every fourth request ends by EOS at its second token
-                    eos = {i.request_id for i in plan.items if i.request_id % 4 == 0 and s.sequence(i.request_id).generated == 1}
-                    complete_full(s, worker, StepResult(1, frozenset(eos)), float(t))
-                admitted.append(plan.admitted)
-            counters.append([policy.counter_of(tenant) for tenant in range(3)])
-        assert not s.live
-        seen[policy.lazy_output] = (admitted, counters)
-    assert seen[True] == seen[False]
-    assert len({tuple(c) for c in seen[True][1]}) > 20  # the counters did move along the way
+def test_vtc_counts_the_output_the_ledger_counts(make_scheduler, make_request):
+    """Arrivals while others decode exercise the lift and the admission order on both workers; the
+    output part of every counter is the ledger's, which is every token the scheduler emitted."""
+    policy = VTC()
+    s = make_scheduler(policy, max_num_seqs=3, workers=(64, 64))
+    tenant_of = {rid: (rid % 3 if rid % 4 else 0) for rid in range(25)}
+    finished, seen = [0, 0, 0], set()
+    for t in range(80):
+        if t % 2 == 0 and t < 50:
+            rid = t // 2
+            s.submit(make_request(rid, "abc"[tenant_of[rid]], prompt=4 + rid % 5, max_new=3 + rid % 9), float(t))
+        for worker in (0, 1):
+            plan = plan_full(s, worker, float(t))
+            if plan:  # every fourth request ends by EOS at its second token
+                eos = {i.request_id for i in plan.items if i.request_id % 4 == 0 and s.generated(i.request_id) == 1}
+                for end in complete_full(s, worker, StepResult(1, frozenset(eos)), float(t)):
+                    if isinstance(end, Finished):
+                        finished[tenant_of[end.request_id]] += end.output_tokens
+        seen.add(tuple(counters(policy)))
+        for tenant in range(3):
+            output = policy.counter_of(tenant) - policy._charged[tenant]
+            weight = s.tenants[tenant].weight
+            assert output == pytest.approx(2.0 * s.ledger.output_tokens(tenant) / weight)
+    assert s.num_live == 0 and len(seen) > 20  # the counters did move along the way
+    assert [s.ledger.output_tokens(tenant) for tenant in range(3)] == finished

@@ -164,7 +164,7 @@ class Driver:
         if worker not in self.s.workers or worker in self.inflight:
             return
         state = self.s.workers[worker]
-        queue = next(iter(self.s.queues())) if self.s.placement.late_binding else state.queue
+        queue = self.s._queue_served_by(state)  # the core's own, read by its property test
         idle_with_work = not state.running and len(queue) > 0
         plan = plan_full(self.s, worker, self.now)
         self.transcript.append(("plan", plan))
@@ -325,7 +325,7 @@ class Driver:
             prompt_tokens[seq.tenant] += seq.charged_prompt
             output_tokens[seq.tenant] += self.emitted.get(rid, 0)
         assert s.ledger.prompt_tokens == prompt_tokens, "prompt service charged more than once"
-        assert s.ledger.output_tokens == output_tokens
+        assert s.ledger.outputs() == output_tokens
         assert s.num_waiting == 0 and s.num_running == 0
 
 
