@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from scheduler.outcomes import Outcome
 from sim.cluster import simulate
 from sim.config import SimConfig, load_config
 from sim.fairness import (
@@ -44,7 +45,7 @@ from sim.fairness import (
     cumulative_service_at,
     windowed_service_difference,
 )
-from sim.results import FINISHED, RunData, summarize
+from sim.results import RunData, summarize
 from sim.workload import Workload, generate
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -140,7 +141,7 @@ def capacity(config: SimConfig, tenant: str = FLOODER) -> dict[str, float]:
     """What the pool serves when saturated by `tenant`'s traffic alone (fcfs): req/s and service/s."""
     probe = run(with_policy(without_tenants(config, [t.name for t in config.tenants if t.name != tenant]), "fcfs"))
     end = end_time(probe)
-    finished = int(np.count_nonzero(probe.data.records["outcome"] == FINISHED))
+    finished = int(np.count_nonzero(probe.data.records["outcome"] == Outcome.FINISHED.code))
     return {"request_rate": finished / end, "service_rate": float(service_totals(probe).sum() / end),
             "wall_s": probe.wall_s}
 
@@ -175,8 +176,8 @@ def _noisy_policy(loaded: Run, alone: Run, good: list[int], flooder: int, cap: d
         mine = recs[recs["tenant"] == i]
         tenants[name] = {
             "submitted": int(mine.size),
-            "finished": int(np.count_nonzero(mine["outcome"] == FINISHED)),
-            "unfinished": int(np.count_nonzero(mine["outcome"] != FINISHED)),
+            "finished": int(np.count_nonzero(mine["outcome"] == Outcome.FINISHED.code)),
+            "unfinished": int(np.count_nonzero(mine["outcome"] != Outcome.FINISHED.code)),
             "share": float(share[i]),
             "service_rate": float(service[i] / end),
             **tenant_ttft(loaded, i, until),
@@ -212,7 +213,7 @@ def _noisy_policy(loaded: Run, alone: Run, good: list[int], flooder: int, cap: d
         "throughput_vs_capacity": float(service.sum() / end / cap["service_rate"]),
         "flooder_share": float(share[flooder]),
         "flooder_vs_left_over": flood_rate / left_over if left_over > 0 else math.nan,
-        "unfinished": int(np.count_nonzero(recs["outcome"] != FINISHED)),
+        "unfinished": int(np.count_nonzero(recs["outcome"] != Outcome.FINISHED.code)),
         "preemptions": summary["preemptions"],
         "meets_ratio_target": bool(worst <= TARGET_TTFT_RATIO),
         "meets_utilisation_target": bool((summary["utilisation"] or 0) >= TARGET_UTILISATION),
@@ -222,7 +223,7 @@ def _noisy_policy(loaded: Run, alone: Run, good: list[int], flooder: int, cap: d
 
 def median_tpot_ms(records: np.ndarray, tenants: Sequence[int]) -> float | None:
     """Median time per output token (ms) of the finished multi-token requests of `tenants`."""
-    r = records[np.isin(records["tenant"], tenants) & (records["outcome"] == FINISHED) & (records["output_tokens"] > 1)]
+    r = records[np.isin(records["tenant"], tenants) & (records["outcome"] == Outcome.FINISHED.code) & (records["output_tokens"] > 1)]
     if r.size == 0:
         return None
     return float(np.median((r["finish"] - r["first_token"]) / (r["output_tokens"] - 1)) * 1e3)

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from scheduler.errors import ConfigError
+from scheduler.outcomes import Outcome
 from sim.cluster import simulate
 from sim.config import (CLUSTER_KEYS, SCHEDULER_KEYS, TOP_KEYS, SimConfig, config_from_dict, config_to_dict, read_toml,
                         set_dotted)
-from sim.results import FINISHED, RunData, summarize
+from sim.results import RunData, summarize
 from sim.workload import TENANT_KEYS
 
 from .series import series
@@ -184,7 +185,7 @@ def slo_attainment(data: RunData, config: SimConfig) -> dict[str, Any]:
     recs = data.records
     ttft_slo = np.array([_ms(t.slo_ttft_ms) for t in data.tenants])[recs["tenant"]]
     tpot_slo = np.array([_ms(t.slo_tpot_ms) for t in data.tenants])[recs["tenant"]]
-    finished = recs["outcome"] == FINISHED
+    finished = recs["outcome"] == Outcome.FINISHED.code
     with np.errstate(invalid="ignore"):
         ttft = (recs["first_token"] - recs["arrival"]) * 1e3
         tpot = (recs["finish"] - recs["first_token"]) * 1e3 / np.maximum(recs["output_tokens"] - 1, 1)

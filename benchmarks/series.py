@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
+from scheduler.outcomes import Outcome
 from sim.fairness import cumulative_service_at
-from sim.results import FINISHED, RunData
+from sim.results import RunData
 
 QUANTILES = np.linspace(0.0, 100.0, 201)
 BINS = 120  # time bins of the over-time series
@@ -38,7 +39,7 @@ def series(data: RunData, block_size: int, bins: int = BINS) -> dict:
 
 def latency_quantiles(data: RunData) -> dict:
     """TTFT and TPOT (ms) of finished requests at QUANTILES; empty lists when there are none."""
-    fin = data.records[data.records["outcome"] == FINISHED]
+    fin = data.records[data.records["outcome"] == Outcome.FINISHED.code]
     ttft = (fin["first_token"] - fin["arrival"]) * 1e3
     multi = fin[fin["output_tokens"] > 1]
     tpot = (multi["finish"] - multi["first_token"]) * 1e3 / (multi["output_tokens"] - 1)
@@ -51,7 +52,7 @@ def worker_activity(data: RunData, block_size: int, edges: np.ndarray) -> tuple[
     recs = data.records
     admitted = recs[~np.isnan(recs["admit"]) & (recs["worker"] >= 0)]
     end = float(edges[-1])
-    stop = np.where(admitted["outcome"] == FINISHED, admitted["finish"], end)
+    stop = np.where(admitted["outcome"] == Outcome.FINISHED.code, admitted["finish"], end)
     mids = (edges[:-1] + edges[1:]) / 2
     busy = np.zeros((len(data.workers), mids.size))
     kv = np.zeros_like(busy)

@@ -41,11 +41,12 @@ import numpy as np
 
 from scheduler.core import Scheduler, SchedulerConfig
 from scheduler.events import StepResult
+from scheduler.outcomes import Outcome
 from scheduler.request import Request, Tenant
 from sim.cluster import Simulation
 from sim.config import SimConfig, config_from_dict
 from sim.costmodel import RooflineCostModel
-from sim.results import FINISHED, summarize
+from sim.results import summarize
 from sim.workload import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +115,7 @@ def time_simulation(config: SimConfig, repeats: int = 1, budget_s: float = 0.0) 
     return {"requests": len(data.records), "wall_s": statistics.median(walls), "walls_s": walls,
             "workload_s": statistics.median(workload_walls),
             "events": sim.loop._seq, "sim_s": float(data.duration_s), "busy": busy,
-            "finished": int((data.records["outcome"] == FINISHED).sum())}
+            "finished": int((data.records["outcome"] == Outcome.FINISHED.code).sum())}
 
 
 def _child(spec: dict[str, Any]) -> dict[str, Any]:

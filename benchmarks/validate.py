@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from scheduler.outcomes import Outcome
 from sim.cli import check_output
 from sim.config import SimConfig
 from sim.realrun import RealRun, gpu_of, latencies, load_run, replay, replay_config
-from sim.results import FINISHED
 
 from .tables import md_table
 
@@ -74,7 +74,7 @@ def validate(path: str | Path, gpu: str | None = None, model: str | None = None,
     run = load_run(path)
     config = replay_config(run, gpu_of(run, gpu), model or str(run.path / "config.json"), cluster)
     records = replay(run, config)
-    done = records["outcome"] == FINISHED
+    done = records["outcome"] == Outcome.FINISHED.code
     measured = latencies(run.arrival_s[done], run.first_token_s[done], run.last_token_s[done], run.output_tokens[done])
     predicted = latencies(records["arrival"][done], records["first_token"][done], records["finish"][done],
                           records["output_tokens"][done])

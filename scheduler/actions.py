@@ -1,24 +1,18 @@
 """What the core hands out: admission verdicts, step plans, and per-step outputs.
 
 Every class is a frozen, slotted dataclass, so drivers can keep, compare and log them freely.
+The reasons they carry are scheduler.outcomes' tables (`RejectReason` is re-exported here).
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Hashable
 
+from .outcomes import FinishReason, RejectReason
 
-class RejectReason(str, enum.Enum):
-    """Why a request was refused; the complete, documented set."""
-
-    RATE_LIMITED = "rate_limited"  # the tenant's token bucket is empty
-    QUEUE_FULL = "queue_full"  # a per-tenant or global cap on queued requests or tokens
-    PROMPT_TOO_LONG = "prompt_too_long"  # prompt + max_new_tokens exceeds a worker's KV capacity
-    UNKNOWN_TENANT = "unknown_tenant"  # the tenant is not configured
-    INVALID_REQUEST = "invalid_request"  # non-positive token counts, duplicate id, wrong types
-    NO_WORKERS = "no_workers"  # the pool has no worker to run it
+__all__ = ["Admitted", "Emitted", "Finished", "RejectReason", "Rejected", "ScheduledItem", "StepOutputs",
+           "StepPlan", "WorkerRemoved"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +90,7 @@ class Emitted:
 @dataclass(frozen=True, slots=True)
 class Finished:
     request_id: Hashable
-    reason: str  # "eos" (the worker said so) or "length" (max_new_tokens reached)
+    reason: FinishReason  # EOS (the worker said so) or LENGTH (max_new_tokens reached)
     output_tokens: int
 
 
@@ -123,7 +117,7 @@ class WorkerRemoved:
     `requeued`: its running and queued requests, queued again (running ones to be recomputed).
     `ended`: requests that no remaining worker can hold (prompt + max_new_tokens exceeds every
     one's KV cache, which happens when a smaller worker joined after they were accepted); they are
-    cancelled with finish_reason `no_worker_fits` rather than left waiting forever.
+    cancelled with finish_reason `FinishReason.NO_WORKER_FITS` rather than left waiting forever.
     """
 
     requeued: tuple[Hashable, ...]

@@ -19,6 +19,7 @@ from .actions import Admitted, Emitted, Finished, Rejected, RejectReason, StepOu
 from .admission import Admission, QueueTotals, refuse_reason
 from .errors import ConfigError, ProtocolError, WorkerError
 from .events import StepResult
+from .outcomes import FinishReason
 from .decodeset import DecodeSet
 from .kv import DecodeGrowth
 from .kv import BlockPool
@@ -277,7 +278,7 @@ class Scheduler:
                 if seq.request.prompt_tokens + seq.request.max_new_tokens > largest:
                     queue.remove(seq)
                     self._dequeued(seq)
-                    seq.finish_reason = "no_worker_fits"
+                    seq.finish_reason = FinishReason.NO_WORKER_FITS
                     self._end(seq, RequestState.CANCELLED, now)
                     self.counts.cancelled += 1
                     ended.append(seq.id)
@@ -522,16 +523,16 @@ class Scheduler:
             )
 
 
-    def _decode_set_ends(self, worker: WorkerState, eos: frozenset) -> list[tuple[Sequence, str]]:
+    def _decode_set_ends(self, worker: WorkerState, eos: frozenset) -> list[tuple[Sequence, FinishReason]]:
         """Members that sampled EOS or reached max_new_tokens, in admission order."""
         decode = worker.decode
         ends = {}
         for rid in eos:
             seq = self._live.get(rid)
             if seq is not None and seq.decoding_on is decode:
-                ends[seq] = "eos"
+                ends[seq] = FinishReason.EOS
         for seq in decode.pop_at_length():
-            ends.setdefault(seq, "length")
+            ends.setdefault(seq, FinishReason.LENGTH)
         return sorted(ends.items(), key=lambda end: end[0].order)
 
     def _advance_chunk(self, seq: Sequence, worker: WorkerState, tokens: int, eos: frozenset, now: float,
@@ -552,14 +553,14 @@ class Scheduler:
             seq.first_token_time = now
         emitted.append(Emitted(seq.id, 1, first))
         if seq.id in eos:
-            finished.append(self._finish(seq, "eos", now))
+            finished.append(self._finish(seq, FinishReason.EOS, now))
         elif seq.generated >= seq.request.max_new_tokens:
-            finished.append(self._finish(seq, "length", now))
+            finished.append(self._finish(seq, FinishReason.LENGTH, now))
         else:
             del worker.prefilling[seq]
             worker.decode.join(seq)
 
-    def _finish(self, seq: Sequence, reason: str, now: float) -> Finished:
+    def _finish(self, seq: Sequence, reason: FinishReason, now: float) -> Finished:
         self._leave_worker(seq, ended=True)
         seq.finish_reason = reason
         self._end(seq, RequestState.FINISHED, now)

@@ -14,11 +14,13 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .actions import RejectReason
+from .outcomes import Outcome, RejectReason
 
 OTHER = "other"
-OUTCOMES = ("finished", "cancelled", "rejected")
-REASONS = tuple(reason.value for reason in RejectReason)
+# The label values, from the tables: every outcome a server sees (a request that ended) and every
+# rejection reason. A value outside the tables is refused (ValueError), so the label sets stay bounded.
+OUTCOMES = tuple(outcome for outcome in Outcome if outcome.ended)
+REASONS = tuple(RejectReason)
 # LLM request latencies: a few milliseconds (a short prompt on an idle pool) to minutes (a long
 # generation behind a backlog).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
@@ -77,9 +79,9 @@ class Metrics:
         """Every configured tenant's series exist from the start, at zero."""
         for name in self._names + [OTHER]:
             for outcome in OUTCOMES:
-                self.requests.labels(name, outcome)
+                self.requests.labels(name, outcome.value)
             for reason in REASONS:
-                self.rejections.labels(name, reason)
+                self.rejections.labels(name, reason.value)
             for collector in (self.prompt_tokens, self.generation_tokens, self.ttft, self.tpot, self.e2e,
                               self.queue_time, self.waiting):
                 collector.labels(name)
@@ -90,10 +92,10 @@ class Metrics:
 
     # ----- events -------------------------------------------------------------------------------
 
-    def rejected(self, tenant: Any, reason: str) -> None:
+    def rejected(self, tenant: Any, reason: RejectReason | str) -> None:
         label = self.label(tenant)
-        self.rejections.labels(label, reason).inc()
-        self.requests.labels(label, "rejected").inc()
+        self.rejections.labels(label, RejectReason(reason).value).inc()
+        self.requests.labels(label, Outcome.REJECTED.value).inc()
 
     def admitted(self, request: Timed) -> None:
         self.queue_time.labels(self.label(request.tenant)).observe(request.admitted_at - request.arrival)
@@ -111,10 +113,11 @@ class Metrics:
     def preempted(self, count: int = 1) -> None:
         self.preemptions.inc(count)
 
-    def request_ended(self, request: Timed, outcome: str) -> None:
+    def request_ended(self, request: Timed, outcome: Outcome | str) -> None:
         label = self.label(request.tenant)
-        self.requests.labels(label, outcome).inc()
-        if outcome != "finished" or request.first_token_at is None:
+        outcome = Outcome(outcome)
+        self.requests.labels(label, outcome.value).inc()
+        if outcome is not Outcome.FINISHED or request.first_token_at is None:
             return
         e2e = request.finished_at - request.arrival
         self.e2e.labels(label).observe(e2e)

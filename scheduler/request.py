@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Hashable
 
 from .errors import ConfigError, ProtocolError
+from .outcomes import FinishReason
 
 
 class RequestState(enum.Enum):
@@ -140,7 +141,7 @@ class Sequence:
         self.admit_time: float | None = None
         self.first_token_time: float | None = None
         self.finish_time: float | None = None
-        self.finish_reason: str | None = None
+        self.finish_reason: FinishReason | None = None
         self._computed = 0  # tokens whose KV exists on the worker (when it joined the decode set)
         self._generated = 0  # output tokens sampled and streamed so far (idem)
         self.charged_prompt = 0  # prompt tokens already counted as service (recompute is free)

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from scheduler.errors import ConfigError
+from scheduler.outcomes import Outcome
 
 from .config import CALIBRATED, ClusterConfig
 from .hardware import GPUSpec, get_gpu, get_model
 from .opprofile import Profile, is_profile, load_profile
 from .realrun import RealRun, gpu_of, latencies, load_run, replay, replay_config
-from .results import FINISHED
 
 # The search bounds of each coefficient CALIBRATED names.
 FREE = {"mfu": (0.02, 1.0), "mbu": (0.02, 1.0), "step_overhead_ms": (0.0, 50.0)}
@@ -78,7 +78,7 @@ class Objective:
         self.replays += 1
         records = replay(self.run, replay_config(self.run, self.gpu, self.model, dict(coefficients)))
         return (latencies(records["arrival"], records["first_token"], records["finish"], records["output_tokens"],
-                          keep_all=True), records["outcome"] == FINISHED)
+                          keep_all=True), records["outcome"] == Outcome.FINISHED.code)
 
     def residuals(self, coefficients: Mapping[str, float]) -> np.ndarray:
         """Per request, the log-ratios scaled to a mean square; then the log-ratios of each

@@ -20,6 +20,7 @@ import numpy as np
 from scheduler.actions import Rejected, StepPlan
 from scheduler.core import Scheduler
 from scheduler.events import StepResult
+from scheduler.outcomes import Outcome
 from scheduler.policies import Policy, make_policy
 from scheduler.request import SLO, Request, Tenant
 
@@ -27,10 +28,11 @@ from .config import SimConfig, check_runnable
 from .costmodel import RooflineCostModel
 from scheduler.kv import DecodeGrowth
 from .engine import EventLoop
-from .results import REASONS, RECORD_DTYPE, RunData, StageInfo, TenantInfo, Timeline, WeightedSamples, WorkerStats
+from .results import RECORD_DTYPE, RunData, StageInfo, TenantInfo, Timeline, WeightedSamples, WorkerStats
 from .workload import Workload, generate, stage_windows
 
-FINISHED, REJECTED, UNFINISHED = 0, 1, 3
+# The record codes written per request, looked up once.
+FINISHED, REJECTED, UNFINISHED = Outcome.FINISHED.code, Outcome.REJECTED.code, Outcome.UNFINISHED.code
 
 
 class StepRun:
@@ -203,7 +205,7 @@ class Simulation:
         verdict = self.scheduler.submit(request, now)
         if isinstance(verdict, Rejected):
             self._outcome[i] = REJECTED
-            self._reason[i] = REASONS.index(verdict.reason.value)
+            self._reason[i] = verdict.reason.code
         else:
             self._queue_grew(self.scheduler.waits_on(i))
         if i + 1 < len(wl):

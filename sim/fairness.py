@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .results import FINISHED, RunData, Timeline, finite_or_none
+from scheduler.outcomes import Outcome
+
+from .results import RunData, Timeline, finite_or_none
 
 __all__ = [
     "WindowedFairness",
@@ -150,7 +152,7 @@ def windowed_service_difference(data: RunData, window_s: float = 60.0, *, true_o
         asked = np.asarray(true_output, dtype=np.float64)[recs["id"]]
         if max_new_tokens is not None:
             asked = np.minimum(asked, np.asarray(max_new_tokens, dtype=np.float64)[recs["id"]])
-        output = np.where(recs["outcome"] == FINISHED, output, asked)
+        output = np.where(recs["outcome"] == Outcome.FINISHED.code, output, asked)
     weights = np.array([t.weight for t in data.tenants], dtype=np.float64)
     w_p, w_q = data.service_weights
     cost = request_costs(recs["prompt_tokens"], output, w_p, w_q, weights[recs["tenant"]])

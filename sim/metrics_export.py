@@ -13,11 +13,10 @@ import math
 
 import numpy as np
 
-from scheduler.metrics import Metrics
+from scheduler.metrics import OUTCOMES, Metrics
+from scheduler.outcomes import Outcome, RejectReason
 
-from .results import CANCELLED, FINISHED, REASONS, REJECTED, UNFINISHED, RunData
-
-OUTCOME_LABELS = {FINISHED: "finished", CANCELLED: "cancelled", REJECTED: "rejected"}
+from .results import RunData
 
 
 def export_run(data: RunData, metrics: Metrics) -> None:
@@ -33,19 +32,19 @@ def export_run(data: RunData, metrics: Metrics) -> None:
 def _export_tenant(records: np.ndarray, name: str, metrics: Metrics) -> None:
     label = metrics.label(name)
     outcome = records["outcome"]
-    for code, text in OUTCOME_LABELS.items():
-        if (count := int((outcome == code).sum())):
-            metrics.requests.labels(label, text).inc(count)
-    reasons = records["reason"][outcome == REJECTED]
+    for ended in OUTCOMES:
+        if (count := int((outcome == ended.code).sum())):
+            metrics.requests.labels(label, ended.value).inc(count)
+    reasons = records["reason"][outcome == Outcome.REJECTED.code]
     for code in np.unique(reasons):
-        metrics.rejections.labels(label, REASONS[code]).inc(int((reasons == code).sum()))
+        metrics.rejections.labels(label, RejectReason.from_code(code).value).inc(int((reasons == code).sum()))
     started = records[~np.isnan(records["first_token"])]
     metrics.prompt_tokens.labels(label).inc(int(started["prompt_tokens"].sum()))
     metrics.generation_tokens.labels(label).inc(int(records["output_tokens"].sum()))
     _observe(metrics.ttft.labels(label), started["first_token"] - started["arrival"])
     admitted = records[~np.isnan(records["admit"])]
     _observe(metrics.queue_time.labels(label), admitted["admit"] - admitted["arrival"])
-    done = records[(outcome == FINISHED) & ~np.isnan(records["first_token"])]
+    done = records[(outcome == Outcome.FINISHED.code) & ~np.isnan(records["first_token"])]
     _observe(metrics.e2e.labels(label), done["finish"] - done["arrival"])
     many = done[done["output_tokens"] > 1]
     _observe(metrics.tpot.labels(label), (many["finish"] - many["first_token"]) / (many["output_tokens"] - 1))
@@ -58,7 +57,7 @@ def _observe(histogram, values: np.ndarray) -> None:
 
 def _set_gauges(data: RunData, metrics: Metrics) -> None:
     records = data.records
-    unfinished = records[records["outcome"] == UNFINISHED]
+    unfinished = records[records["outcome"] == Outcome.UNFINISHED.code]
     running = ~np.isnan(unfinished["admit"])
     metrics.running.set(int(running.sum()))
     w_p, w_q = data.service_weights

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.actions import RejectReason
+from scheduler.outcomes import Outcome, RejectReason
 from scheduler.request import SLO, Tenant
 from scheduler.service import ServiceWeights, service
 
@@ -23,13 +23,10 @@ RECORD_DTYPE = np.dtype([
     ("id", np.int64), ("tenant", np.int32), ("worker", np.int32),
     ("arrival", np.float64), ("admit", np.float64), ("first_token", np.float64), ("finish", np.float64),
     ("prompt_tokens", np.int64), ("output_tokens", np.int64),
-    ("outcome", np.int8),
-    ("reason", np.int8),
+    ("outcome", np.int8),  # an Outcome's code
+    ("reason", np.int8),  # a rejected request's RejectReason code; -1 otherwise
     ("preemptions", np.int32),
 ])
-OUTCOMES = ("finished", "rejected", "cancelled", "unfinished")
-REASONS = tuple(reason.value for reason in RejectReason)
-FINISHED, REJECTED, CANCELLED, UNFINISHED = range(len(OUTCOMES))
 
 LATENCIES = ("ttft", "tpot", "itl", "e2el", "queue")
 PERCENTILES = (("median", 50.0), ("p90", 90.0), ("p99", 99.0))
@@ -333,7 +330,7 @@ def finite_or_none(value):
 def _request_metrics(recs: np.ndarray, dur: float, slo_ttft: np.ndarray, slo_tpot: np.ndarray) -> dict:
     """Counts, throughputs, goodput and latency statistics of a set of records."""
     outcome = recs["outcome"]
-    fin = recs[outcome == FINISHED]
+    fin = recs[outcome == Outcome.FINISHED.code]
     ttft = fin["first_token"] - fin["arrival"]
     multi = fin["output_tokens"] > 1
     tpot = (fin["finish"] - fin["first_token"]) / np.maximum(fin["output_tokens"] - 1, 1)
@@ -346,10 +343,10 @@ def _request_metrics(recs: np.ndarray, dur: float, slo_ttft: np.ndarray, slo_tpo
     in_tok, out_tok = int(fin["prompt_tokens"].sum()), int(fin["output_tokens"].sum())
     out = {
         "completed": n_done,
-        "rejected": int(np.count_nonzero(outcome == REJECTED)),
+        Outcome.REJECTED.value: _count(outcome, Outcome.REJECTED),
         "rejected_by_reason": _reason_counts(recs),
-        "cancelled": int(np.count_nonzero(outcome == CANCELLED)),
-        "unfinished": int(np.count_nonzero(outcome == UNFINISHED)),
+        Outcome.CANCELLED.value: _count(outcome, Outcome.CANCELLED),
+        Outcome.UNFINISHED.value: _count(outcome, Outcome.UNFINISHED),
         "total_input_tokens": in_tok,
         "total_output_tokens": out_tok,
         "request_throughput": _rate(n_done, dur),
@@ -368,10 +365,14 @@ def _request_metrics(recs: np.ndarray, dur: float, slo_ttft: np.ndarray, slo_tpo
     return out
 
 
+def _count(outcomes: np.ndarray, outcome: Outcome) -> int:
+    return int(np.count_nonzero(outcomes == outcome.code))
+
+
 def _reason_counts(recs: np.ndarray) -> dict[str, int]:
-    reason = recs["reason"][recs["outcome"] == REJECTED]
-    counts = np.bincount(reason[reason >= 0], minlength=len(REASONS))
-    return {REASONS[i]: int(c) for i, c in enumerate(counts) if c}
+    reason = recs["reason"][recs["outcome"] == Outcome.REJECTED.code]
+    counts = np.bincount(reason[reason >= 0], minlength=len(RejectReason))
+    return {RejectReason.from_code(i).value: int(c) for i, c in enumerate(counts) if c}
 
 
 def _latency_stats(name: str, seconds, weights=None) -> dict:

@@ -28,17 +28,14 @@ import numpy as np
 from hypothesis import strategies as st
 
 from scheduler.core import SchedulerConfig
+from scheduler.outcomes import Outcome
 from scheduler.policies import Policy
 
 from .cluster import Simulation
 from .config import SimConfig
-from .results import OUTCOMES, RunData, max_service_gap
+from .results import RunData, max_service_gap
 from .validation import BOOLEAN, INTEGER, LENGTH, LIST, NUMBER, STRING, TABLE
 from .workload import LengthDist, TenantSpec, Workload
-
-FINISHED = OUTCOMES.index("finished")
-REJECTED = OUTCOMES.index("rejected")
-
 
 # ----- strategies -------------------------------------------------------------------------------
 
@@ -150,9 +147,10 @@ def run_policy(policy: str | Policy, workload: Workload, *, workers: int = 1, kv
 def check_conservation(run: Run) -> None:
     """Every request finished or was rejected with a reason; outputs never exceed max_new_tokens."""
     rec = run.data.records
-    ended = (rec["outcome"] == FINISHED) | ((rec["outcome"] == REJECTED) & (rec["reason"] >= 0))
+    outcome = rec["outcome"]
+    ended = (outcome == Outcome.FINISHED.code) | ((outcome == Outcome.REJECTED.code) & (rec["reason"] >= 0))
     assert ended.all(), f"requests {rec['id'][~ended][:10].tolist()} did not end (outcomes {rec['outcome'][~ended][:10]})"
-    finished = rec[rec["outcome"] == FINISHED]
+    finished = rec[rec["outcome"] == Outcome.FINISHED.code]
     limit = run.simulation.workload.max_new_tokens[finished["id"]]
     assert (finished["output_tokens"] <= limit).all(), "a request generated more than max_new_tokens"
     assert (finished["output_tokens"] >= 1).all(), "a finished request emitted no token"

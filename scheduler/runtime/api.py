@@ -20,11 +20,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler.outcomes import FinishReason
+
 from . import tokenizer
 
 COMPLETION, CHAT = "text_completion", "chat.completion"
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-FINISH_REASONS = {"eos": "stop", "length": "length", "stop": "stop"}
+# OpenAI's finish_reason for each way a request finishes (a cancelled one ends in an error instead).
+FINISH_REASONS = {FinishReason.EOS: "stop", FinishReason.LENGTH: "length", FinishReason.STOP: "stop"}
 MAX_STOP = 4  # stop sequences a request may give, as OpenAI allows
 
 # Fields fairbatch cannot honour, and the values that ask for nothing (accepted).
@@ -292,21 +295,27 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def response(request: Completion, rid: str, created: int, text: str, finish: str, tokens: int) -> dict:
+def finish_reason(finish: FinishReason | str) -> str:
+    """The OpenAI finish_reason of why a request ended."""
+    return FINISH_REASONS.get(finish, str(finish))
+
+
+def response(request: Completion, rid: str, created: int, text: str, finish: FinishReason | str,
+             tokens: int) -> dict:
     """The whole answer of a non-streaming request."""
     if request.kind == CHAT:
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": FINISH_REASONS.get(finish, finish)}
+                  "finish_reason": finish_reason(finish)}
     else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": FINISH_REASONS.get(finish, finish)}
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason(finish)}
     return {"id": rid, "object": request.kind, "created": created, "model": request.model, "choices": [choice],
             "usage": usage(request.prompt_tokens, tokens)}
 
 
-def chunk(request: Completion, rid: str, created: int, text: str | None, finish: str | None = None,
+def chunk(request: Completion, rid: str, created: int, text: str | None, finish: FinishReason | str | None = None,
           first: bool = False) -> dict:
     """One stream event: a token (`text`), or the last event with its finish reason."""
-    reason = None if finish is None else FINISH_REASONS.get(finish, finish)
+    reason = None if finish is None else finish_reason(finish)
     if request.kind == CHAT:
         delta = {"role": "assistant", "content": text or ""} if first else {} if text is None else {"content": text}
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}

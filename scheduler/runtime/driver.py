@@ -25,9 +25,10 @@ from scheduler.actions import Emitted, Rejected, StepOutputs, StepPlan
 from scheduler.batch import BatchMirror
 from scheduler.core import Scheduler
 from scheduler.errors import ProtocolError, WorkerError
+from scheduler.outcomes import FinishReason, Outcome
 from scheduler.request import Request, RequestState
 
-from .handle import CANCELLED, FINISHED, REJECTED, RequestHandle, RequestRejected
+from .handle import RequestHandle, RequestRejected
 from .worker import Job, Step, StepDone, Worker
 
 log = logging.getLogger("fairbatch.runtime")
@@ -58,7 +59,8 @@ class Runtime:
         workers = dict(workers) if isinstance(workers, Mapping) else dict(enumerate(workers))
         self.scheduler = scheduler
         self.metrics = metrics  # a scheduler.metrics.Metrics, or None
-        self.counts = {"submitted": 0, FINISHED: 0, CANCELLED: 0, REJECTED: 0}
+        # Requests submitted, then by how they ended (plain string keys: the outcomes' values).
+        self.counts = {"submitted": 0} | {outcome.value: 0 for outcome in Outcome if outcome.ended}
         self._lanes = {wid: Lane(wid, worker) for wid, worker in sorted(workers.items())}
         self._clock = clock or anyio.current_time
         self._buffer = stream_buffer
@@ -89,7 +91,7 @@ class Runtime:
             return await task_group.__aexit__(*exc_info)
         finally:
             for handle in list(self._live.values()):
-                self._cancel(handle, "shutdown")
+                self._cancel(handle, FinishReason.SHUTDOWN)
 
     @property
     def running(self) -> bool:
@@ -115,16 +117,16 @@ class Runtime:
         self.counts["submitted"] += 1
         verdict = self.scheduler.submit(request, now)
         if isinstance(verdict, Rejected):
-            self.counts[REJECTED] += 1
+            self.counts[Outcome.REJECTED.value] += 1
             if self.metrics is not None:
-                self.metrics.rejected(request.tenant, verdict.reason.value)
+                self.metrics.rejected(request.tenant, verdict.reason)
             raise RequestRejected(verdict)
         handle = RequestHandle(self, request, payload, now, self._buffer)
         self._live[request.id] = handle
         self._wake_idle()
         return handle
 
-    def _cancel(self, handle: RequestHandle, reason: str, outcome: str = CANCELLED) -> None:
+    def _cancel(self, handle: RequestHandle, reason: FinishReason, outcome: Outcome = Outcome.CANCELLED) -> None:
         """End a live request as cancelled (or finished early), freeing its KV blocks at once."""
         if handle.outcome is not None:
             return
@@ -139,10 +141,10 @@ class Runtime:
         self.scheduler.cancel(handle.id, now)
         self._end(handle, outcome, reason, now)
 
-    def _end(self, handle: RequestHandle, outcome: str, reason: str, now: float) -> None:
+    def _end(self, handle: RequestHandle, outcome: Outcome, reason: FinishReason, now: float) -> None:
         del self._live[handle.id]
         handle._end(outcome, reason, now)
-        self.counts[outcome] += 1
+        self.counts[outcome.value] += 1
         if self.metrics is not None:
             self.metrics.request_ended(handle, outcome)
 
@@ -216,7 +218,7 @@ class Runtime:
             if handle is None:
                 continue  # cut off as a slow consumer earlier in this report
             if not isinstance(out, Emitted):
-                self._end(handle, FINISHED, out.reason, now)
+                self._end(handle, Outcome.FINISHED, out.reason, now)
                 continue
             if handle.first_token_at is None:
                 handle.first_token_at = now
@@ -238,10 +240,10 @@ class Runtime:
         now = self.now()
         removed = self.scheduler.remove_worker(lane.id, now)
         for rid in removed.ended:  # too long for every worker left: the core cancelled them
-            self._end(self._live[rid], CANCELLED, "no_worker_fits", now)
+            self._end(self._live[rid], Outcome.CANCELLED, FinishReason.NO_WORKER_FITS, now)
         if not self._lanes:
             for handle in list(self._live.values()):
-                self._cancel(handle, "no_workers")
+                self._cancel(handle, FinishReason.NO_WORKERS)
         self._wake_idle()
 
     def _wake_idle(self) -> None:

@@ -5,11 +5,12 @@ Tokens travel through a bounded buffer of the handle's own (a deque and, while t
 waits, one event: a token costs no pass of the event loop, which a memory object stream's
 checkpoint per item would; with hundreds of streams that is most of the serving process's CPU).
 The worker loop never waits on it: a consumer that falls `stream_buffer` tokens behind (one that
-stops reading, or never reads) has its request cancelled with the reason "slow_consumer", which
+stops reading, or never reads) has its request cancelled with the reason SLOW_CONSUMER, which
 frees its KV blocks at once; it can still read what was buffered, then its iteration raises
 `RequestCancelled`. Closing the handle (leaving
 `async with`, `aclose()`, a cancelled scope such as a `fail_after` deadline, a client that
-disconnects) cancels the request if it is still running.
+disconnects) cancels the request if it is still running. Outcomes and reasons are the members of
+scheduler.outcomes' tables.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ from typing import TYPE_CHECKING, Any, Hashable
 import anyio
 import anyio.lowlevel
 
-from scheduler.actions import Rejected, RejectReason
+from scheduler.actions import Rejected
+from scheduler.outcomes import FinishReason, Outcome, RejectReason
 from scheduler.request import Request
 
 if TYPE_CHECKING:
     from .driver import Runtime
-
-FINISHED, CANCELLED, REJECTED = "finished", "cancelled", "rejected"
-
 
 class RequestRejected(Exception):
     """The scheduler refused the request; `reason` is one of `RejectReason`."""
@@ -50,9 +49,10 @@ class RequestRejected(Exception):
 
 
 class RequestCancelled(Exception):
-    """The request ended before its last token: `reason` says why (slow_consumer, shutdown, ...)."""
+    """The request ended before its last token: `reason` (a FinishReason) says why (SLOW_CONSUMER,
+    SHUTDOWN, ...)."""
 
-    def __init__(self, request_id: Hashable, reason: str) -> None:
+    def __init__(self, request_id: Hashable, reason: FinishReason) -> None:
         super().__init__(f"request {request_id!r} was cancelled: {reason}")
         self.request_id = request_id
         self.reason = reason
@@ -61,8 +61,8 @@ class RequestCancelled(Exception):
 class RequestHandle:
     """A submitted request. `async for token in handle` yields its tokens (str); use it as an async
     context manager so that leaving early cancels it. Times are the runtime's clock (seconds since
-    the runtime started); `outcome` is None while it runs, then "finished" or "cancelled", with
-    `reason` ("eos" / "length", or why it was cancelled)."""
+    the runtime started); `outcome` is None while it runs, then Outcome.FINISHED or CANCELLED, with
+    `reason`, a FinishReason (EOS / LENGTH / STOP, or why it was cancelled)."""
 
     def __init__(self, runtime: Runtime, request: Request, payload: Any, arrival: float, buffer: int) -> None:
         self.request = request
@@ -72,8 +72,8 @@ class RequestHandle:
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self.tokens = 0  # tokens produced (delivered into the stream)
-        self.outcome: str | None = None
-        self.reason: str | None = None
+        self.outcome: Outcome | None = None
+        self.reason: FinishReason | None = None
         self._runtime = runtime
         self._buffer = buffer
         self._queued: deque[str] = deque()  # tokens produced, not yet read
@@ -105,7 +105,7 @@ class RequestHandle:
         if self._reading and self._queued:
             await anyio.lowlevel.checkpoint_if_cancelled()
             return self._queued.popleft()
-        if self.outcome == CANCELLED:
+        if self.outcome is Outcome.CANCELLED:
             raise RequestCancelled(self.id, self.reason)
         raise StopAsyncIteration
 
@@ -122,15 +122,15 @@ class RequestHandle:
         self._queued.clear()
         return tokens
 
-    def cancel(self, reason: str = "closed") -> None:
+    def cancel(self, reason: FinishReason | str = FinishReason.CLOSED) -> None:
         """Cancel the request if it still runs (its KV is freed at once) and stop reading."""
-        self._runtime._cancel(self, reason)
+        self._runtime._cancel(self, FinishReason(reason))
         self._stop_reading()
 
-    def finish(self, reason: str = "stop") -> None:
+    def finish(self, reason: FinishReason | str = FinishReason.STOP) -> None:
         """End the request now as finished, not cancelled (the consumer has what it asked for, such
         as the output up to a stop sequence): its KV is freed at once and it stops reading."""
-        self._runtime._cancel(self, reason, FINISHED)
+        self._runtime._cancel(self, FinishReason(reason), Outcome.FINISHED)
         self._stop_reading()
 
     async def aclose(self) -> None:
@@ -146,22 +146,22 @@ class RequestHandle:
     async def __aexit__(self, exc_type, exc, tb) -> None:
         # A cancelled scope (a deadline, a client gone) closes the handle as surely as a return.
         cancelled = exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class())
-        self.cancel("cancelled" if cancelled else "closed")
+        self.cancel(FinishReason.CANCELLED if cancelled else FinishReason.CLOSED)
 
     # ----- the runtime's side -------------------------------------------------------------------
 
-    def _push(self, token: str) -> str | None:
+    def _push(self, token: str) -> FinishReason | None:
         """Put a token in the stream without waiting; why the request must end, if it must."""
         if not self._reading:
-            return "abandoned"  # the consumer closed its end without cancelling
+            return FinishReason.ABANDONED  # the consumer closed its end without cancelling
         if len(self._queued) >= self._buffer:
-            return "slow_consumer"
+            return FinishReason.SLOW_CONSUMER
         self._queued.append(token)
         self.tokens += 1
         self._wake()
         return None
 
-    def _end(self, outcome: str, reason: str, now: float) -> None:
+    def _end(self, outcome: Outcome, reason: FinishReason, now: float) -> None:
         self.outcome = outcome
         self.reason = reason
         self.finished_at = now

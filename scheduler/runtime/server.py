@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from scheduler.outcomes import FinishReason, RejectReason
 from scheduler.request import Request
 
 from . import api, tokenization
@@ -40,8 +41,8 @@ from .handle import RequestCancelled, RequestHandle, RequestRejected
 
 log = logging.getLogger("fairbatch.server")
 
-STATUS = {"rate_limited": 429, "queue_full": 429, "invalid_request": 400, "prompt_too_long": 400,
-          "no_workers": 503, "unknown_tenant": 403}
+STATUS = {RejectReason.RATE_LIMITED: 429, RejectReason.QUEUE_FULL: 429, RejectReason.INVALID_REQUEST: 400,
+          RejectReason.PROMPT_TOO_LONG: 400, RejectReason.NO_WORKERS: 503, RejectReason.UNKNOWN_TENANT: 403}
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error", 429: "rate_limit_error",
                503: "service_unavailable_error"}
@@ -81,8 +82,8 @@ def refusal(err: RequestRejected) -> Refused:
     """The answer to a rejection. A rate-limited request that can never fit its tenant's bucket
     (retry_after None) is a 400 without Retry-After: retrying cannot help."""
     reason = err.reason.value
-    status = STATUS.get(reason, 400)
-    never = reason == "rate_limited" and err.retry_after is None
+    status = STATUS.get(err.reason, 400)
+    never = err.reason is RejectReason.RATE_LIMITED and err.retry_after is None
     if never:
         status = 400
     headers = {}
@@ -155,7 +156,7 @@ class Server:
             parsed = api.parse(await self._body(request), kind, self.config.limits)
         except api.BadRequest as err:
             if self.runtime.metrics is not None:
-                self.runtime.metrics.rejected(tenant, "invalid_request")
+                self.runtime.metrics.rejected(tenant, RejectReason.INVALID_REQUEST)
             raise Refused(err.status, err.message, err.code, err.param) from None
         rid = f"{'chatcmpl' if kind == api.CHAT else 'cmpl'}-{secrets.token_hex(16)}"
         try:
@@ -205,7 +206,7 @@ class Server:
         async with handle:
             await _unless_disconnected(request.receive, handle, collect)
         if not result or isinstance(result[0], RequestCancelled):
-            reason = result[0].reason if result else "client_disconnected"
+            reason = result[0].reason if result else FinishReason.CLIENT_DISCONNECTED
             return Refused(503, f"the request was cancelled: {reason}", reason).response()
         return JSONResponse(api.response(parsed, rid, created, result[0], _finish(handle, text), text.tokens))
 
@@ -291,7 +292,7 @@ class EventStream:
             async with self.handle:
                 await _unless_disconnected(receive, self.handle, lambda: self._stream(send))
         finally:
-            self.handle.cancel("aborted")  # a no-op once it ended
+            self.handle.cancel(FinishReason.ABORTED)  # a no-op once it ended
 
     async def _stream(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -319,9 +320,9 @@ class EventStream:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def _finish(handle: RequestHandle, text: api.StopText) -> str:
-    """Why the output ended: "stop" whenever a stop sequence cut it, even in the request's last token."""
-    return "stop" if text.stopped else handle.reason
+def _finish(handle: RequestHandle, text: api.StopText) -> FinishReason:
+    """Why the output ended: STOP whenever a stop sequence cut it, even in the request's last token."""
+    return FinishReason.STOP if text.stopped else handle.reason
 
 
 async def _batches(handle: RequestHandle, text: api.StopText, interval: int = 1):
@@ -337,7 +338,7 @@ async def _batches(handle: RequestHandle, text: api.StopText, interval: int = 1)
                     pieces.append(piece)
                 due -= 1
                 if text.stopped:
-                    handle.finish("stop")
+                    handle.finish(FinishReason.STOP)
                     break
             if pieces and (due <= 0 or text.stopped):
                 yield pieces
@@ -359,13 +360,13 @@ async def _unless_disconnected(receive: Receive, handle: RequestHandle, work: Ca
             try:
                 await work()
             except OSError:  # the connection broke while we wrote: the client is gone
-                handle.cancel("client_disconnected")
+                handle.cancel(FinishReason.CLIENT_DISCONNECTED)
             task_group.cancel_scope.cancel()
 
         task_group.start_soon(run)
         while (await receive())["type"] != "http.disconnect":
             pass
-        handle.cancel("client_disconnected")
+        handle.cancel(FinishReason.CLIENT_DISCONNECTED)
         task_group.cancel_scope.cancel()
 
 

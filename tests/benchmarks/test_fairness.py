@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from benchmarks import fairness
+from scheduler.outcomes import Outcome
 from sim.fairness import (
     accumulated_service_difference,
     censored_latency,
@@ -16,7 +17,9 @@ from sim.fairness import (
     window_edges,
     windowed_service_difference,
 )
-from sim.results import FINISHED, RECORD_DTYPE, UNFINISHED, RunData, TenantInfo, Timeline
+from sim.results import RECORD_DTYPE, RunData, TenantInfo, Timeline
+
+FINISHED, UNFINISHED = Outcome.FINISHED.code, Outcome.UNFINISHED.code
 
 
 def timeline(times, service) -> Timeline:

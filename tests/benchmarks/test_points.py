@@ -15,12 +15,15 @@ from benchmarks.points import (
 )
 from benchmarks.store import dump_json
 from scheduler.errors import ConfigError
+from scheduler.outcomes import Outcome
 from sim.config import config_from_dict
-from sim.results import FINISHED, RECORD_DTYPE, REJECTED, UNFINISHED, RunData, TenantInfo, Timeline
+from sim.results import RECORD_DTYPE, RunData, TenantInfo, Timeline
 
 from bench_helpers import tiny_table
 
 pytest_plugins = ["bench_fixtures"]  # the tiny_scenario and shared_data fixtures
+
+FINISHED, REJECTED, UNFINISHED = Outcome.FINISHED.code, Outcome.REJECTED.code, Outcome.UNFINISHED.code
 
 
 def test_scenarios_are_found_by_name_or_path_and_unknown_names_list_the_known(tiny_scenario):

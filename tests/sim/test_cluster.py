@@ -6,11 +6,12 @@ from hypothesis import given, settings, strategies as st
 
 from sim.cluster import Simulation, simulate
 from sim.config import config_to_dict
-from sim.results import OUTCOMES, REASONS, summarize
+from scheduler.outcomes import Outcome, RejectReason
+from sim.results import summarize
 
 from sim_configs import small_config
 
-FINISHED = OUTCOMES.index("finished")
+FINISHED = Outcome.FINISHED.code
 
 
 def test_every_request_ends_once_and_timestamps_are_causal():
@@ -61,8 +62,8 @@ def test_prompt_too_long_is_rejected_and_counted_not_a_hang():
     rec = data.records
     huge = rec["tenant"] == 1
     assert huge.sum() > 5
-    assert np.all(rec["outcome"][huge] == OUTCOMES.index("rejected"))
-    assert np.all(rec["reason"][huge] == REASONS.index("prompt_too_long"))
+    assert np.all(rec["outcome"][huge] == Outcome.REJECTED.code)
+    assert np.all(rec["reason"][huge] == RejectReason.PROMPT_TOO_LONG.code)
     assert np.all(rec["outcome"][~huge] == FINISHED)
     assert summarize(data)["summary"]["rejected_by_reason"] == {"prompt_too_long": int(huge.sum())}
 
@@ -84,8 +85,8 @@ def test_horizon_stops_the_run_and_leaves_requests_unfinished():
     data = simulate(small_config(horizon_s=5.0))
     rec = data.records
     assert data.duration_s <= 5.0
-    assert np.any(rec["outcome"] == OUTCOMES.index("unfinished"))
-    assert np.all(np.isnan(rec["finish"][rec["outcome"] == OUTCOMES.index("unfinished")]))
+    assert np.any(rec["outcome"] == Outcome.UNFINISHED.code)
+    assert np.all(np.isnan(rec["finish"][rec["outcome"] == Outcome.UNFINISHED.code]))
 
 
 def test_timeline_samples_service_per_tenant():

@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.errors import ConfigError
+from scheduler.outcomes import Outcome, RejectReason
 from sim.results import (
-    OUTCOMES,
-    REASONS,
     RECORD_DTYPE,
     RunData,
     StageInfo,
@@ -38,8 +37,8 @@ def records(*rows: dict) -> np.ndarray:
         full = {"id": i, "tenant": 0, "worker": 0, "arrival": 0.0, "admit": NAN, "first_token": NAN,
                 "finish": NAN, "prompt_tokens": 0, "output_tokens": 0, "outcome": 0, "reason": -1,
                 "preemptions": 0} | row
-        full["outcome"] = OUTCOMES.index(full["outcome"]) if isinstance(full["outcome"], str) else full["outcome"]
-        full["reason"] = REASONS.index(full["reason"]) if isinstance(full["reason"], str) else full["reason"]
+        full["outcome"] = Outcome(full["outcome"]).code if isinstance(full["outcome"], str) else full["outcome"]
+        full["reason"] = RejectReason(full["reason"]).code if isinstance(full["reason"], str) else full["reason"]
         out[i] = tuple(full[name] for name in RECORD_DTYPE.names)
     return out
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from trio.testing import MockClock
 
+from scheduler.outcomes import Outcome
 from scheduler.request import Request
 from scheduler.runtime import RequestRejected, Runtime, SimPrompt, synthetic_token
 from sim.cluster import Simulation
 from sim.config import load_config
-from sim.results import FINISHED, REJECTED
 from sim.serve import build_pool
 
 TOLERANCE_S = 1e-9
@@ -77,8 +77,8 @@ async def test_the_runtime_on_a_virtual_clock_replays_the_simulators_schedule(sc
     assert anyio.current_time() > 5  # virtual seconds went by, not real ones
     assert sorted(seen) == list(range(len(records)))
     finished = sorted(i for i in seen if "tokens" in seen[i])
-    assert sorted(i for i in seen if "rejected" in seen[i]) == np.flatnonzero(records["outcome"] == REJECTED).tolist()
-    assert finished == np.flatnonzero(records["outcome"] == FINISHED).tolist()
+    assert sorted(i for i in seen if "rejected" in seen[i]) == np.flatnonzero(records["outcome"] == Outcome.REJECTED.code).tolist()
+    assert finished == np.flatnonzero(records["outcome"] == Outcome.FINISHED.code).tolist()
     for i in finished:
         assert seen[i]["tokens"] == [synthetic_token(k) for k in range(records["output_tokens"][i])]
         for key in ("admit", "first_token", "finish"):
@@ -86,4 +86,4 @@ async def test_the_runtime_on_a_virtual_clock_replays_the_simulators_schedule(sc
     admission = sorted(finished, key=lambda i: (records["admit"][i], i))
     assert admission == sorted(finished, key=lambda i: (seen[i]["admit"], i))
     if scenario == "preempting":
-        assert records["preemptions"].sum() > 0 and (records["outcome"] == REJECTED).sum() > 0
+        assert records["preemptions"].sum() > 0 and (records["outcome"] == Outcome.REJECTED.code).sum() > 0
