@@ -9,11 +9,17 @@ arrivals (each `queued_ts` after the first), lengths and engine limits (`max_num
 blocks vLLM allocated where meta.json records them) with one tenant under FCFS, vLLM's default.
 `latencies` gives both sides' per-request TTFT, TPOT and E2E the same way. `benchmarks.validate`
 compares them; `sim.calibrate` fits the cost model to them.
+
+Where the workload the run replayed lies beside it (meta.json's `dataset_path`, plain or gzipped,
+in the run's folder or one above it, as the shared data keeps the ShareGPT workload with its
+`input_tok_ids`), the requests carry their prompts' token ids, `Prefix(ids, 1)`, so the replay
+shares KV blocks where vLLM's prefix cache could.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from scheduler.errors import ConfigError
+from scheduler.prefix import Prefix
 
 from .cluster import Simulation
 from .config import SimConfig, config_from_dict
@@ -46,6 +53,7 @@ class RealRun:
     output_tokens: np.ndarray
     first_token_s: np.ndarray
     last_token_s: np.ndarray
+    prefixes: tuple[Prefix, ...] | None = None  # by arrival; None where the run's workload is not found
 
     def engine(self, key: str, default: Any = None) -> Any:
         return (self.meta.get("engine_kwargs") or {}).get(key, default)
@@ -66,9 +74,11 @@ def load_run(path: str | Path) -> RealRun:
     columns = {key: np.array([row[key] for row in rows], dtype=float) for key in REQUEST_KEYS}
     order = np.argsort(columns["queued_ts"], kind="stable")
     start = columns["queued_ts"][order[0]]
+    prefixes = _prompt_prefixes(vllm, meta, rows)
     return RealRun(vllm.parent if vllm.name == "vllm" else vllm, meta, columns["queued_ts"][order] - start,
                    columns["input_toks"][order].astype(np.int64), columns["output_toks"][order].astype(np.int64),
-                   columns["first_token_ts"][order] - start, columns["last_token_ts"][order] - start)
+                   columns["first_token_ts"][order] - start, columns["last_token_ts"][order] - start,
+                   None if prefixes is None else tuple(prefixes[i] for i in order))
 
 
 def _read_json(path: Path) -> dict:
@@ -97,6 +107,70 @@ def _read_requests(path: Path) -> list[dict]:
         if missing:
             raise ConfigError(f"{path}:{i}: {', '.join(missing)}: missing or not a number; allowed: a number")
     return rows
+
+
+def _prompt_prefixes(vllm: Path, meta: Mapping, rows: list[dict]) -> list[Prefix] | None:
+    """Each request's prompt token ids from the workload the run replayed, matched by request id
+    ("<prefix>-<row>", the row of the workload file); None without a workload file beside the run."""
+    path = _dataset(vllm, meta)
+    if path is None:
+        return None
+    data = _read_dataset(path, meta)
+    prefixes = []
+    for i, row in enumerate(rows, 1):
+        where = f"{vllm / 'requests.jsonl.gz'}:{i}"
+        k = _dataset_row(row.get("request_id"), len(data), where, path)
+        ids = data[k].get("input_tok_ids")
+        if not isinstance(ids, list) or not all(type(t) is int for t in ids):
+            raise ConfigError(f"{path}:{k + 1}: input_tok_ids: missing or not a list of integers; allowed: the "
+                              "prompt's token ids")
+        prefix = Prefix(tuple(ids), 1)
+        try:
+            prefix.check(int(row["input_toks"]), f"{path}:{k + 1}: input_tok_ids")
+        except ConfigError as err:
+            raise ConfigError(f"{err.args[0]} (input_toks of {where})") from None
+        prefixes.append(prefix)
+    return prefixes
+
+
+def _dataset(vllm: Path, meta: Mapping) -> Path | None:
+    """The workload file meta.json names, looked up by name beside the run (the folders from vllm/
+    up to three levels above it), plain or gzipped."""
+    name = meta.get("dataset_path")
+    if not isinstance(name, str) or not name:
+        return None
+    base = Path(name).name
+    for folder in [vllm, *vllm.parents[:3]]:
+        for candidate in (folder / base, folder / f"{base}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _read_dataset(path: Path, meta: Mapping) -> list[dict]:
+    """The workload's rows; a file whose content differs from meta.json's dataset_hash is refused."""
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        text = data.decode("utf-8")
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read it as JSON lines: {err}") from None
+    expected = meta.get("dataset_hash")
+    if isinstance(expected, str) and hashlib.sha256(data).hexdigest() != expected:
+        raise ConfigError(f"{path}: its sha256 differs from meta.json's dataset_hash {expected[:16]}...; allowed: "
+                          "the workload file the run replayed")
+    return rows
+
+
+def _dataset_row(request_id, n: int, where: str, path: Path) -> int:
+    """The workload row of a request id "<prefix>-<row>"."""
+    tail = request_id.rpartition("-")[2] if isinstance(request_id, str) else ""
+    if not tail.isdigit() or int(tail) >= n:
+        raise ConfigError(f"{where}: request_id: {request_id!r} names no row of {path} ({n:,} rows); allowed: "
+                          f"\"<name>-<row>\" with row in [0, {n - 1:,}]")
+    return int(tail)
 
 
 # ----- replaying it -----------------------------------------------------------------------------
@@ -140,7 +214,7 @@ def replay(run: RealRun, config: SimConfig) -> np.ndarray:
     """The simulated per-request records of the run's requests, in the run's order."""
     n = len(run.arrival_s)
     workload = Workload(config.tenants, run.arrival_s.copy(), np.zeros(n, dtype=np.int32), run.prompt_tokens.copy(),
-                        run.output_tokens.copy(), run.output_tokens.copy())
+                        run.output_tokens.copy(), run.output_tokens.copy(), run.prefixes)
     records = Simulation(config, workload).run().records
     return records[np.argsort(records["id"], kind="stable")]
 

@@ -3,7 +3,8 @@ each plain or gzipped, detected from the first line.
 
 `read_trace` gives a `Trace` of read-only arrays, cached per file version so that tenants sharing a
 file parse it once; a missing file, an unknown format or a malformed row raises `TraceError` naming
-the file and the line.
+the file and the line. A Mooncake row's `hash_ids` (one id per 512-token block of its prompt)
+become its `Prefix`, so replaying the trace shares KV blocks as the traffic did.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from scheduler.errors import ConfigError
+from scheduler.prefix import Prefix
 
 from .validation import MAX_SECONDS, MAX_TOKENS, is_number, shown
 
-__all__ = ["Trace", "TraceError", "read_trace"]
+__all__ = ["MOONCAKE_BLOCK", "Trace", "TraceError", "read_trace"]
+
+MOONCAKE_BLOCK = 512  # tokens per hash id in the Mooncake traces
 
 
 class TraceError(ConfigError):
@@ -50,19 +54,22 @@ class Trace:
 
     Token counts are clamped to >= 1: a request that generates nothing still has a first token in
     every engine's metrics (and a prompt always has at least one token). `arrival_s` counts from the
-    trace's earliest request; row order is kept as in the file.
+    trace's earliest request; row order is kept as in the file. `prefixes` is None unless rows carry
+    Mooncake `hash_ids`; then it holds each row's `Prefix(hash_ids, MOONCAKE_BLOCK)`, or None for a
+    row without them (or with an empty prompt).
     """
 
     path: str
     arrival_s: np.ndarray | None
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
-    hash_ids: tuple | None = None
+    prefixes: tuple[Prefix | None, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.prompt_tokens)
 
 
+_ABSENT = ()  # a row without hash_ids (json gives lists, never tuples, so it is told apart from [])
 _AZURE_COLUMNS = ("timestamp", "contexttokens", "generatedtokens")
 _VIDUR_COLUMNS = ("num_prefill_tokens", "num_decode_tokens")
 _MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
@@ -240,8 +247,25 @@ def _parse_mooncake(path: str, lines: list[str]) -> Trace:
     arrival = _span_checked(np.array(stamps, dtype=np.float64) / 1000.0, line_nos, path, "timestamp")
     prompt_a = _count_array(prompt, line_nos, path, "input_length")
     output_a = _count_array(output, line_nos, path, "output_length")
-    has_ids = any(hashes)
-    return Trace(path, arrival, prompt_a, output_a, hashes if has_ids else None)
+    prefixes = _mooncake_prefixes(path, hashes, prompt, line_nos)
+    return Trace(path, arrival, prompt_a, output_a, prefixes if any(prefixes) else None)
+
+
+def _mooncake_prefixes(path: str, hashes: tuple, prompt: list[int], line_nos: list[int]) -> tuple:
+    """Each row's Prefix: None without hash_ids (or with none for an empty prompt, whose one token
+    after clamping has no content to share); a list that does not cover the prompt names its line."""
+    out = []
+    for ids, length, line in zip(hashes, prompt, line_nos):
+        if ids is None:
+            out.append(None)
+            continue
+        prefix = Prefix(ids, MOONCAKE_BLOCK)
+        try:
+            prefix.check(length, "hash_ids")
+        except ConfigError as err:
+            raise TraceError(f"{err.args[0]} (input_length {length:,})", path=path, line=line) from None
+        out.append(prefix if ids else None)
+    return tuple(out)
 
 
 def _span_checked(seconds: np.ndarray, line_nos: list[int], path: str, name: str) -> np.ndarray:
@@ -269,16 +293,16 @@ def _mooncake_fast(numbered: list[tuple[int, str]]):
         stamps = [r["timestamp"] for r in rows]
         prompt = [r["input_length"] for r in rows]
         output = [r["output_length"] for r in rows]
-        ids = [r.get("hash_ids", []) for r in rows]
+        ids = [r.get("hash_ids", _ABSENT) for r in rows]
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     if not set(map(type, stamps)) <= {int, float} or not all(map(math.isfinite, stamps)):
         return None
     if not set(map(type, prompt)) | set(map(type, output)) <= {int}:
         return None
-    if not set(map(type, ids)) <= {list} or not set(map(type, itertools.chain.from_iterable(ids))) <= {int}:
+    if not set(map(type, ids)) <= {list, tuple} or not set(map(type, itertools.chain.from_iterable(ids))) <= {int}:
         return None
-    return stamps, prompt, output, tuple(map(tuple, ids))
+    return stamps, prompt, output, tuple(None if i is _ABSENT else tuple(i) for i in ids)
 
 
 def _mooncake_row(path: str, line_no: int, line: str) -> tuple[float, int, int, tuple]:

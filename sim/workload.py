@@ -6,6 +6,12 @@ from a steady rate, staged load (`stages`, and the stage windows the results rep
 (read by sim/traces.py). All randomness comes from the `numpy.random.Generator` passed in, so the
 same inputs and seed always give identical arrays.
 
+It also gives each request its prompt's content (`Workload.prefixes`) where the tenant says what it
+shares: a Mooncake trace's hash ids, a `shared_prefix` (groups of users behind one system prompt
+each) or `multi_turn` conversations (each turn carrying the ones before it). Synthetic ids come
+from one counter per `generate` call, starting at SYNTHETIC_IDS, so ids are equal only where the
+content is meant to be.
+
 It also owns the tenant tables' schema (TENANT_SCHEMA, ...) and the tenant fields' ranges; the
 value checks they use are sim/validation.py's.
 """
@@ -23,6 +29,7 @@ import numpy as np
 
 from scheduler.admission import unadmittable
 from scheduler.errors import ConfigError
+from scheduler.prefix import Prefix
 from scheduler.request import Quota
 
 from .traces import Trace, TraceError, read_trace
@@ -35,12 +42,16 @@ __all__ = [
     "LENGTH_SCHEMA",
     "MAX_REQUESTS",
     "MAX_STAGES",
+    "MULTI_TURN_SCHEMA",
     "RATE_LIMIT_SCHEMA",
+    "SHARED_PREFIX_SCHEMA",
     "SLO_SCHEMA",
     "STAGE_SCHEMA",
     "TENANT_KEYS",
     "TENANT_SCHEMA",
     "LengthDist",
+    "MultiTurn",
+    "SharedPrefix",
     "TenantSpec",
     "Workload",
     "check_quota_admits",
@@ -62,6 +73,14 @@ RATE_LIMIT = (1e-6, 1e12)  # a token bucket's rate (per second) or burst
 MAX_CV = 100.0  # coefficient of variation of gamma arrival gaps (1 is Poisson)
 PRIORITIES = (-(2**31), 2**31 - 1)
 MAX_STAGES = 1000  # stages of one tenant's staged load
+MAX_GROUPS = 1_000_000  # shared_prefix groups, and users per group
+MAX_TURNS = 1000  # turns of one multi_turn conversation
+# Token ids a tenant's synthetic prefixes hold in all (a multi-turn prompt repeats its history): past
+# this the tuples alone take gigabytes.
+MAX_PREFIX_IDS = 100_000_000
+# The first synthetic id: above any tokenizer's vocabulary and any trace's hash ids, so synthetic
+# content never equals real content by accident.
+SYNTHETIC_IDS = 2**40
 
 
 def _resolve(path, base_dir: Path | None) -> str:
@@ -244,11 +263,13 @@ TENANT_SCHEMA = {
     "name": STRING, "weight": NUMBER, "priority": INTEGER, "rate": NUMBER, "arrival": STRING, "cv": NUMBER,
     "on_s": NUMBER, "off_s": NUMBER, "prompt_tokens": LENGTH, "output_tokens": LENGTH, "max_new_tokens": INTEGER,
     "slo": TABLE, "trace": STRING, "share": NUMBER, "rate_limit": TABLE, "max_queued": INTEGER,
-    "max_queued_tokens": INTEGER, "stages": LIST,
+    "max_queued_tokens": INTEGER, "stages": LIST, "shared_prefix": TABLE, "multi_turn": TABLE,
 }
 TENANT_KEYS = tuple(TENANT_SCHEMA)
 STAGE_SCHEMA = {"rate": NUMBER, "duration_s": NUMBER}  # the keys of each table in a tenant's `stages`
 SLO_SCHEMA = {"ttft_ms": NUMBER, "tpot_ms": NUMBER}
+SHARED_PREFIX_SCHEMA = {"groups": INTEGER, "users_per_group": INTEGER, "tokens": INTEGER}
+MULTI_TURN_SCHEMA = {"turns": INTEGER, "think_time_s": NUMBER}
 RATE_LIMIT_SCHEMA = {"requests_per_s": NUMBER, "request_burst": NUMBER, "tokens_per_s": NUMBER, "token_burst": NUMBER}
 _RATE_LIMIT_KEYS = tuple(RATE_LIMIT_SCHEMA)
 # The numeric fields of a tenant and their ranges, checked alike in TOML tables and TenantSpec objects.
@@ -258,6 +279,68 @@ _TENANT_RANGES = {
     "cv": (1e-3, MAX_CV),
     "on_s": (1e-3, MAX_SECONDS), "off_s": (0, MAX_SECONDS), "max_new_tokens": (1, MAX_TOKENS), "share": FACTOR,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPrefix:
+    """A tenant's users, `groups` x `users_per_group` of them, each request sent by one (round robin
+    over the users, conversation by conversation). Every prompt starts with its group's system prompt
+    of `tokens` tokens, ids of the group's own that all its users share, followed by the request's
+    own prompt, so a prompt is `tokens` longer than its `prompt_tokens` draw."""
+
+    groups: int
+    tokens: int
+    users_per_group: int = 1
+
+    @classmethod
+    def from_config(cls, table, key: str) -> SharedPrefix:
+        _subtable(table, SHARED_PREFIX_SCHEMA, key)
+        groups = _require(table, "groups", key, f"an integer in [1, {MAX_GROUPS:,}]")
+        tokens = _require(table, "tokens", key, "the system prompt's length, an integer >= 1")
+        spec = cls(groups, tokens, table.get("users_per_group", 1))
+        spec.check(key)
+        return spec
+
+    def check(self, key: str) -> None:
+        in_range(self.groups, f"{key}.groups", 1, MAX_GROUPS, integer=True)
+        in_range(self.users_per_group, f"{key}.users_per_group", 1, MAX_GROUPS, integer=True)
+        # One token less than the longest prompt: every request adds at least one of its own.
+        in_range(self.tokens, f"{key}.tokens", 1, MAX_TOKENS - 1, integer=True)
+
+    def group_of(self, conversation: int) -> int:
+        """The group of the user that sends the tenant's `conversation`-th conversation."""
+        return conversation % (self.groups * self.users_per_group) // self.users_per_group
+
+
+@dataclass(frozen=True, slots=True)
+class MultiTurn:
+    """Conversations of `turns` requests: the tenant's arrival process starts them, and each next turn
+    arrives `think_time_s` after the one before (arrival to arrival: the workload is drawn before any
+    request is served). Turn k's prompt is the conversation so far, every earlier turn's prompt and
+    output, then `prompt_tokens` new tokens; an output in the history is the tokens that turn emits
+    (its `output_tokens`, at most `max_new_tokens`)."""
+
+    turns: int
+    think_time_s: float
+
+    @classmethod
+    def from_config(cls, table, key: str) -> MultiTurn:
+        _subtable(table, MULTI_TURN_SCHEMA, key)
+        turns = _require(table, "turns", key, f"an integer in [1, {MAX_TURNS:,}]")
+        think = _require(table, "think_time_s", key, f"seconds in [0, {shown_bound(MAX_SECONDS)}]")
+        spec = cls(turns, think)
+        spec.check(key)
+        return spec
+
+    def check(self, key: str) -> None:
+        in_range(self.turns, f"{key}.turns", 1, MAX_TURNS, integer=True)
+        in_range(self.think_time_s, f"{key}.think_time_s", 0, MAX_SECONDS)
+
+
+def _subtable(table, schema: Mapping, key: str) -> None:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{key}: must be a table {{ {', '.join(schema)} }}, got {shown(table)}")
+    check_keys(table, tuple(schema), key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +356,9 @@ class TenantSpec:
     `stages` ((rate, duration_s) pairs) replaces `rate` with staged load: `arrival` at each stage's
     rate for its duration, stage after stage from time 0; the tenant sends for the sum of the
     durations, whatever the run's `duration_s` (which then spans only the tenants without stages).
+
+    `shared_prefix` and `multi_turn` (not with a timestamped trace) give the requests' prompts their
+    content (see SharedPrefix and MultiTurn): their prompts then hold more tokens than `prompt` draws.
     """
 
     name: str
@@ -292,6 +378,8 @@ class TenantSpec:
     trace: str | None = None
     share: float = 1.0
     stages: tuple[tuple[float, float], ...] | None = None
+    shared_prefix: SharedPrefix | None = None
+    multi_turn: MultiTurn | None = None
 
     @classmethod
     def from_config(cls, table: Mapping, index: int, base_dir: Path | None = None) -> TenantSpec:
@@ -334,6 +422,12 @@ class TenantSpec:
                 _slo_ms(value, f"{where}.slo.{key}")
         if self.stages is not None:
             _check_stages(self.stages, f"{where}.stages")
+        for key, kind in (("shared_prefix", SharedPrefix), ("multi_turn", MultiTurn)):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, kind):
+                raise ConfigError(f"{where}.{key}: must be a {kind.__name__} or None, got {shown(value)}")
+            if value is not None:
+                value.check(f"{where}.{key}")
 
     def _check_sources(self, where: str) -> None:
         """Arrivals and lengths must come from somewhere: the trace or rate + dists."""
@@ -341,6 +435,10 @@ class TenantSpec:
         if self.stages is not None:
             _check_stage_sources(self, trace, f"{where}.stages")
         if trace is not None and trace.arrival_s is not None:
+            for key in ("shared_prefix", "multi_turn"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"{where}.{key}: not allowed with a trace that has timestamps (the trace "
+                                      "gives the arrivals, and Mooncake's hash_ids the prompts' content)")
             return
         if self.rate is None and self.stages is None:
             why = "with a length-only trace" if trace is not None else "unless a trace with timestamps gives arrivals"
@@ -422,6 +520,9 @@ def _tenant_fields(table: Mapping, where: str, base_dir: Path | None) -> dict:
         out["arrival"] = table["arrival"]
     if "stages" in table:
         out["stages"] = _stages(table["stages"], f"{where}.stages")
+    for key, kind in (("shared_prefix", SharedPrefix), ("multi_turn", MultiTurn)):
+        if key in table:
+            out[key] = kind.from_config(table[key], f"{where}.{key}")
     for key, attr in (("prompt_tokens", "prompt"), ("output_tokens", "output")):
         if key in table:
             out[attr] = LengthDist.from_config(table[key], f"{where}.{key}", base_dir)
@@ -503,9 +604,13 @@ class Workload:
     """Requests sorted by arrival.
 
     `output_tokens` is the true output length, where the simulated worker emits EOS; the scheduler
-    never sees it and stops a request at `max_new_tokens` if that comes first. `hash_ids` is None
-    unless a tenant replays a trace with prefix-block hashes (Mooncake); then it holds one tuple per
-    request (empty for requests without hashes).
+    never sees it and stops a request at `max_new_tokens` if that comes first.
+
+    `prefixes` says what each prompt holds, aligned with the arrays: None when no request carries
+    content (the tenants have no `shared_prefix`, `multi_turn` or Mooncake hash ids, or a real run
+    no token ids), else one `Prefix | None` per request (None for requests whose content is unknown),
+    each covering exactly its prompt (`Prefix.check(prompt_tokens[i])` holds). Mooncake rows carry
+    `Prefix(hash_ids, 512)`; synthetic and real-run prompts carry one id per token.
     """
 
     tenants: tuple[TenantSpec, ...]
@@ -514,12 +619,12 @@ class Workload:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     max_new_tokens: np.ndarray
-    hash_ids: tuple | None = None
+    prefixes: tuple[Prefix | None, ...] | None = None
 
     def __post_init__(self):
         n = len(self.arrival_s)
         arrays = (self.tenant, self.prompt_tokens, self.output_tokens, self.max_new_tokens)
-        if any(len(a) != n for a in arrays) or (self.hash_ids is not None and len(self.hash_ids) != n):
+        if any(len(a) != n for a in arrays) or (self.prefixes is not None and len(self.prefixes) != n):
             raise ValueError("Workload: every per-request array must have the same length")
 
     def __len__(self) -> int:
@@ -533,7 +638,18 @@ class _Part:
     arrival_s: np.ndarray
     prompt: np.ndarray
     output: np.ndarray
-    hash_ids: tuple | None = None
+    prefixes: tuple | None = None
+
+
+class _Ids:
+    """The counter synthetic ids come from: each `take` is a range no other take overlaps."""
+
+    def __init__(self):
+        self.next = SYNTHETIC_IDS
+
+    def take(self, n: int) -> tuple[int, ...]:
+        start, self.next = self.next, self.next + n
+        return tuple(range(start, start + n))
 
 
 def generate(
@@ -559,7 +675,8 @@ def generate(
         horizon = _first_horizon(tenants, count, load)
     while True:
         splits: dict[str, np.ndarray] = {}
-        parts = [_tenant_part(i, t, tenants, rng, horizon, load, splits) for i, t in enumerate(tenants)]
+        ids = _Ids()
+        parts = [_tenant_part(i, t, tenants, rng, horizon, load, splits, ids) for i, t in enumerate(tenants)]
         drawn = sum(len(part.arrival_s) for part in parts)
         if count is None or drawn >= count or math.isinf(horizon):
             return _merge(tenants, parts, count)
@@ -573,7 +690,7 @@ def generate(
 def _first_horizon(tenants: tuple, count: int, load: float) -> float:
     """A time by which `count` arrivals are likely, so each tenant draws about its share of them
     rather than `count` each (1,000 tenants x 1M requests would not fit in memory)."""
-    rate = sum(spec.rate * load for spec in tenants if not _has_timestamps(spec) and spec.rate)
+    rate = sum(spec.rate * load * _turns(spec) for spec in tenants if not _has_timestamps(spec) and spec.rate)
     if rate == 0:
         return math.inf  # timestamped traces only: they are finite, replay them whole
     return 1.2 * count / rate + 10.0 / rate
@@ -634,16 +751,21 @@ def _check_expected(tenants: tuple, horizon: float, load: float) -> None:
     expected = 0.0
     for spec in tenants:
         if spec.stages is not None:
-            expected += sum(rate * load * duration for rate, duration in spec.stages)
+            expected += sum(rate * load * duration for rate, duration in spec.stages) * _turns(spec)
         elif _has_timestamps(spec):
             expected += len(read_trace(spec.trace))
         else:
-            expected += spec.rate * load * _on_time(spec, horizon)
+            expected += spec.rate * load * _on_time(spec, horizon) * _turns(spec)
     if expected > MAX_REQUESTS:
         raise ConfigError(
             f"duration_s: rates x duration_s give ~{expected:,.0f} requests, above the {MAX_REQUESTS:,} "
             "limit; check tenants[*].rate, load and duration_s"
         )
+
+
+def _turns(spec: TenantSpec) -> int:
+    """Requests per arrival of the tenant's process: a conversation's turns, or 1."""
+    return 1 if spec.multi_turn is None else spec.multi_turn.turns
 
 
 def _has_timestamps(spec: TenantSpec) -> bool:
@@ -659,19 +781,85 @@ def _on_time(spec: TenantSpec, horizon: float) -> float:
     return cycles * spec.on_s + min(horizon - cycles * period, spec.on_s)
 
 
-def _tenant_part(index, spec, tenants, rng, horizon, load, splits) -> _Part:
+def _tenant_part(index, spec, tenants, rng, horizon, load, splits, ids) -> _Part:
     if _has_timestamps(spec):
         return _replay(index, spec, tenants, rng, horizon, load, splits)
     if spec.stages is not None:
         arrival = _staged_arrivals(spec, rng, load)
+        horizon = sum(duration for _, duration in spec.stages)
     else:
         arrival = _arrivals(spec, rng, spec.rate * load, horizon)
-    n = len(arrival)
-    if spec.trace is not None:  # length-only trace: random rows keep each row's prompt/output pair
+    prompt, output = _lengths(spec, rng, len(arrival) * _turns(spec))
+    if spec.shared_prefix is None and spec.multi_turn is None:
+        return _Part(arrival, prompt, output)
+    return _with_content(index, spec, arrival, prompt, output, horizon, ids)
+
+
+def _lengths(spec: TenantSpec, rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` (prompt, output) lengths: random rows of a length-only trace, which keep each row's pair,
+    or draws from the tenant's dists."""
+    if spec.trace is not None:
         trace = read_trace(spec.trace)
         rows = rng.integers(0, len(trace), size=n)
-        return _Part(arrival, trace.prompt_tokens[rows], trace.output_tokens[rows])
-    return _Part(arrival, spec.prompt.sample(rng, n), spec.output.sample(rng, n))
+        return trace.prompt_tokens[rows], trace.output_tokens[rows]
+    return spec.prompt.sample(rng, n), spec.output.sample(rng, n)
+
+
+def _with_content(index, spec, starts, prompt, output, span, ids) -> _Part:
+    """The tenant's requests with their prompts' content. Each arrival of its process starts a
+    conversation of `turns` requests (1 without multi_turn), turn k arriving k think times after the
+    first; turns at or past `span` (the horizon, or the stages' end) are not sent. Requests come out
+    conversation by conversation; the merge sorts them by arrival."""
+    turns = _turns(spec)
+    think = 0.0 if spec.multi_turn is None else spec.multi_turn.think_time_s
+    n = len(starts)
+    arrival = (starts[:, None] + think * np.arange(turns)).reshape(-1)
+    own = prompt.astype(np.int64).reshape(n, turns)
+    said = np.minimum(output, spec.max_new_tokens).astype(np.int64).reshape(n, turns)  # what each turn emits
+    system = 0 if spec.shared_prefix is None else spec.shared_prefix.tokens
+    history = np.cumsum(own + said, axis=1) - (own + said)  # every earlier turn's prompt and output
+    full = (system + history + own).reshape(-1)
+    keep = arrival < span  # a suffix of each conversation's turns: arrivals grow turn by turn
+    _check_content_size(index, spec, full[keep])
+    prefixes = _conversation_prefixes(spec, own, said, keep.reshape(n, turns), ids)
+    return _Part(arrival[keep], full[keep], np.asarray(output)[keep], prefixes)
+
+
+def _check_content_size(index: int, spec: TenantSpec, prompts: np.ndarray) -> None:
+    """Prompts grown by a system prompt or a history stay token counts, and their ids fit in memory."""
+    key = f"tenants[{index}].{'shared_prefix' if spec.multi_turn is None else 'multi_turn'}"
+    longest, total = int(prompts.max(initial=0)), int(prompts.sum())
+    if longest > MAX_TOKENS:
+        raise ConfigError(f"{key}: a prompt would hold {longest:,} tokens (system prompt, history and its own); "
+                          f"allowed: at most {MAX_TOKENS:,}: a shorter shared_prefix.tokens, fewer multi_turn.turns "
+                          f"or shorter prompt_tokens and output_tokens (tenant {spec.name!r})")
+    if total > MAX_PREFIX_IDS:
+        raise ConfigError(f"{key}: the tenant's prompts would hold {total:,} token ids in all, above the "
+                          f"{MAX_PREFIX_IDS:,} a run keeps in memory; allowed: fewer requests (rate, duration_s, "
+                          f"requests), shorter prompts or fewer multi_turn.turns (tenant {spec.name!r})")
+
+
+def _conversation_prefixes(spec: TenantSpec, own, said, keep, ids: _Ids) -> tuple[Prefix, ...]:
+    """The kept turns' prefixes, conversation by conversation: [system prompt] + for each turn its
+    new tokens, and its output before the next turn. Ids are taken in this order, so the seed fixes
+    them; a group's system prompt takes its ids at the group's first conversation."""
+    shared = spec.shared_prefix
+    systems: dict[int, tuple[int, ...]] = {}
+    out = []
+    for c in range(len(own)):
+        content: tuple[int, ...] = ()
+        if shared is not None:
+            group = shared.group_of(c)
+            if group not in systems:
+                systems[group] = ids.take(shared.tokens)
+            content = systems[group]
+        sent = int(keep[c].sum())
+        for k in range(sent):
+            content = content + ids.take(int(own[c, k]))
+            out.append(Prefix(content, 1))
+            if k + 1 < sent:
+                content = content + ids.take(int(said[c, k]))
+    return tuple(out)
 
 
 def _replay(index, spec, tenants, rng, horizon, load, splits) -> _Part:
@@ -689,8 +877,8 @@ def _replay(index, spec, tenants, rng, horizon, load, splits) -> _Part:
     arrival = trace.arrival_s[mine] / load
     keep = arrival < horizon
     mine = mine[keep]
-    hashes = None if trace.hash_ids is None else tuple(trace.hash_ids[i] for i in mine)
-    return _Part(arrival[keep], trace.prompt_tokens[mine], trace.output_tokens[mine], hashes)
+    prefixes = None if trace.prefixes is None else tuple(trace.prefixes[i] for i in mine)
+    return _Part(arrival[keep], trace.prompt_tokens[mine], trace.output_tokens[mine], prefixes)
 
 
 def _arrivals(spec: TenantSpec, rng, rate: float, horizon: float) -> np.ndarray:
@@ -766,10 +954,12 @@ def _merge(tenants: tuple, parts: list[_Part], count: int | None) -> Workload:
                 "(traces are replayed once; rates of 0 give none)"
             )
         order = order[:count]
-    hashes = None
-    if any(p.hash_ids is not None for p in parts):
-        flat = [h for p in parts for h in (p.hash_ids or ((),) * len(p.arrival_s))]
-        hashes = tuple(flat[i] for i in order)
+    prefixes = None
+    if any(p.prefixes is not None for p in parts):
+        flat = [x for p in parts for x in (p.prefixes or (None,) * len(p.arrival_s))]
+        prefixes = tuple(flat[i] for i in order)
+        if not any(prefixes):  # None is how a workload says that no request carries content
+            prefixes = None
     return Workload(
         tenants=tenants,
         arrival_s=arrival[order],
@@ -777,5 +967,5 @@ def _merge(tenants: tuple, parts: list[_Part], count: int | None) -> Workload:
         prompt_tokens=np.concatenate([p.prompt for p in parts]).astype(np.int64)[order],
         output_tokens=np.concatenate([p.output for p in parts]).astype(np.int64)[order],
         max_new_tokens=max_new[order],
-        hash_ids=hashes,
+        prefixes=prefixes,
     )

@@ -305,7 +305,8 @@ def test_trace_rows_replayed_in_order_and_dists_ignored(tmp_path):
     np.testing.assert_allclose(w.arrival_s, [0.0, 0.5, 1.5])
     assert w.prompt_tokens.tolist() == [600, 10, 1100]
     assert w.output_tokens.tolist() == [5, 1, 7]  # 0 clamped to 1
-    assert w.hash_ids == ((0, 1), (0,), (0, 1, 2))
+    assert [p.ids for p in w.prefixes] == [(0, 1), (0,), (0, 1, 2)]
+    assert {p.tokens_per_id for p in w.prefixes} == {512}
 
 
 def test_length_only_trace_keeps_row_pairs(tmp_path):
@@ -447,7 +448,7 @@ def test_tenant_requires_name_rate_and_lengths(tmp_path):
 def test_read_azure(tmp_path, gz):
     path = _write(tmp_path / "a.csv", _azure_text([0.0, 0.25, 3.5000003], [374, 396, 12], [44, 0, 9]), gz)
     t = read_trace(path)
-    assert len(t) == 3 and t.hash_ids is None
+    assert len(t) == 3 and t.prefixes is None
     np.testing.assert_allclose(t.arrival_s, [0.0, 0.25, 3.5], atol=1e-6)
     assert t.prompt_tokens.tolist() == [374, 396, 12]
     assert t.output_tokens.tolist() == [44, 1, 9]
@@ -462,7 +463,7 @@ def test_read_mooncake(tmp_path, gz):
     t = read_trace(path)
     np.testing.assert_allclose(t.arrival_s, [0.0, 0.0, 3.5])
     assert t.prompt_tokens.tolist() == [1, 513, 1024]
-    assert t.hash_ids == ((0,), (0, 1), (0, 1))
+    assert [p.ids for p in t.prefixes] == [(0,), (0, 1), (0, 1)]
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -557,7 +558,7 @@ def test_real_azure_conv_stats():
 
 def test_real_mooncake_hash_ids():
     t = _real("mooncake_fast25_conversation.jsonl.gz")
-    blocks = np.array([len(h) for h in t.hash_ids])
+    blocks = np.array([len(p.ids) for p in t.prefixes])
     assert np.array_equal(blocks, -(-t.prompt_tokens // 512))
 
 
