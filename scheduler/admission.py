@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .actions import RejectReason
+from .errors import ConfigError
+from .prefix import Prefix
 from .request import Quota, Request, Tenant
 
 Refusal = tuple[RejectReason, str, float | None]  # reason, detail, retry_after seconds
@@ -32,6 +34,18 @@ def invalid_fields(request: Request) -> str | None:
             return f"{key}: must be an integer >= 1, got {value!r}"
     if request.priority is not None and (not isinstance(request.priority, int) or isinstance(request.priority, bool)):
         return f"priority: must be an integer or None, got {request.priority!r}"
+    if request.prefix is not None:
+        return _prefix_problem(request)
+    return None
+
+
+def _prefix_problem(request: Request) -> str | None:
+    if not isinstance(request.prefix, Prefix):
+        return f"prefix: must be a Prefix or None, got {type(request.prefix).__name__}"
+    try:
+        request.prefix.check(request.prompt_tokens)
+    except ConfigError as error:
+        return str(error)
     return None
 
 

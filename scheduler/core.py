@@ -21,8 +21,8 @@ from .errors import ConfigError, ProtocolError, WorkerError
 from .events import StepResult
 from .outcomes import FinishReason
 from .decodeset import DecodeSet
-from .kv import DecodeGrowth
-from .kv import BlockPool
+from .kv import BlockPool, DecodeGrowth, PrefixCache
+from .prefix import block_hashes
 from .placement import Placement, make_placement
 from .planner import StepBuilder
 from .policies import Policy, WaitQueue, make_policy
@@ -32,6 +32,7 @@ from .worker import WorkerState
 
 RUNNING = RequestState.RUNNING
 QUEUED = RequestState.QUEUED
+CACHE_ISOLATION = ("none", "tenant")  # who may hit whose cached blocks: anyone, or the same tenant only
 # What drivers, metrics and benchmarks may use of a Scheduler: the contract and the queries, each
 # returning a value or a read-only view. The rest (worker states, live sequences, the ledger, the
 # policy and placement objects) is the core's own and its tests'; tests/test_query_api.py checks.
@@ -40,7 +41,7 @@ PUBLIC_API = frozenset({
     "tenants", "config", "now", "num_workers", "worker_ids", "num_running_on", "has_free_slot", "has_waiting",
     "next_plan_reads_service", "kv_usage", "decode_growth", "waits_on", "generated", "request_status",
     "live_ids", "num_live", "num_queued", "tenant_queued", "backlogged", "reads_service", "service_weights",
-    "tenant_service", "tenant_tokens", "num_waiting", "num_running", "max_sequence_tokens",
+    "tenant_service", "tenant_tokens", "prefix_cache_stats", "cached_tokens", "num_waiting", "num_running", "max_sequence_tokens",
 })
 
 
@@ -54,6 +55,8 @@ class SchedulerConfig:
     service_weights: tuple[float, float] = (1.0, 2.0)  # (w_p, w_q): cost of a prompt / output token
     max_queued: int | None = None  # requests waiting in all queues together; None: no cap
     max_queued_tokens: int | None = None  # prompt tokens waiting in all queues together
+    enable_prefix_caching: bool = True  # full prompt blocks shared by content and kept after, as in vLLM
+    cache_isolation: str = "none"  # "tenant": no tenant hits another's blocks (vLLM's cache_salt)
     debug_checks: bool = False  # check every invariant after every call (slow; for tests)
 
     def __post_init__(self) -> None:
@@ -68,13 +71,47 @@ class SchedulerConfig:
             )
         if not 0 <= self.kv_watermark < 1:
             raise ConfigError(f"scheduler.kv_watermark: must be in [0, 1), got {self.kv_watermark!r}")
-        if len(self.service_weights) != 2:
-            raise ConfigError(f"scheduler.service_weights: must be two numbers >= 0, got {self.service_weights!r}")
+        if len(self.service_weights) not in (2, 3):
+            raise ConfigError("scheduler.service_weights: must be two or three numbers >= 0 ([w_p, w_q] or "
+                              f"[w_p, w_q, w_cached]), got {self.service_weights!r}")
+        if not isinstance(self.enable_prefix_caching, bool):
+            raise ConfigError(f"scheduler.enable_prefix_caching: must be true or false, got {self.enable_prefix_caching!r}")
+        if self.cache_isolation not in CACHE_ISOLATION:
+            raise ConfigError(f"scheduler.cache_isolation: unknown {self.cache_isolation!r}; allowed: "
+                              + ", ".join(CACHE_ISOLATION))
         ServiceWeights(*self.service_weights)  # checks each
         for key in ("max_queued", "max_queued_tokens", "max_model_len"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"scheduler.{key}: must be an integer >= 1 or unset, got {value!r}")
+
+
+class PoolView:
+    """The pool as a placement sees it when it places one request (`placement.PlaceView`)."""
+
+    __slots__ = ("_workers", "_seq")
+
+    def __init__(self, workers: dict[int, WorkerState], seq: Sequence) -> None:
+        self._workers, self._seq = workers, seq
+
+    def load(self, worker: int) -> int:
+        state = self._workers[worker]
+        return len(state.running) + (len(state.queue) if state.queue is not None else 0)
+
+    def kv_usage(self, worker: int) -> float:
+        state = self._workers[worker]
+        return state.used / state.pool.total
+
+    def cached_blocks(self, worker: int) -> int:
+        return self._workers[worker].cached_blocks(self._seq.hashes)
+
+    @property
+    def prompt_blocks(self) -> int:
+        return len(self._seq.hashes)
+
+    @property
+    def prefix_key(self) -> int | None:
+        return self._seq.hashes[0] if self._seq.hashes else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +120,15 @@ class KVUsage:
 
     used: int
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixCacheStats:
+    """A worker's prefix cache: prompt tokens looked up, of those found cached, blocks it keeps."""
+
+    queries: int
+    hits: int
+    blocks: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +198,9 @@ class Scheduler:
         if refusal is not None:
             return self._reject(request, tenant, *refusal)
         seq = Sequence(request, tenant, next(self._order), now)
+        if request.prefix is not None and self.config.enable_prefix_caching:
+            salt = tenant if self.config.cache_isolation == "tenant" else None
+            seq.hashes = block_hashes(request.prefix, request.prompt_tokens, self.config.block_size, salt)
         seq.move(QUEUED)
         self._live[request.id] = seq
         self._enqueue(seq, arrival=True)
@@ -192,8 +241,8 @@ class Scheduler:
         admitted = []
         while (seq := step.select(queue)) is not None:
             queue.pop()
+            step.commit(seq)  # first: it finds its cached blocks, which the bookkeeping charges
             admitted.append(self._admit(seq, worker, now))
-            step.commit(seq)
         repeat = step.repeat(queue)
         decode = worker.decode
         plan = StepPlan(worker_id, step.items(), decode.size, decode.context, repeat, tuple(admitted),
@@ -241,7 +290,9 @@ class Scheduler:
         if pool.admissible_tokens < 2:
             raise ConfigError(f"kv_blocks: worker {worker_id} would hold no request ({kv_blocks} blocks)")
         queue = self.placement.worker_queue(self.policy.new_queue)
-        self._workers[worker_id] = WorkerState(worker_id, pool, queue, DecodeSet(pool.block_size, self.ledger.decoding))
+        cache = PrefixCache() if self.config.enable_prefix_caching else None
+        decode = DecodeSet(pool.block_size, self.ledger.decoding)
+        self._workers[worker_id] = WorkerState(worker_id, pool, queue, decode, cache)
         self._pool_changed()
         if queue is not None:
             while len(self._pool_queue):
@@ -309,11 +360,17 @@ class Scheduler:
         """Whether the worker's next plan could admit (queue order) or preempt (the victim): the
         decisions that read service, which a driver running steps ahead must report first."""
         worker = self._worker(worker_id)
-        return len(self._queue_served_by(worker)) > 0 or worker.pool.free < len(worker.running)
+        return len(self._queue_served_by(worker)) > 0 or worker.available < len(worker.running)
 
     def kv_usage(self, worker_id: int) -> KVUsage:
-        pool = self._worker(worker_id).pool
-        return KVUsage(pool.used, pool.total)
+        """The worker's KV blocks in use (cached blocks no request holds count as free) and in all."""
+        worker = self._worker(worker_id)
+        return KVUsage(worker.used, worker.pool.total)
+
+    def prefix_cache_stats(self, worker_id: int) -> PrefixCacheStats:
+        """The worker's prefix cache lookups: prompt tokens queried and found (vLLM's counters)."""
+        cache = self._worker(worker_id).cache
+        return PrefixCacheStats(0, 0, 0) if cache is None else PrefixCacheStats(cache.queries, cache.hits, len(cache))
 
     def decode_growth(self, worker_id: int) -> DecodeGrowth:
         """How the worker's decode set grows into new KV blocks over a run of steps from now."""
@@ -325,6 +382,11 @@ class Scheduler:
         if seq is None or seq.state is not QUEUED:
             return None
         return None if self._queue_of(seq) is self._pool_queue else seq.worker
+
+    def cached_tokens(self, request_id: Hashable) -> int | None:
+        """Prompt tokens a live request found cached at its first admission; None when it is not live."""
+        seq = self._live.get(request_id)
+        return None if seq is None else seq.cached_tokens
 
     def generated(self, request_id: Hashable) -> int | None:
         """Output tokens a live request has generated so far; None when it is not live."""
@@ -353,9 +415,10 @@ class Scheduler:
     def tenant_queued(self) -> tuple[int, ...]:
         return tuple(self.ledger.queued)
 
-    def tenant_tokens(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Per tenant: prompt tokens processed (recompute excluded), and output tokens generated."""
-        return tuple(self.ledger.prompt_tokens), tuple(self.ledger.outputs())
+    def tenant_tokens(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Per tenant: prompt tokens computed (recompute excluded), output tokens generated, and
+        prompt tokens found in a prefix cache."""
+        return tuple(self.ledger.prompt_tokens), tuple(self.ledger.outputs()), tuple(self.ledger.cached_tokens)
 
     def backlogged(self) -> list[bool]:
         """Per tenant: whether it has requests waiting."""
@@ -419,7 +482,7 @@ class Scheduler:
         if not now >= self.now:  # also refuses NaN
             raise ProtocolError(f"time went backwards or is not a number: now={now!r} after {self.now!r}")
         self.now = now
-        self.policy.now = now
+        self.policy.advance(now)
 
     def _worker(self, worker_id: int) -> WorkerState:
         worker = self._workers.get(worker_id)
@@ -432,13 +495,9 @@ class Scheduler:
         if not self._workers:
             seq.worker = None
             return self._pool_queue
-        place = self.placement.choose(self._pool_queue, self._own_queues, self._load)
+        place = self.placement.choose(self._pool_queue, self._own_queues, PoolView(self._workers, seq))
         seq.worker = place.worker
         return place.queue
-
-    def _load(self, worker_id: int) -> int:
-        worker = self._workers[worker_id]
-        return len(worker.running) + len(worker.queue)
 
     def _queue_served_by(self, worker: WorkerState) -> WaitQueue:
         return self._pool_queue if worker.queue is None else worker.queue
@@ -466,14 +525,18 @@ class Scheduler:
             self.policy.on_idle(tenant)
 
     def _admit(self, seq: Sequence, worker: WorkerState, now: float) -> Hashable:
-        """The bookkeeping of an admission (the step builder gives it its blocks and chunk)."""
-        self._dequeued(seq)
+        """The bookkeeping of an admission (the step builder gave it its blocks and chunk). The policy
+        charges the request before it hears that its tenant's queue went empty (DRR drops the
+        credit left only after the request has paid)."""
         seq.move(RUNNING)
         seq.worker = worker.id
         if seq.admit_time is None:
             seq.admit_time = now
+            seq.cached_tokens = seq.computed
+        self._charge_cached(seq)
         self.ledger.running[seq.tenant] += 1
         self.policy.on_admit(seq)
+        self._dequeued(seq)
         return seq.id
 
     def _preempt(self, seq: Sequence, worker: WorkerState | None = None) -> Hashable:
@@ -482,7 +545,6 @@ class Scheduler:
         seq.computed = 0
         seq.preemptions += 1
         self.counts.preemptions += 1
-        seq.move(RequestState.PREEMPTED)
         seq.move(QUEUED)
         self._enqueue(seq, arrival=False)
         return seq.id
@@ -535,10 +597,18 @@ class Scheduler:
             ends.setdefault(seq, FinishReason.LENGTH)
         return sorted(ends.items(), key=lambda end: end[0].order)
 
+    def _charge_cached(self, seq: Sequence) -> None:
+        # The prompt tokens found cached at admission, once: a token is charged cached or computed.
+        cached = min(seq.computed, seq.request.prompt_tokens) - seq.charged_prompt
+        if cached > 0:
+            seq.charged_prompt += cached
+            self.ledger.cached_tokens[seq.tenant] += cached
+
     def _advance_chunk(self, seq: Sequence, worker: WorkerState, tokens: int, eos: frozenset, now: float,
                        emitted: list[Emitted], finished: list[Finished]) -> None:
         """A prefill chunk of `tokens` was computed; if it completed the prefill, a token was sampled."""
         seq.computed += tokens
+        worker.publish(seq)
         tenant = seq.tenant
         prompt = seq.request.prompt_tokens
         charged = max(0, min(seq.computed, prompt) - seq.charged_prompt)  # recompute is free

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from typing import Callable, Iterator
 
 from .kv import DecodeGrowth
@@ -135,7 +136,7 @@ class DecodeSet:
         if self._growth is None or self._growth[0] != self.clock:
             phase = self.clock % self.block_size
             by_offset = self._by_phase[phase:] + self._by_phase[:phase]
-            self._growth = (self.clock, DecodeGrowth.from_offsets(by_offset))
+            self._growth = (self.clock, DecodeGrowth(by_offset))
         return self._growth[1]
 
     def advance(self, steps: int) -> int:
@@ -148,12 +149,12 @@ class DecodeSet:
         self.reserved = 0
         return grown
 
-    def steps_to_length(self) -> int:
-        """Steps until the first member reaches max_new_tokens (a huge number with no members)."""
+    def steps_to_length(self) -> int | float:
+        """Steps until the first member reaches max_new_tokens (math.inf with no members)."""
         heap = self._deadlines
         while heap and not self._current(heap[0]):
             heapq.heappop(heap)
-        return heap[0][0] - self.clock if heap else 1 << 62
+        return heap[0][0] - self.clock if heap else math.inf
 
     def pop_at_length(self) -> Iterator[Sequence]:
         """Members that have reached max_new_tokens, taken off the heap (they stay members)."""

@@ -52,13 +52,17 @@ def check_requests(scheduler: "Scheduler") -> None:
 
 
 def check_workers(scheduler: "Scheduler") -> None:
-    """KV conservation (used + free = total, used = sum over running) and per-worker limits."""
+    """KV conservation (free + the requests' own blocks + the cached blocks = total; a cached block
+    is held by exactly the running requests whose prompts start with it) and per-worker limits."""
     config = scheduler.config
     for worker in scheduler.workers.values():
         pool = worker.pool
-        held = sum(seq.blocks for seq in worker.running)
+        own = sum(seq.blocks - seq.cached for seq in worker.running)
+        cached = len(worker.cache) if worker.cache is not None else 0
         _require(0 <= pool.free <= pool.total, f"worker {worker.id}: free blocks {pool.free} outside [0, {pool.total}]")
-        _require(pool.used == held, f"worker {worker.id}: {pool.used} blocks used but running requests hold {held}")
+        _require(pool.free + own + cached == pool.total,
+                 f"worker {worker.id}: {pool.free} free + {own} own + {cached} cached != {pool.total} blocks")
+        _check_cache(worker)
         _require(len(worker.running) <= config.max_num_seqs, f"worker {worker.id}: more than max_num_seqs running")
         for seq in worker.running:
             _require(seq.worker == worker.id, f"{seq!r} runs on worker {worker.id} but is bound elsewhere")
@@ -68,6 +72,22 @@ def check_workers(scheduler: "Scheduler") -> None:
             tokens = sum(n for _, n in worker.inflight) + worker.decode.size
             _require(tokens <= config.max_num_batched_tokens,
                      f"worker {worker.id}: step of {tokens} tokens over budget")
+
+
+def _check_cache(worker) -> None:
+    """Each cached block is held by as many running requests as reference it through their prompt's
+    leading blocks, and a request holds cached blocks only of its own prompt."""
+    holders: dict[int, int] = {}
+    for seq in worker.running:
+        _require(0 <= seq.cached <= min(len(seq.hashes), seq.blocks), f"{seq!r} holds {seq.cached} cached blocks")
+        for block_hash in seq.hashes[:seq.cached]:
+            holders[block_hash] = holders.get(block_hash, 0) + 1
+    cache = worker.cache
+    if cache is None:
+        _require(not holders, f"worker {worker.id}: requests hold cached blocks with caching off")
+        return
+    _require(holders == cache.holders(), f"worker {worker.id}: cache holders {cache.holders()} != requests' {holders}")
+    _require(not set(cache.idle()) & set(holders), f"worker {worker.id}: a held block is also idle")
 
 
 def _check_decode_set(worker) -> None:

@@ -1,12 +1,16 @@
 """A worker's paged KV cache, counted in fixed-size blocks (vLLM's PagedAttention layout).
 
 Blocks are interchangeable here, so the pool only counts them; which physical block holds which
-token is the worker's business.
+token is the worker's business. The prefix cache keeps full blocks by content hash, shared by the
+requests that hold them and kept after, until evicted.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
 
 from .errors import ConfigError, ProtocolError
 
@@ -62,21 +66,8 @@ class DecodeGrowth:
 
     __slots__ = ("block_size", "by_offset", "batch", "_prefix")
 
-    def __init__(self, contexts, block_size: int) -> None:
-        by_offset = [0] * block_size  # index offset % block_size
-        for context in contexts:
-            offset = -(-(context + 1) // block_size) * block_size - context
-            by_offset[offset % block_size] += 1
-        self._count(by_offset)
-
-    @classmethod
-    def from_offsets(cls, by_offset: list[int]) -> "DecodeGrowth":
+    def __init__(self, by_offset: list[int]) -> None:
         """From the sequences counted by offset % block_size (len(by_offset) == block_size)."""
-        growth = cls.__new__(cls)
-        growth._count(by_offset)
-        return growth
-
-    def _count(self, by_offset: list[int]) -> None:
         self.block_size = len(by_offset)
         self.by_offset = by_offset
         self.batch = sum(by_offset)
@@ -92,10 +83,94 @@ class DecodeGrowth:
         """Blocks allocated at step `step` (1-based within the run, step >= 1)."""
         return self.by_offset[step % self.block_size]
 
-    def max_steps(self, free: int) -> int:
-        """The longest run whose allocations fit in `free` blocks (at least 1)."""
+    def max_steps(self, free: int) -> int | float:
+        """The longest run whose allocations fit in `free` blocks (at least 1; math.inf for no batch)."""
         if self.batch == 0:
-            return 1 << 62
+            return math.inf
         full, left = divmod(free, self.batch)
         rest = max(r for r in range(self.block_size) if self._prefix[r] <= left)
         return full * self.block_size + rest + 1
+
+
+class PrefixCache:
+    """A worker's cached full KV blocks, by chained block hash (`scheduler.prefix`).
+
+    A cached block is held by the running requests that reference it (shared, counted once), or by
+    none: then it stays cached, to be hit again, until blocks are needed and it is evicted, least
+    recently released first (vLLM's prefix caching). Its blocks are outside the pool's free count;
+    `evictable` of them can be taken back at any time.
+    """
+
+    __slots__ = ("_holders", "_idle", "queries", "hits")
+
+    def __init__(self) -> None:
+        self._holders: dict[int, int] = {}  # hash -> requests holding the block
+        self._idle: OrderedDict[int, None] = OrderedDict()  # cached, held by none, oldest first
+        self.queries = 0  # prompt tokens looked up, as vLLM counts them
+        self.hits = 0  # of those, tokens found cached
+
+    def __len__(self) -> int:
+        """Blocks the cache keeps, held or not."""
+        return len(self._holders) + len(self._idle)
+
+    @property
+    def evictable(self) -> int:
+        return len(self._idle)
+
+    def __contains__(self, block_hash: int) -> bool:
+        return block_hash in self._holders or block_hash in self._idle
+
+    def holders(self) -> dict[int, int]:
+        """A copy: each held block's hash and how many requests hold it."""
+        return dict(self._holders)
+
+    def idle(self) -> list[int]:
+        """A copy: the hashes of the blocks no request holds, the next to be evicted first."""
+        return list(self._idle)
+
+    def match(self, hashes: Sequence[int]) -> tuple[int, int]:
+        """(leading blocks of `hashes` cached, how many of those no request holds)."""
+        matched = idle = 0
+        for block_hash in hashes:
+            if block_hash in self._holders:
+                matched += 1
+            elif block_hash in self._idle:
+                matched += 1
+                idle += 1
+            else:
+                break
+        return matched, idle
+
+    def hold(self, hashes: Sequence[int]) -> None:
+        """One more request holds each of these cached blocks."""
+        for block_hash in hashes:
+            if block_hash in self._idle:
+                del self._idle[block_hash]
+                self._holders[block_hash] = 1
+            else:
+                self._holders[block_hash] += 1
+
+    def publish(self, block_hash: int) -> bool:
+        """Cache a block a request just filled, held by it; False if that content is cached already."""
+        if block_hash in self:
+            return False
+        self._holders[block_hash] = 1
+        return True
+
+    def release(self, hashes: Sequence[int]) -> None:
+        """A request gives these blocks back. The last block goes idle first, so that a prompt's
+        tail is evicted before its head (which more requests share)."""
+        for block_hash in reversed(hashes):
+            holders = self._holders[block_hash] - 1
+            if holders:
+                self._holders[block_hash] = holders
+            else:
+                del self._holders[block_hash]
+                self._idle[block_hash] = None
+
+    def evict(self, blocks: int) -> None:
+        """Drop the `blocks` least recently released idle blocks (their memory becomes free)."""
+        if blocks > len(self._idle):
+            raise ProtocolError(f"prefix cache: {blocks} blocks to evict, {len(self._idle)} idle")
+        for _ in range(blocks):
+            self._idle.popitem(last=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Mapping
+from typing import Callable, ClassVar, Mapping, Protocol
 
 from .errors import ConfigError
 from .policies.base import WaitQueue
@@ -25,6 +25,28 @@ class Place:
     worker: int | None
 
 
+class PlaceView(Protocol):
+    """What a placement may read of the pool when it places one request."""
+
+    def load(self, worker: int) -> int:
+        """The worker's outstanding requests: queued for it and running on it."""
+
+    def kv_usage(self, worker: int) -> float:
+        """The fraction of the worker's KV blocks in use (cached blocks no request holds are free)."""
+
+    def cached_blocks(self, worker: int) -> int:
+        """How many leading blocks of this request's prompt the worker has cached."""
+
+    @property
+    def prompt_blocks(self) -> int:
+        """The full blocks of this request's prompt: the most it could find cached."""
+
+    @property
+    def prefix_key(self) -> int | None:
+        """A hash of the start of this request's prompt (None without content): equal keys, equal
+        first blocks, so consistent hashing on it gives a prefix a home."""
+
+
 class Placement(ABC):
     name: ClassVar[str]
 
@@ -33,9 +55,9 @@ class Placement(ABC):
         return new_queue()
 
     @abstractmethod
-    def choose(self, pool: WaitQueue, queues: Mapping[int, WaitQueue], load: Callable[[int], int]) -> Place:
+    def choose(self, pool: WaitQueue, queues: Mapping[int, WaitQueue], view: PlaceView) -> Place:
         """Where a new request waits: the pool's queue, or one of the workers' own `queues` (by
-        worker id, in id order, never empty); `load(w)` is w's outstanding requests."""
+        worker id, in id order, never empty), reading the pool through `view`."""
 
 
 class GlobalQueue(Placement):
@@ -44,7 +66,7 @@ class GlobalQueue(Placement):
     def worker_queue(self, new_queue):
         return None
 
-    def choose(self, pool, queues, load):
+    def choose(self, pool, queues, view):
         return Place(pool, None)
 
 
@@ -54,7 +76,7 @@ class RoundRobin(Placement):
     def __init__(self) -> None:
         self._next = 0
 
-    def choose(self, pool, queues, load):
+    def choose(self, pool, queues, view):
         ids = list(queues)
         worker = ids[self._next % len(ids)]
         self._next += 1
@@ -66,8 +88,8 @@ class LeastLoaded(Placement):
 
     name = "least_loaded"
 
-    def choose(self, pool, queues, load):
-        worker = min(queues, key=lambda w: (load(w), w))
+    def choose(self, pool, queues, view):
+        worker = min(queues, key=lambda w: (view.load(w), w))
         return Place(queues[worker], worker)
 
 

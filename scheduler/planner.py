@@ -95,7 +95,7 @@ class StepBuilder:
         steps = decode.steps_to_length()
         if steps <= 1:
             return 1
-        return min(steps, decode.growth().max_steps(worker.pool.free))
+        return min(steps, decode.growth().max_steps(worker.available))
 
     def items(self) -> tuple[ScheduledItem, ...]:
         return tuple(ScheduledItem(seq.id, tokens, seq.computed, tokens == seq.remaining)

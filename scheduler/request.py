@@ -13,26 +13,24 @@ from dataclasses import dataclass
 from typing import Hashable
 
 from .errors import ConfigError, ProtocolError
+from .prefix import Prefix
 from .outcomes import FinishReason
 
 
 class RequestState(enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
-    PREEMPTED = "preempted"
     FINISHED = "finished"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
 
 
-# None is the state before submit. PREEMPTED is passed through on the way back to the queue.
+# None is the state before submit. RUNNING -> QUEUED is a preemption: the request's KV is freed
+# and it waits to be recomputed (Sequence.preemptions counts them).
 TRANSITIONS: dict[RequestState | None, frozenset[RequestState]] = {
     None: frozenset({RequestState.QUEUED, RequestState.REJECTED}),
     RequestState.QUEUED: frozenset({RequestState.RUNNING, RequestState.CANCELLED}),
-    RequestState.RUNNING: frozenset(
-        {RequestState.PREEMPTED, RequestState.FINISHED, RequestState.CANCELLED}
-    ),
-    RequestState.PREEMPTED: frozenset({RequestState.QUEUED, RequestState.CANCELLED}),
+    RequestState.RUNNING: frozenset({RequestState.QUEUED, RequestState.FINISHED, RequestState.CANCELLED}),
     RequestState.FINISHED: frozenset(),
     RequestState.CANCELLED: frozenset(),
     RequestState.REJECTED: frozenset(),
@@ -117,6 +115,7 @@ class Request:
     prompt_tokens: int
     max_new_tokens: int
     priority: int | None = None  # overrides the tenant's priority class when set
+    prefix: Prefix | None = None  # the prompt's content, for prefix caching; None: shares nothing
 
 
 class Sequence:
@@ -129,7 +128,7 @@ class Sequence:
     __slots__ = (
         "request", "tenant", "order", "state", "arrival", "admit_time", "first_token_time",
         "finish_time", "finish_reason", "_computed", "_generated", "charged_prompt", "_blocks",
-        "worker", "preemptions", "decoding_on", "joined", "join_id",
+        "worker", "preemptions", "decoding_on", "joined", "join_id", "hashes", "cached", "cached_tokens",
     )
 
     def __init__(self, request: Request, tenant: int, order: int, now: float) -> None:
@@ -151,6 +150,9 @@ class Sequence:
         self.decoding_on = None  # the DecodeSet advancing it, while it decodes
         self.joined = 0  # that set's clock when it joined
         self.join_id = 0  # which join it is, for the set's lazily cleaned heap
+        self.hashes: tuple[int, ...] = ()  # its prompt's full KV blocks' hashes (with prefix caching)
+        self.cached = 0  # its leading blocks held through its worker's prefix cache (shared)
+        self.cached_tokens = 0  # prompt tokens found cached at its first admission
 
     @property
     def computed(self) -> int:

@@ -1,10 +1,16 @@
 """One worker as the core sees it, and the one owner of its KV blocks.
 
-A worker has a KV pool, the requests running on it (prefilling, or in its decode set), its own
-wait queue under early binding, and the plan in flight. Every KV block a request takes or gives
-back goes through this class: an admission takes the blocks of the request's prompt and first
-sampled token, a decode step takes the next block of each member that fills one, and leaving the
-worker (finished, cancelled, preempted) gives them all back.
+A worker has a KV pool and, with prefix caching, a prefix cache; the requests running on it
+(prefilling, or in its decode set), its own wait queue under early binding, and the plan in
+flight. Every KV block a request takes or gives back goes through this class: an admission holds
+the cached blocks its prompt starts with and takes the rest of its prompt's and first sampled
+token's, a computed prefill chunk publishes the full prompt blocks it filled to the cache, a
+decode step takes the next block of each member that fills one, and leaving the worker (finished,
+cancelled, preempted) gives back its own blocks and lets go of the cached ones (which stay cached).
+Free blocks run out only when the cache has no idle block left to evict.
+
+A request's blocks are `seq.blocks`, of which its first `seq.cached` are held through the cache
+(shared, counted once there); the rest are its own, counted out of the pool.
 """
 
 from __future__ import annotations
@@ -12,18 +18,20 @@ from __future__ import annotations
 from typing import Hashable
 
 from .decodeset import DecodeSet
-from .kv import BlockPool
+from .kv import BlockPool, PrefixCache
 from .policies.base import WaitQueue
 from .request import RequestState, Sequence
 
 
 class WorkerState:
-    __slots__ = ("id", "pool", "running", "prefilling", "decode", "queue", "inflight", "repeat",
-                 "released", "dropped")
+    __slots__ = ("id", "pool", "cache", "running", "prefilling", "decode", "queue", "inflight", "repeat",
+                 "released", "dropped", "_match")
 
-    def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None, decode: DecodeSet) -> None:
+    def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None, decode: DecodeSet,
+                 cache: PrefixCache | None = None) -> None:
         self.id = worker_id
         self.pool = pool
+        self.cache = cache  # None: prefix caching is off
         self.running: dict[Sequence, None] = {}  # in admission order
         self.prefilling: dict[Sequence, None] = {}  # running, prefill not complete
         self.decode = decode  # running, prefill complete
@@ -32,28 +40,82 @@ class WorkerState:
         self.repeat = 1  # the in-flight plan's repeat
         self.released: list[Hashable] = []  # requests ended here since the last plan
         self.dropped: set[Hashable] = set()  # requests of the plan in flight cancelled since
+        self._match: tuple[Sequence, int, int] | None = None  # (seq, blocks cached, of which idle), from fits()
+
+    @property
+    def available(self) -> int:
+        """Blocks an allocation can have: the free ones and the cached ones no request holds."""
+        return self.pool.free + (self.cache.evictable if self.cache is not None else 0)
+
+    @property
+    def used(self) -> int:
+        """Blocks in use: held by running requests (cached ones no request holds count as free)."""
+        return self.pool.total - self.available
+
+    def cached_blocks(self, hashes) -> int:
+        """How many leading blocks of a prompt with these block hashes are cached here."""
+        return self.cache.match(hashes)[0] if self.cache is not None and hashes else 0
+
+    def _take(self, blocks: int) -> None:
+        # Evict idle cached blocks, least recently released first, when the free ones are too few.
+        short = blocks - self.pool.free
+        if short > 0:
+            self.cache.evict(short)
+            self.pool.release(short)
+        self.pool.allocate(blocks)
 
     # ----- taking blocks ------------------------------------------------------------------------
 
     def fits(self, seq: Sequence) -> bool:
-        """Whether admitting `seq` now leaves the watermark free (room for decodes to grow)."""
-        return self.pool.can_admit(self.pool.blocks_for(seq.target))
+        """Whether admitting `seq` now leaves the watermark free (room for decodes to grow), counting
+        the blocks of its prompt it finds cached."""
+        cached, idle = self._cached_prefix(seq)
+        self._match = (seq, cached, idle)
+        need = self.pool.blocks_for(seq.target) - cached
+        return need + self.pool.watermark <= self.available - idle
 
     def admit(self, seq: Sequence) -> None:
-        """Run `seq` here, holding the blocks of its prompt and first sampled token."""
+        """Run `seq` here: hold the cached blocks its prompt starts with (their tokens need no
+        prefill) and take the rest of its prompt's and first sampled token's."""
+        match = self._match if self._match is not None and self._match[0] is seq else (seq, *self._cached_prefix(seq))
+        self._match = None
+        cached = match[1]
+        if cached:
+            self.cache.hold(seq.hashes[:cached])
         blocks = self.pool.blocks_for(seq.target)
-        self.pool.allocate(blocks)
-        seq.blocks = blocks
+        self._take(blocks - cached)
+        seq.blocks, seq.cached, seq.computed = blocks, cached, cached * self.pool.block_size
+        self._count_lookup(seq, cached)
         self.running[seq] = None
         self.prefilling[seq] = None
 
+    def _cached_prefix(self, seq: Sequence) -> tuple[int, int]:
+        # Leave the prompt's last token to compute: a prefill must sample the first output token.
+        if self.cache is None or not seq.hashes:
+            return 0, 0
+        most = (seq.request.prompt_tokens - 1) // self.pool.block_size
+        return self.cache.match(seq.hashes[:most])
+
+    def _count_lookup(self, seq: Sequence, cached: int) -> None:
+        if self.cache is not None:
+            self.cache.queries += seq.request.prompt_tokens
+            self.cache.hits += cached * self.pool.block_size
+
+    def publish(self, seq: Sequence) -> None:
+        """Cache the full prompt blocks `seq` has computed, in order, while their content is new."""
+        if self.cache is None or not seq.hashes:
+            return
+        full = min(seq.computed // self.pool.block_size, len(seq.hashes))
+        while seq.cached < full and self.cache.publish(seq.hashes[seq.cached]):
+            seq.cached += 1  # the block moves from the request's own to the cache, still held by it
+
     def reserve_decode_step(self) -> bool:
         """Take, in one go, the blocks every decode needs for its next token; False (taking
-        nothing) when too few are free."""
+        nothing) when too few are available."""
         need = self.decode.blocks_needed()
-        if need > self.pool.free:
+        if need > self.available:
             return False
-        self.pool.allocate(need)
+        self._take(need)
         self.decode.reserved = 1
         return True
 
@@ -67,9 +129,9 @@ class WorkerState:
     def grow(self, seq: Sequence) -> bool:
         """Take the block `seq`'s next token needs, if it needs one; False when none is free."""
         need = self.pool.blocks_for(seq.computed + 1) - seq.blocks
-        if need > self.pool.free:
+        if need > self.available:
             return False
-        self.pool.allocate(need)
+        self._take(need)
         seq.blocks += need
         return True
 
@@ -83,16 +145,18 @@ class WorkerState:
     def advance_decodes(self, steps: int) -> int:
         """The decode set ran `steps` steps: take the blocks the later ones grew into (the plan made
         sure they were free); returns the members."""
-        self.pool.allocate(self.decode.advance(steps))
+        self._take(self.decode.advance(steps))
         return self.decode.size
 
     # ----- giving blocks back -------------------------------------------------------------------
 
     def remove(self, seq: Sequence) -> None:
-        """Take `seq` off this worker, giving back every block it holds."""
+        """Take `seq` off this worker, giving back its own blocks and letting go of its cached ones."""
         if seq.decoding_on is not None:
             seq.decoding_on.leave(seq)
         self.prefilling.pop(seq, None)
         del self.running[seq]
-        self.pool.release(seq.blocks)
-        seq.blocks = 0
+        self.pool.release(seq.blocks - seq.cached)
+        if seq.cached:
+            self.cache.release(seq.hashes[:seq.cached])
+        seq.blocks = seq.cached = 0

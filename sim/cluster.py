@@ -93,11 +93,12 @@ class SimWorker:
         self.eos_at[rid] = at
         heapq.heappush(self._eos_heap, (at, rid))
 
-    def steps_to_eos(self) -> int:
+    def steps_to_eos(self) -> int | float:
+        """Steps until the first of its requests samples EOS (math.inf when none decodes)."""
         heap, eos_at = self._eos_heap, self.eos_at
         while heap and eos_at.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)
-        return heap[0][0] - self.clock if heap else 1 << 62
+        return heap[0][0] - self.clock if heap else math.inf
 
     def eos_now(self) -> list[int]:
         """Decoding requests whose EOS token was sampled by the step just executed."""

@@ -151,7 +151,8 @@ GPU_SPEC_SCHEMA = {"name": STRING, **{k: NUMBER for k in GPU_SPEC_FIELDS}}
 SCHEDULER_SCHEMA = {"policy": STRING, "policy_params": TABLE, "placement": STRING, "max_num_batched_tokens": INTEGER,
                     "max_num_seqs": INTEGER, "block_size": INTEGER, "max_model_len": INTEGER,
                     "gpu_memory_utilization": NUMBER, "num_gpu_blocks": INTEGER, "kv_watermark": NUMBER,
-                    "service_weights": LIST, "max_queued": INTEGER, "max_queued_tokens": INTEGER}
+                    "service_weights": LIST, "max_queued": INTEGER, "max_queued_tokens": INTEGER,
+                    "enable_prefix_caching": BOOLEAN, "cache_isolation": STRING}
 MEMORY_KEYS = ("gpu_memory_utilization", "num_gpu_blocks")  # [scheduler] keys kept in ClusterConfig
 # Keys of earlier versions, each now under vLLM's name: a config using one fails, naming the new key.
 RENAMED = {"scheduler.max_seqs": "scheduler.max_num_seqs",
@@ -366,6 +367,10 @@ def _scheduler(table: Mapping[str, Any]) -> SchedulerConfig:
         values["kv_watermark"] = as_number(table["kv_watermark"], "scheduler.kv_watermark", "in [0, 1)")
     if "service_weights" in table:
         values["service_weights"] = _service_weights(table["service_weights"])
+    if "enable_prefix_caching" in table:
+        values["enable_prefix_caching"] = _boolean(table["enable_prefix_caching"], "scheduler.enable_prefix_caching")
+    if "cache_isolation" in table:
+        values["cache_isolation"] = _name(table, "cache_isolation", "scheduler", "none")
     return SchedulerConfig(**values)
 
 
@@ -382,11 +387,11 @@ def _model_len(scheduler: SchedulerConfig, cluster: ClusterConfig) -> SchedulerC
     return dataclasses.replace(scheduler, max_model_len=context)
 
 
-def _service_weights(value: Any) -> tuple[float, float]:
+def _service_weights(value: Any) -> tuple[float, ...]:
     key = "scheduler.service_weights"
-    if not isinstance(value, list) or len(value) != 2:
-        raise ConfigError(f"{key}: must be a list of two numbers [w_p, w_q] in [0, {shown_bound(FACTOR[1])}], "
-                          f"got {shown(value)}")
+    if not isinstance(value, list) or len(value) not in (2, 3):
+        raise ConfigError(f"{key}: must be a list of two or three numbers [w_p, w_q] or [w_p, w_q, w_cached] "
+                          f"in [0, {shown_bound(FACTOR[1])}], got {shown(value)}")
     return tuple(in_range(w, f"{key}[{i}]", 0, FACTOR[1]) for i, w in enumerate(value))
 
 
@@ -455,14 +460,18 @@ def _tenants(tables: Any, base_dir: Path | None) -> tuple[TenantSpec, ...]:
 
 def config_to_dict(config: SimConfig) -> dict[str, Any]:
     """A JSON-able dict of the whole config (with derived fields such as fitted distributions); a
-    tenant's `stages` only where it has them."""
+    tenant's `stages`, `shared_prefix` and `multi_turn` only where it has them."""
     out = _plain(dataclasses.asdict(config))
     for key in MEMORY_KEYS:  # written where the TOML takes them
         out["scheduler"][key] = out["cluster"].pop(key)
     for tenant in out["tenants"]:
-        if tenant["stages"] is None:
-            del tenant["stages"]
+        for key in OPTIONAL_TENANT_KEYS:
+            if tenant[key] is None:
+                del tenant[key]
     return out
+
+
+OPTIONAL_TENANT_KEYS = ("stages", "shared_prefix", "multi_turn")  # left out of a config's JSON when unset
 
 
 def _plain(value: Any) -> Any:

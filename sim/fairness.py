@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.outcomes import Outcome
+from scheduler.service import ServiceWeights, service
 
 from .results import RunData, Timeline, finite_or_none
 
@@ -73,11 +74,12 @@ def service_rates(timeline: Timeline, edges) -> np.ndarray:
     return np.diff(cumulative, axis=0) / np.diff(edges)[:, None]
 
 
-def request_costs(prompt_tokens, output_tokens, w_p: float = 1.0, w_q: float = 2.0, weight=1.0) -> np.ndarray:
-    """VTC cost of each request, w_p x prompt + w_q x output, divided by its tenant's weight."""
+def request_costs(prompt_tokens, output_tokens, weights: ServiceWeights = ServiceWeights(), weight=1.0) -> np.ndarray:
+    """VTC cost of each request, w_p x prompt + w_q x output, divided by its tenant's weight (the
+    demand a request brings, its prompt computed in full)."""
     prompt = np.asarray(prompt_tokens, dtype=np.float64)
     output = np.asarray(output_tokens, dtype=np.float64)
-    return (w_p * prompt + w_q * output) / np.asarray(weight, dtype=np.float64)
+    return service(weights, prompt, output, np.asarray(weight, dtype=np.float64))
 
 
 def demand_rates(arrival, tenant, cost, edges, n_tenants: int) -> np.ndarray:
@@ -154,8 +156,7 @@ def windowed_service_difference(data: RunData, window_s: float = 60.0, *, true_o
             asked = np.minimum(asked, np.asarray(max_new_tokens, dtype=np.float64)[recs["id"]])
         output = np.where(recs["outcome"] == Outcome.FINISHED.code, output, asked)
     weights = np.array([t.weight for t in data.tenants], dtype=np.float64)
-    w_p, w_q = data.service_weights
-    cost = request_costs(recs["prompt_tokens"], output, w_p, w_q, weights[recs["tenant"]])
+    cost = request_costs(recs["prompt_tokens"], output, ServiceWeights(*data.service_weights), weights[recs["tenant"]])
     service = service_rates(timeline, edges)
     demand = demand_rates(recs["arrival"], recs["tenant"], cost, edges, len(data.tenants))
     return WindowedFairness(edges, service, demand, service_difference(service, demand))

@@ -42,7 +42,7 @@ from types import MappingProxyType
 from scheduler.errors import ConfigError
 
 # the repo's checks and messages
-from .validation import check_keys as _check_keys, in_range as _in_range, shown as _shown
+from .validation import check_keys, in_range, shown
 
 __all__ = ["GPUSpec", "ModelSpec", "GPUS", "MODELS", "GPU_SPEC_FIELDS", "get_gpu", "get_model",
            "model_from_hf_config", "read_model_config", "count_params"]
@@ -197,26 +197,26 @@ def _with_params(spec: ModelSpec) -> ModelSpec:
 
 def _dimension(config: Mapping, where: str, key: str, default: int | None = None) -> int:
     value = config.get(key)
-    return default if value is None and default is not None else _in_range(
+    return default if value is None and default is not None else in_range(
         value, f"{where}: {key}", 1, MAX_DIM, integer=True)
 
 
 def _context_len(config: Mapping, where: str) -> int:
     value = config.get("max_position_embeddings")
-    return 0 if value is None else _in_range(value, f"{where}: max_position_embeddings", 1, MAX_CONTEXT, integer=True)
+    return 0 if value is None else in_range(value, f"{where}: max_position_embeddings", 1, MAX_CONTEXT, integer=True)
 
 
 def _flag(config: Mapping, key: str, where: str) -> bool:
     value = config.get(key, False)
     if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {key}: must be true or false, got {_shown(value)}")
+        raise ConfigError(f"{where}: {key}: must be true or false, got {shown(value)}")
     return value
 
 
 def _dtype_bytes(config: Mapping, where: str) -> int:
     dtype = config.get("torch_dtype") or config.get("dtype") or "bfloat16"  # newer transformers write dtype
     if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
-        raise ConfigError(f"{where}: torch_dtype: unknown dtype {_shown(dtype)}; allowed: {', '.join(DTYPE_BYTES)}")
+        raise ConfigError(f"{where}: torch_dtype: unknown dtype {shown(dtype)}; allowed: {', '.join(DTYPE_BYTES)}")
     return DTYPE_BYTES[dtype]
 
 
@@ -241,7 +241,7 @@ def _experts(config: Mapping, where: str) -> dict:
 
 def _count(config: Mapping, where: str, key: str, default: int = 0) -> int:
     value = config.get(key)
-    return default if value is None else _in_range(value, f"{where}: {key}", 0, MAX_DIM, integer=True)
+    return default if value is None else in_range(value, f"{where}: {key}", 0, MAX_DIM, integer=True)
 
 
 def _dense_layers(config: Mapping, where: str, layers: int) -> int:
@@ -249,7 +249,7 @@ def _dense_layers(config: Mapping, where: str, layers: int) -> int:
     `decoder_sparse_step`, DeepSeek's `first_k_dense_replace` first ones."""
     only = config.get("mlp_only_layers") or []
     if not isinstance(only, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in only):
-        raise ConfigError(f"{where}: mlp_only_layers: must be a list of layer indices, got {_shown(only)}")
+        raise ConfigError(f"{where}: mlp_only_layers: must be a list of layer indices, got {shown(only)}")
     step = max(_count(config, where, "decoder_sparse_step", 1), 1)
     first = _count(config, where, "first_k_dense_replace")
     sparse = [i for i in range(layers) if i >= first and i not in only and (i + 1) % step == 0]
@@ -426,13 +426,13 @@ def custom_gpu(table, key: str = "cluster.gpu_spec") -> GPUSpec:
     """A GPU from a `[cluster.gpu_spec]` table: the catalogue's fields (FLOP/s, bytes/s, bytes),
     each a number in its range, and an optional `name`."""
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{key}: must be a table, got {_shown(table)}")
-    _check_keys(table, ("name", *GPU_SPEC_FIELDS), key)
+        raise ConfigError(f"{key}: must be a table, got {shown(table)}")
+    check_keys(table, ("name", *GPU_SPEC_FIELDS), key)
     missing = [k for k in GPU_SPEC_FIELDS if k not in table]
     if missing:
         raise ConfigError(f"{key}: missing {', '.join(missing)}; a custom GPU needs {', '.join(GPU_SPEC_FIELDS)}")
     name = table.get("name", "custom")
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{key}.name: must be a non-empty string, got {_shown(name)}")
-    figures = {k: float(_in_range(table[k], f"{key}.{k}", *bounds)) for k, bounds in GPU_SPEC_FIELDS.items()}
+        raise ConfigError(f"{key}.name: must be a non-empty string, got {shown(name)}")
+    figures = {k: float(in_range(table[k], f"{key}.{k}", *bounds)) for k, bounds in GPU_SPEC_FIELDS.items()}
     return GPUSpec(name, **figures)

@@ -16,7 +16,7 @@ import numpy as np
 from scheduler.metrics import OUTCOMES, Metrics
 from scheduler.outcomes import Outcome, RejectReason
 
-from .results import RunData
+from .results import RunData, tenant_service
 
 
 def export_run(data: RunData, metrics: Metrics) -> None:
@@ -60,16 +60,14 @@ def _set_gauges(data: RunData, metrics: Metrics) -> None:
     unfinished = records[records["outcome"] == Outcome.UNFINISHED.code]
     running = ~np.isnan(unfinished["admit"])
     metrics.running.set(int(running.sum()))
-    w_p, w_q = data.service_weights
     waiting: dict[str, int] = {}
     service: dict[str, float] = {}
     for i, tenant in enumerate(data.tenants):
         label = metrics.label(tenant.name)
         mine = records[records["tenant"] == i]
         waiting[label] = waiting.get(label, 0) + int((unfinished["tenant"][~running] == i).sum())
-        admitted = ~np.isnan(mine["admit"])  # as sim.results counts service
-        served = (w_p * mine["prompt_tokens"][admitted].sum() + w_q * mine["output_tokens"].sum()) / tenant.weight
-        service[label] = service.get(label, 0.0) + float(served)
+        served = tenant_service(data, i, mine) / tenant.weight
+        service[label] = service.get(label, 0.0) + served
     for label, count in waiting.items():
         metrics.waiting.labels(label).set(count)
     for label, served in service.items():

@@ -103,11 +103,11 @@ class RunData:
     tenants: tuple[TenantInfo, ...]
     workers: tuple[WorkerStats, ...]
     timeline: Timeline
-    service_weights: tuple[float, float] = (1.0, 2.0)
+    service_weights: tuple[float, ...] = (1.0, 2.0, 0.1)  # w_p, w_q, w_cached
     stages: tuple[StageInfo, ...] = ()  # empty unless tenants have stages
-    # Per tenant (rows) the prompt tokens processed and output tokens generated (columns): the
-    # scheduler's ledger at the end of the run, what its service counted. None for a run built by
-    # hand: then the prompts of the admitted requests and the output tokens of the records.
+    # Per tenant (rows) the prompt tokens computed, output tokens generated and prompt tokens found
+    # cached (columns): the scheduler's ledger at the end of the run, what its service counted.
+    # None for a run built by hand: then the prompts of the admitted requests and the records' outputs.
     served: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -417,20 +417,33 @@ def _worker_metrics(w: WorkerStats, dur: float) -> dict:
     }
 
 
+def tenant_tokens(data: RunData, tenant: int, records: np.ndarray | None = None) -> tuple[int, int, int]:
+    """(prompt tokens computed, output tokens generated, prompt tokens found cached) of a tenant:
+    the scheduler's ledger (`data.served`), or for a run built by hand its records (the prompts of
+    its admitted requests, none cached). `records`: the tenant's, when the caller has them."""
+    if data.served is not None:
+        prompt, output, cached = (int(count) for count in data.served[tenant])
+        return prompt, output, cached
+    r = data.records[data.records["tenant"] == tenant] if records is None else records
+    return int(r["prompt_tokens"][~np.isnan(r["admit"])].sum()), int(r["output_tokens"].sum()), 0
+
+
+def tenant_service(data: RunData, tenant: int, records: np.ndarray | None = None) -> float:
+    """A tenant's service (not normalised by its weight), the scheduler's definition."""
+    prompt, output, cached = tenant_tokens(data, tenant, records)
+    return float(service(ServiceWeights(*data.service_weights), prompt, output, 1.0, cached))
+
+
 def _tenant_metrics(data: RunData, slo_ttft: np.ndarray, slo_tpot: np.ndarray) -> dict[str, dict]:
     recs, dur = data.records, float(data.duration_s)
-    weights = ServiceWeights(*data.service_weights)
     # One sort, then a slice per tenant, instead of a full mask per tenant.
     recs = recs[np.argsort(recs["tenant"], kind="stable")]
     bounds = np.searchsorted(recs["tenant"], np.arange(len(data.tenants) + 1))
     rows = {}
     for i, info in enumerate(data.tenants):
         r = recs[bounds[i]:bounds[i + 1]]
-        if data.served is None:
-            prompt, output = int(r["prompt_tokens"][~np.isnan(r["admit"])].sum()), int(r["output_tokens"].sum())
-        else:
-            prompt, output = (int(count) for count in data.served[i])
-        served = service(weights, prompt, output)
+        prompt, output, cached = tenant_tokens(data, i, r)
+        served = tenant_service(data, i, r)
         rows[info.name] = {
             "weight": float(info.weight),
             "slo_ttft_ms": info.slo_ttft_ms,
@@ -438,6 +451,7 @@ def _tenant_metrics(data: RunData, slo_ttft: np.ndarray, slo_tpot: np.ndarray) -
             "submitted": int(r.size),
             **_order_latencies(_request_metrics(r, dur, slo_ttft, slo_tpot)),
             "prompt_tokens": prompt,
+            "cached_prompt_tokens": cached,
             "output_tokens": output,
             "service": float(served),
             "normalised_service": float(served / info.weight),

@@ -28,8 +28,7 @@ from scheduler.runtime.driver import DEFAULT_STREAM_BUFFER
 from scheduler.runtime.worker import SimulatedWorker
 
 from .config import DEFAULT_CONFIG, SimConfig, config_from_dict, read_toml
-from .validation import (INTEGER, NUMBER, STRING, TABLE, as_integer as _integer, at_least as _at_least,
-                         check_keys as _check_keys)
+from .validation import INTEGER, MAX_COUNT, NUMBER, STRING, TABLE, at_least, check_keys, in_range
 from .workload import check_quota_admits
 
 # The built-in default pool (2 simulated H100s serving Llama-3-8B under VTC) with two demo tenants.
@@ -95,7 +94,7 @@ def serve_config_from_dict(table: Mapping[str, Any], base_dir: Path | None = Non
     serve = table.pop("serve", {})
     if not isinstance(serve, Mapping):
         raise ConfigError(f"serve: must be a table, got {serve!r}")
-    _check_keys(serve, SERVE_KEYS, "serve")
+    check_keys(serve, SERVE_KEYS, "serve")
     tenants = table.get("tenants")
     if isinstance(tenants, list):
         table["tenants"] = [_with_traffic(t) for t in tenants]
@@ -110,8 +109,8 @@ def serve_config_from_dict(table: Mapping[str, Any], base_dir: Path | None = Non
     if not isinstance(model, str) or not model:
         raise ConfigError(f"serve.model: must be a non-empty string, got {model!r}")
     _check_quotas(sim)
-    numbers = {key: _at_least_one(serve[key], f"serve.{key}") for key in INTEGER_KEYS if key in serve}
-    numbers |= {key: _at_least(serve[key], f"serve.{key}", 0, strict=True) for key in SECONDS_KEYS if key in serve}
+    numbers = {key: in_range(serve[key], f"serve.{key}", 1, MAX_COUNT, integer=True) for key in INTEGER_KEYS if key in serve}
+    numbers |= {key: at_least(serve[key], f"serve.{key}", 0, strict=True) for key in SECONDS_KEYS if key in serve}
     metrics_key = _metrics_key(serve.get("metrics_key"), keys)
     return ServeConfig(sim, keys, default, model, metrics_key=metrics_key, **numbers)
 
@@ -150,13 +149,6 @@ def _api_keys(keys: Any, names: set[str]) -> dict[str, str]:
             raise ConfigError(f"serve.api_keys.{key}: {tenant!r} is not a configured tenant; "
                               f"allowed: {', '.join(sorted(names))}")
     return dict(keys)
-
-
-def _at_least_one(value: Any, key: str) -> int:
-    number = _integer(value, key, ">= 1")
-    if number < 1:
-        raise ConfigError(f"{key}: must be an integer >= 1, got {number}")
-    return number
 
 
 # ----- the process -----------------------------------------------------------------------------

@@ -136,6 +136,9 @@ class TenantQueue(WaitQueue):
     @abstractmethod
     def _tenant_idle(self, tenant: int) -> None: ...
 
+    def _taking(self, tenant: int) -> None:
+        """The head of `tenant`, which `_pick` chose, is about to be popped."""
+
     def _popped(self, seq: Sequence) -> None:
         """`seq` was admitted from this queue."""
 
@@ -150,6 +153,7 @@ class TenantQueue(WaitQueue):
     def pop(self) -> Sequence:
         seq = self.peek()
         assert seq is not None, "pop from an empty queue"
+        self._taking(seq.tenant)
         self._fifos.pop(seq.tenant)
         self._popped(seq)
         self._drop_if_empty(seq.tenant)
@@ -180,7 +184,11 @@ class Policy(ABC):
     # True when the order or the victim depends on service received (counters, deficits): a driver
     # that runs steps ahead must report them before the core decides anything (see sim.cluster).
     uses_service: ClassVar[bool] = False
-    now: float = -math.inf  # the core's current time, set by the core before every decision
+    now: float = -math.inf  # the core's current time (`advance`)
+
+    def advance(self, now: float) -> None:
+        """The core's clock moved to `now` (called before every decision)."""
+        self.now = now
 
     def bind(self, tenants: Seq[Tenant], ledger: Ledger) -> None:
         """Called once by the scheduler with its tenants (indexed as Sequence.tenant) and ledger."""

@@ -55,8 +55,19 @@ class LeastSlack(EDF):
         """The last moment its prefill can start and still meet the TTFT deadline."""
         return self.deadline(seq) - self.prefill_s_per_token * seq.request.prompt_tokens
 
+    def bind(self, tenants, ledger) -> None:
+        super().bind(tenants, ledger)
+        self._queues: list[SlackQueue] = []
+
     def new_queue(self) -> WaitQueue:
-        return SlackQueue(self)
+        queue = SlackQueue(self)
+        self._queues.append(queue)
+        return queue
+
+    def advance(self, now: float) -> None:
+        super().advance(now)
+        for queue in self._queues:
+            queue.demote_late()
 
     def victim(self, running):
         return max(running, key=lambda seq: (self.latest_start(seq), seq.order))
@@ -65,7 +76,10 @@ class LeastSlack(EDF):
 class SlackQueue(WaitQueue):
     """Least slack first among requests that can still make it; then the late ones, oldest first.
 
-    A request is late once the policy's clock (the core's `now`) passes its latest start.
+    A request is late once the policy's clock (the core's `now`) passes its latest start. The
+    policy moves the requests that have become late when its clock advances (`demote_late`), so
+    between two moves of the clock the on-time queue holds on-time requests only and a peek
+    changes nothing.
     """
 
     def __init__(self, policy: LeastSlack) -> None:
@@ -77,14 +91,15 @@ class SlackQueue(WaitQueue):
         late = self._policy.latest_start(seq) < self._policy.now
         (self._late if late else self._on_time).push(seq)
 
-    def peek(self) -> Sequence | None:
-        while True:
-            head = self._on_time.peek()
-            if head is None:
-                return self._late.peek()
-            if self._policy.latest_start(head) >= self._policy.now:
-                return head
+    def demote_late(self) -> None:
+        """Move the requests whose latest start has passed to the late queue."""
+        now, latest_start = self._policy.now, self._policy.latest_start
+        while (head := self._on_time.peek()) is not None and latest_start(head) < now:
             self._late.push(self._on_time.pop())
+
+    def peek(self) -> Sequence | None:
+        head = self._on_time.peek()
+        return head if head is not None else self._late.peek()
 
     def pop(self) -> Sequence:
         head = self.peek()

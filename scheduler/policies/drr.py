@@ -36,13 +36,19 @@ class DRR(Policy):
         return self._credit[tenant] - self.ledger.weights.output * output if output else self._credit[tenant]
 
     def cost(self, seq: Sequence) -> float:
+        """What the head must afford: its whole prompt at w_p (what it finds cached is charged less)."""
         return self.ledger.weights.prompt * seq.request.prompt_tokens if seq.preemptions == 0 else 0.0
 
-    def grant(self, tenant: int) -> None:
-        self._credit[tenant] += self.quantum * self.tenants[tenant].weight
+    def quantum_of(self, tenant: int) -> float:
+        return self.quantum * self.tenants[tenant].weight
 
-    def charge(self, seq: Sequence) -> None:
-        self._credit[seq.tenant] -= self.cost(seq)
+    def grant(self, tenant: int) -> None:
+        self._credit[tenant] += self.quantum_of(tenant)
+
+    def on_admit(self, seq: Sequence) -> None:
+        # the cost of what ran: its prompt, at w_cached for the tokens found in the prefix cache
+        if seq.preemptions == 0:
+            self._credit[seq.tenant] -= self.ledger.weights.of_prompt(seq.request.prompt_tokens, seq.cached_tokens)
 
     def new_queue(self) -> "DRRQueue":
         return DRRQueue(self)
@@ -57,6 +63,9 @@ class DRR(Policy):
 
 
 class DRRQueue(TenantQueue):
+    """Backlogged tenants in turn order. Peeking finds whom the turn comes to without taking it;
+    popping takes it: every tenant passed over gets its quanta, and the chosen one comes first."""
+
     def __init__(self, policy: DRR) -> None:
         super().__init__()
         self._policy = policy
@@ -64,20 +73,48 @@ class DRRQueue(TenantQueue):
         self._granted = False  # the tenant at the front has had its quantum this turn
 
     def _pick(self) -> int | None:
-        policy, active = self._policy, self._active
-        while active:
-            tenant = active[0]
-            if not self._granted:
-                policy.grant(tenant)
-                self._granted = True
-            if policy.cost(self._fifos.head(tenant)) <= policy.deficit(tenant):
-                return tenant
-            active.rotate(-1)
-            self._granted = False
-        return None
+        turn = self._turn()
+        return None if turn is None else self._active[turn[1]]
 
-    def _popped(self, seq: Sequence) -> None:
-        self._policy.charge(seq)
+    def _turn(self) -> tuple[int, int] | None:
+        """(rounds, position): the first tenant, in turn order over the fewest full rounds of
+        turns, whose deficit then covers its head's cost; None when nothing is queued."""
+        best = None
+        for position, tenant in enumerate(self._active):
+            rounds = self._rounds(tenant, self._grants_at_visit(position))
+            if best is None or rounds < best[0]:
+                best = (rounds, position)
+                if rounds == 0:
+                    break
+        return best
+
+    def _grants_at_visit(self, position: int) -> int:
+        # the quantum a tenant gets when the turn reaches it, but the front one's if it had it already
+        return 0 if position == 0 and self._granted else 1
+
+    def _rounds(self, tenant: int, grants: int) -> int:
+        """Full rounds before `tenant` can afford its head, counted as a turn grants (one quantum
+        added at a time, so the sums are the ones taking the turns gives)."""
+        policy = self._policy
+        cost, credit, quantum = policy.cost(self._fifos.head(tenant)), policy.deficit(tenant), policy.quantum_of(tenant)
+        for _ in range(grants):
+            credit += quantum
+        rounds = 0
+        while cost > credit:
+            credit += quantum
+            rounds += 1
+        return rounds
+
+    def _taking(self, tenant: int) -> None:
+        """Take the turn to `tenant`: the quanta of every visit on the way, then it is at the front."""
+        rounds, chosen = self._turn()
+        policy = self._policy
+        for position, other in enumerate(self._active):
+            visits = rounds + (1 if position <= chosen else 0)
+            for _ in range(visits - (1 - self._grants_at_visit(position))):
+                policy.grant(other)
+        self._active.rotate(-chosen)
+        self._granted = True
 
     def _tenant_backlogged(self, tenant: int) -> None:
         self._active.append(tenant)

@@ -3,8 +3,8 @@
 Each tenant has a counter of the service it received, w_p * prompt tokens + w_q * output tokens,
 divided by its weight, with the scheduler's service weights (`scheduler.service_weights`). As in
 the paper, a request's prompt is charged when it is admitted (so the next admission in the same
-step already sees it; recompute after preemption is not charged) and each output token when it is
-generated. Admission takes the oldest queued request of the backlogged tenant with the smallest
+step already sees it; recompute after preemption is not charged; its tokens found in the prefix
+cache at w_cached) and each output token when it is generated. Admission takes the oldest queued request of the backlogged tenant with the smallest
 counter. A tenant that becomes backlogged with a new request has its counter lifted to at least
 the smallest counter among backlogged tenants (or, when none is, to the counter of the last tenant
 that stopped being backlogged), so idle time earns no credit. The preemption victim is the latest
@@ -65,7 +65,8 @@ class VTC(Policy):
     def on_admit(self, seq: Sequence) -> None:
         if seq.preemptions == 0:
             tenant = seq.tenant
-            self._charged[tenant] += self.ledger.weights.prompt * seq.request.prompt_tokens * self._inverse_weight[tenant]
+            cost = self.ledger.weights.of_prompt(seq.request.prompt_tokens, seq.cached_tokens)
+            self._charged[tenant] += cost * self._inverse_weight[tenant]
 
 
 class VTCQueue(TenantQueue):

@@ -17,6 +17,7 @@ from sim.fairness import (
     window_edges,
     windowed_service_difference,
 )
+from scheduler.service import ServiceWeights
 from sim.results import RECORD_DTYPE, RunData, TenantInfo, Timeline
 
 FINISHED, UNFINISHED = Outcome.FINISHED.code, Outcome.UNFINISHED.code
@@ -62,7 +63,7 @@ def test_demand_rates_bin_each_arrival_into_its_window_and_tenant():
     cost = [1, 2, 3, 4, 5, 6, 7]
     got = demand_rates(arrival, tenant, cost, [0, 60, 120], 2) * 60  # arrivals at 120 and later are outside
     assert got.tolist() == [[4, 2], [0, 9]]
-    assert request_costs([100, 10], [5, 20], 1, 2, [1, 2]).tolist() == [110, 25]
+    assert request_costs([100, 10], [5, 20], ServiceWeights(1, 2), [1, 2]).tolist() == [110, 25]
 
 
 def test_service_difference_counts_a_tenant_only_as_far_as_it_is_behind_and_unserved():

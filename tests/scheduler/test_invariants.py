@@ -124,7 +124,7 @@ def _ledger_running(s):
 @pytest.mark.parametrize(
     "corrupt,message",
     [
-        (_leak_block, r"worker 0: \d+ blocks used but running requests hold \d+"),
+        (_leak_block, r"worker 0: \d+ free \+ \d+ own \+ \d+ cached != \d+ blocks"),
         (_overfill_pool, r"worker 0: free blocks \d+ outside \[0, 64\]"),
         (_duplicate_running, "a request is in two places at once"),
         (_queued_also_running, "a request is in two places at once"),

@@ -14,6 +14,23 @@ def own(*ids):
     return {w: QUEUES[w] for w in ids}
 
 
+class View:
+    """A pool as a placement reads it, made by hand: loads, KV usage and cached blocks per worker."""
+
+    def __init__(self, load=None, kv=None, cached=None, prompt_blocks=0, prefix_key=None):
+        self._load, self._kv, self._cached = load or {}, kv or {}, cached or {}
+        self.prompt_blocks, self.prefix_key = prompt_blocks, prefix_key
+
+    def load(self, worker):
+        return self._load.get(worker, 0)
+
+    def kv_usage(self, worker):
+        return self._kv.get(worker, 0.0)
+
+    def cached_blocks(self, worker):
+        return self._cached.get(worker, 0)
+
+
 def test_make_placement_by_name():
     assert isinstance(make_placement("global"), GlobalQueue)
     assert isinstance(make_placement("round_robin"), RoundRobin)
@@ -34,12 +51,12 @@ def test_unknown_placement_through_the_scheduler(make_scheduler):
 
 
 def test_global_queue_places_every_request_in_the_pools_queue_unbound():
-    assert GlobalQueue().choose(POOL, {}, lambda w: 0) == Place(POOL, None)
+    assert GlobalQueue().choose(POOL, {}, View()) == Place(POOL, None)
 
 
 def test_round_robin_cycles_whatever_the_load():
     placement = RoundRobin()
-    chosen = [placement.choose(POOL, own(3, 5, 9), lambda w: 100 if w == 5 else 0) for _ in range(7)]
+    chosen = [placement.choose(POOL, own(3, 5, 9), View(load={5: 100})) for _ in range(7)]
     assert [place.worker for place in chosen] == [3, 5, 9, 3, 5, 9, 3]
     assert all(place.queue is QUEUES[place.worker] for place in chosen)
 
@@ -47,9 +64,9 @@ def test_round_robin_cycles_whatever_the_load():
 def test_least_loaded_picks_the_fewest_outstanding_ties_to_lowest_id():
     placement = LeastLoaded()
     load = {0: 3, 1: 1, 2: 1}
-    assert placement.choose(POOL, own(0, 1, 2), load.get) == Place(QUEUES[1], 1)
+    assert placement.choose(POOL, own(0, 1, 2), View(load=load)) == Place(QUEUES[1], 1)
     load[1] = 5
-    assert placement.choose(POOL, own(0, 1, 2), load.get) == Place(QUEUES[2], 2)
+    assert placement.choose(POOL, own(0, 1, 2), View(load=load)) == Place(QUEUES[2], 2)
 
 
 # ----- through the scheduler ----------------------------------------------------------------------

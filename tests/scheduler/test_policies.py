@@ -1,6 +1,8 @@
 """Tests of scheduler.policies: fcfs and VTC order and victims, their queues, LazyMinHeap, make_policy."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mirrored import complete_full, plan_full
 
 from scheduler.actions import Finished
@@ -9,7 +11,7 @@ from scheduler.events import StepResult
 from scheduler.policies import FCFS, POLICIES, VTC, KeyedQueue, make_policy
 from scheduler.policies.base import LazyMinHeap
 from scheduler.policies.vtc import VTCQueue
-from scheduler.request import RequestState
+from scheduler.request import Request, RequestState, Sequence
 from scheduler.service import Ledger, ServiceWeights
 
 A, B, C = 0, 1, 2  # tenant indices; C has weight 2
@@ -337,3 +339,80 @@ def test_vtc_counts_the_output_the_ledger_counts(make_scheduler, make_request):
             assert output == pytest.approx(2.0 * s.ledger.output_tokens(tenant) / weight)
     assert s.num_live == 0 and len(seen) > 20  # the counters did move along the way
     assert [s.ledger.output_tokens(tenant) for tenant in range(3)] == finished
+
+
+# ----- drr and slo: a peek takes no turn and moves nothing ----------------------------------------
+
+
+class ReferenceDRR:
+    """Deficit round robin written out as turns taken one visit at a time (Shreedhar and
+    Varghese): the order DRRQueue must give, and the deficits it must leave."""
+
+    def __init__(self, quantum, weights):
+        self.quantum, self.weights = quantum, weights
+        self.deficit = [0.0] * len(weights)
+        self.fifos = {t: [] for t in range(len(weights))}
+        self.active, self.granted = [], False
+
+    def push(self, tenant, cost):
+        if not self.fifos[tenant]:
+            self.active.append(tenant)
+        self.fifos[tenant].append(cost)
+
+    def pop(self):
+        while True:
+            tenant = self.active[0]
+            if not self.granted:
+                self.deficit[tenant] += self.quantum * self.weights[tenant]
+                self.granted = True
+            if self.fifos[tenant][0] <= self.deficit[tenant]:
+                break
+            self.active.append(self.active.pop(0))
+            self.granted = False
+        self.deficit[tenant] -= self.fifos[tenant].pop(0)
+        if not self.fifos[tenant]:  # idle: it keeps its debt but loses its credit
+            self.active.pop(0)
+            self.granted = False
+            self.deficit[tenant] = min(self.deficit[tenant], 0.0)
+        return tenant
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.integers(0, 2), st.integers(1, 40)), st.none()), max_size=60),
+       st.sampled_from([8.0, 16.0, 50.0]))
+def test_drr_takes_turns_as_visiting_one_tenant_at_a_time_would(tenants, operations, quantum):
+    policy = make_policy("drr", {"quantum": quantum})
+    policy.bind(tenants, Ledger(tenants, ServiceWeights()))
+    queue, reference = policy.new_queue(), ReferenceDRR(quantum, [t.weight for t in tenants])
+    order = 0
+    for op in operations:
+        if op is not None:
+            tenant, prompt = op
+            queue.push(Sequence(Request(order, tenants[tenant].name, prompt, 1), tenant, order, 0.0))
+            reference.push(tenant, float(prompt))
+            order += 1
+        elif len(queue):
+            before = [policy.deficit(t) for t in range(3)]
+            head = queue.peek()
+            assert queue.peek() is head and [policy.deficit(t) for t in range(3)] == before  # a peek is free
+            seq = queue.pop()
+            policy.on_admit(seq)  # as the core does once the request runs: its prompt is charged
+            assert seq is head and seq.tenant == reference.pop()
+            if not any(s.tenant == seq.tenant for s in queue):
+                policy.on_idle(seq.tenant)  # as the core does when a tenant's last request leaves
+            assert [policy.deficit(t) for t in range(3)] == reference.deficit
+
+
+def test_slo_peek_moves_nothing_and_the_clock_demotes_late_requests(tenants):
+    policy = make_policy("slo", {"default_ttft_ms": 1000, "prefill_ms_per_token": 1})
+    policy.bind(tenants, Ledger(tenants, ServiceWeights()))
+    queue = policy.new_queue()
+    early = Sequence(Request("early", "a", 100, 1), 0, 0, 0.0)  # latest start 0.9 s
+    later = Sequence(Request("later", "b", 10, 1), 1, 1, 0.5)  # latest start 1.49 s
+    policy.advance(0.5)
+    queue.push(early)
+    queue.push(later)
+    assert queue.peek() is early and queue.peek() is early and list(queue) == [early, later]
+    policy.advance(1.0)  # early can no longer make it: later goes first, early with the late ones
+    assert list(queue) == [later, early] and queue.peek() is later
+    assert queue.pop() is later and queue.pop() is early and len(queue) == 0

@@ -9,15 +9,15 @@ import pytest
 from scheduler.errors import ConfigError, ProtocolError
 from scheduler.request import SLO, TERMINAL, TRANSITIONS, Request, RequestState, Sequence, Tenant
 
-Q, R, P, F, C, X = (RequestState.QUEUED, RequestState.RUNNING, RequestState.PREEMPTED,
-                    RequestState.FINISHED, RequestState.CANCELLED, RequestState.REJECTED)
+Q, R, F, C, X = (RequestState.QUEUED, RequestState.RUNNING, RequestState.FINISHED, RequestState.CANCELLED,
+                 RequestState.REJECTED)
 
-# The lifecycle of DESIGN.md, written out independently of the table under test.
+# The lifecycle of DESIGN.md, written out independently of the table under test (a preemption
+# takes a running request straight back to the queue).
 EXPECTED = {
     None: {Q, X},
     Q: {R, C},
-    R: {P, F, C},
-    P: {Q, C},
+    R: {Q, F, C},
     F: set(),
     C: set(),
     X: set(),
@@ -51,7 +51,7 @@ def test_forbidden_transition_raises_and_keeps_state(make_sequence, src, dst):
 
 def test_full_lifecycle_with_preemption(make_sequence):
     seq = make_sequence(0, state=None)
-    for state in (Q, R, P, Q, R, F):
+    for state in (Q, R, Q, R, F):
         seq.move(state)
     assert seq.state is F
 
