@@ -240,7 +240,7 @@ class Scheduler:
         queue = self._queue_served_by(worker)
         admitted = []
         while (seq := step.select(queue)) is not None:
-            queue.pop()
+            queue.pop_chosen(seq)
             step.commit(seq)  # first: it finds its cached blocks, which the bookkeeping charges
             admitted.append(self._admit(seq, worker, now))
         repeat = step.repeat(queue)

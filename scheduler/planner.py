@@ -62,7 +62,7 @@ class StepBuilder:
         after a preemption, which would thrash."""
         if self.preempted or self.tokens <= 0 or self.seqs <= 0:
             return None
-        seq = queue.peek()
+        seq = queue.peek_for(self.worker.cached_prefix_of)
         return seq if seq is not None and self.worker.fits(seq) else None
 
     def commit(self, seq: Sequence) -> None:

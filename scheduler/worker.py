@@ -52,6 +52,10 @@ class WorkerState:
         """Blocks in use: held by running requests (cached ones no request holds count as free)."""
         return self.pool.total - self.available
 
+    def cached_prefix_of(self, seq: Sequence) -> int:
+        """How many leading blocks of `seq`'s prompt are cached here (what its admission would hit)."""
+        return self._cached_prefix(seq)[0]
+
     def cached_blocks(self, hashes) -> int:
         """How many leading blocks of a prompt with these block hashes are cached here."""
         return self.cache.match(hashes)[0] if self.cache is not None and hashes else 0

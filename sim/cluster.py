@@ -200,7 +200,9 @@ class Simulation:
     def _arrive(self, i: int) -> None:
         wl, now = self.workload, self.loop.now
         self._last_event = now
-        request = Request(i, self.tenant_names[wl.tenant[i]], int(wl.prompt_tokens[i]), int(wl.max_new_tokens[i]))
+        prefix = wl.prefixes[i] if wl.prefixes is not None else None
+        request = Request(i, self.tenant_names[wl.tenant[i]], int(wl.prompt_tokens[i]), int(wl.max_new_tokens[i]),
+                          prefix=prefix)
         if self._sync_before_decisions and self.scheduler.num_queued(wl.tenant[i]) == 0:
             self._sync()  # the tenant becomes backlogged: the policy reads service (VTC's lift)
         verdict = self.scheduler.submit(request, now)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Iterable, Sequence as Seq
+from typing import Any, Callable, ClassVar, Iterable, Sequence as Seq
 
 from ..request import Sequence, Tenant
 from ..service import Ledger
@@ -32,6 +32,16 @@ class WaitQueue(ABC):
 
     @abstractmethod
     def remove(self, seq: Sequence) -> None: ...
+
+    def peek_for(self, cached: Callable[[Sequence], int]) -> Sequence | None:
+        """The request the policy admits next on a worker that has `cached(seq)` leading blocks of
+        seq's prompt cached: a locality-aware queue may prefer a hit; the others ignore it."""
+        return self.peek()
+
+    def pop_chosen(self, seq: Sequence) -> Sequence:
+        """Remove and return what `peek_for` returned."""
+        assert seq is self.peek(), "pop_chosen of a request the queue did not choose"
+        return self.pop()
 
     @abstractmethod
     def __len__(self) -> int: ...
