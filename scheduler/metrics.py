@@ -71,8 +71,14 @@ class Metrics:
         self.kv_usage = Gauge("fairbatch_kv_cache_usage_ratio", "Fraction of a worker's KV blocks in use.",
                               ("worker",), registry=registry)
         self.service = Gauge("fairbatch_tenant_service",
-                             "Service received: (w_p x prompt + w_q x output tokens) / weight.", tenant,
-                             registry=registry)
+                             "Service received: (w_p x prompt + w_cached x cached prompt + w_q x output tokens) "
+                             "/ weight.", tenant, registry=registry)
+        # vLLM's prefix_cache_queries / prefix_cache_hits: prompt tokens looked up and found, per worker.
+        self.prefix_queries = Counter("fairbatch_prefix_cache_queries", "Prompt tokens looked up in the prefix cache.",
+                                      ("worker",), registry=registry)
+        self.prefix_hits = Counter("fairbatch_prefix_cache_hits", "Prompt tokens found in the prefix cache.",
+                                   ("worker",), registry=registry)
+        self._counted: dict[str, tuple[int, int]] = {}  # worker -> (queries, hits) already counted
         self._init_series()
 
     def _init_series(self) -> None:
@@ -145,3 +151,14 @@ class Metrics:
         for wid in scheduler.worker_ids():
             kv = scheduler.kv_usage(wid)
             self.kv_usage.labels(str(wid)).set(kv.used / kv.total)
+            cache = scheduler.prefix_cache_stats(wid)
+            self.count_prefix_cache(str(wid), cache.queries, cache.hits)
+
+    def count_prefix_cache(self, worker: str, queries: int, hits: int) -> None:
+        """Bring the worker's prefix cache counters to these totals (they only grow)."""
+        counted_queries, counted_hits = self._counted.get(worker, (0, 0))
+        if queries > counted_queries:
+            self.prefix_queries.labels(worker).inc(queries - counted_queries)
+        if hits > counted_hits:
+            self.prefix_hits.labels(worker).inc(hits - counted_hits)
+        self._counted[worker] = (max(queries, counted_queries), max(hits, counted_hits))

@@ -76,3 +76,4 @@ def _set_gauges(data: RunData, metrics: Metrics) -> None:
         capacity = data.duration_s * worker.kv_blocks_total
         usage = worker.kv_block_seconds / capacity if capacity > 0 else 0.0
         metrics.kv_usage.labels(str(wid)).set(usage if math.isfinite(usage) else 0.0)
+        metrics.count_prefix_cache(str(wid), worker.prefix_queries, worker.prefix_hits)

@@ -71,6 +71,8 @@ class WorkerStats:
     kv_block_seconds: float
     kv_blocks_total: int
     preemptions: int
+    prefix_queries: int = 0  # prompt tokens looked up in its prefix cache (vLLM's counting)
+    prefix_hits: int = 0  # of those, found cached
 
 
 # eq=False: fields are arrays, whose == is elementwise and has no truth value.
@@ -403,7 +405,12 @@ def _utilisation(workers: tuple[WorkerStats, ...], dur: float) -> dict:
         "mean_batch_size": sum(w.seq_steps for w in workers) / steps if steps else None,
         "kv_usage_mean": _mean([p["kv_usage_mean"] for p in per]),
         "preemptions": int(sum(w.preemptions for w in workers)),
+        "prefix_cache_hit_rate": _ratio(sum(w.prefix_hits for w in workers), sum(w.prefix_queries for w in workers)),
     }
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
 
 
 def _worker_metrics(w: WorkerStats, dur: float) -> dict:
@@ -414,6 +421,9 @@ def _worker_metrics(w: WorkerStats, dur: float) -> dict:
         "mean_batch_size": w.seq_steps / w.steps if w.steps else None,
         "kv_usage_mean": w.kv_block_seconds / kv_cap if kv_cap > 0 else None,
         "preemptions": int(w.preemptions),
+        "prefix_cache_queries": int(w.prefix_queries),
+        "prefix_cache_hits": int(w.prefix_hits),
+        "prefix_cache_hit_rate": _ratio(w.prefix_hits, w.prefix_queries),
     }
 
 
@@ -452,6 +462,7 @@ def _tenant_metrics(data: RunData, slo_ttft: np.ndarray, slo_tpot: np.ndarray) -
             **_order_latencies(_request_metrics(r, dur, slo_ttft, slo_tpot)),
             "prompt_tokens": prompt,
             "cached_prompt_tokens": cached,
+            "prefix_cache_hit_rate": _ratio(cached, cached + prompt),
             "output_tokens": output,
             "service": float(served),
             "normalised_service": float(served / info.weight),
@@ -614,9 +625,12 @@ def _fairness_line(f: dict) -> str:
 
 
 def _utilisation_line(s: dict) -> str:
-    return _clip(f"{'Utilisation':<12}busy {_pct(s['utilisation'])}, "
-                 f"mean batch {_num(s['mean_batch_size'], 1)}, KV {_pct(s['kv_usage_mean'])}, "
-                 f"preemptions {_num(s['preemptions'])}")
+    line = (f"{'Utilisation':<12}busy {_pct(s['utilisation'])}, "
+            f"mean batch {_num(s['mean_batch_size'], 1)}, KV {_pct(s['kv_usage_mean'])}, "
+            f"preemptions {_num(s['preemptions'])}")
+    if s.get("prefix_cache_hit_rate") is not None:
+        line += f", prefix cache hits {_pct(s['prefix_cache_hit_rate'])}"
+    return _clip(line)
 
 
 def _num(x, digits: int = 0) -> str:

@@ -10,6 +10,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.core import Scheduler, SchedulerConfig
+from scheduler.events import StepResult
+from scheduler.prefix import Prefix
 from scheduler.metrics import LATENCY_BUCKETS, OTHER, Metrics
 from scheduler.request import Request, Tenant
 from sim.cluster import simulate
@@ -84,6 +86,24 @@ def test_gauges_sample_the_core():
     assert value(registry, "fairbatch_num_requests_waiting", tenant="b") == 2
     assert value(registry, "fairbatch_kv_cache_usage_ratio", worker="0") == pytest.approx(2 / 10)
     assert value(registry, "fairbatch_tenant_service", tenant="a") == 0  # charged when the chunk completes
+
+
+def test_prefix_cache_counters_count_prompt_tokens_looked_up_and_found_per_worker():
+    scheduler = Scheduler([Tenant("a")], "fcfs", "global",
+                          SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=4, block_size=4, kv_watermark=0.0))
+    scheduler.add_worker(0, 64, 0.0)
+    shared = tuple(range(12))
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, ["a"])
+    for rid, now in ((1, 0.0), (2, 1.0)):  # the second finds the first's three full blocks but the last
+        scheduler.submit(Request(rid, "a", 13, 1, prefix=Prefix(shared + (100 + rid,))), now)
+        scheduler.plan(0, now)
+        scheduler.complete(0, StepResult(), now)
+        metrics.sample(scheduler)
+    assert value(registry, "fairbatch_prefix_cache_queries_total", worker="0") == 26
+    assert value(registry, "fairbatch_prefix_cache_hits_total", worker="0") == 12
+    metrics.sample(scheduler)  # sampling again counts nothing twice
+    assert value(registry, "fairbatch_prefix_cache_hits_total", worker="0") == 12
 
 
 def test_a_simulated_run_exports_the_same_metrics():

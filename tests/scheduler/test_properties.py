@@ -34,6 +34,7 @@ from scheduler.actions import Admitted, Emitted, Finished, Rejected, RejectReaso
 from scheduler.core import Scheduler, SchedulerConfig
 from scheduler.events import StepResult
 from scheduler.policies import POLICIES
+from scheduler.prefix import Prefix
 from scheduler.request import Request, RequestState, Tenant
 
 EXAMPLES = 200
@@ -49,6 +50,15 @@ class Arrival:
     prompt: int  # <= 0 is invalid
     max_new: int
     output: int  # the true output length: the worker reports EOS on this token
+    family: int  # which shared start its prompt has (-1: none), so prompts share cached blocks
+
+    def prefix(self) -> Prefix | None:
+        """Its prompt's content: the family's tokens, then (past `shared` of them) its own."""
+        if self.family < 0 or self.prompt < 1:
+            return None
+        shared = min(self.prompt, 6 + 3 * self.family)
+        own = tuple(10_000 + 100 * self.family + self.prompt * 7 + j for j in range(self.prompt - shared))
+        return Prefix(tuple(1000 * (self.family + 1) + j for j in range(shared)) + own)
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,8 @@ class Setup:
     max_num_batched_tokens: int
     max_num_seqs: int
     kv_watermark: float
+    prefix_caching: bool
+    cache_isolation: str
 
     def config(self) -> SchedulerConfig:
         return SchedulerConfig(
@@ -68,6 +80,8 @@ class Setup:
             max_num_seqs=min(self.max_num_seqs, self.max_num_batched_tokens),
             block_size=self.block_size,
             kv_watermark=self.kv_watermark,
+            enable_prefix_caching=self.prefix_caching,
+            cache_isolation=self.cache_isolation,
             debug_checks=True,
         )
 
@@ -82,6 +96,8 @@ setups = st.builds(
     max_num_batched_tokens=st.sampled_from([4, 8, 16, 32]),
     max_num_seqs=st.integers(1, 6),
     kv_watermark=st.sampled_from([0.0, 0.1]),
+    prefix_caching=st.booleans(),
+    cache_isolation=st.sampled_from(["none", "tenant"]),
 )
 arrivals = st.builds(
     Arrival,
@@ -89,6 +105,7 @@ arrivals = st.builds(
     prompt=st.integers(-1, 16),
     max_new=st.integers(1, 12),
     output=st.integers(1, 20),
+    family=st.sampled_from([-1, 0, 0, 1, 2]),
 )
 # (kind, argument): weights by repetition; remove/add are occasional.
 KINDS = ["arrive"] * 4 + ["plan"] * 4 + ["complete"] * 4 + ["cancel"] * 2 + ["remove", "add", "wait"]
@@ -135,7 +152,7 @@ class Driver:
         a = self.arrivals[i]
         self.ids.append(i)
         self.times[i] = {"arrival": self.now}
-        verdict = self.s.submit(Request(i, NAMES[a.tenant], a.prompt, a.max_new), self.now)
+        verdict = self.s.submit(Request(i, NAMES[a.tenant], a.prompt, a.max_new, prefix=a.prefix()), self.now)
         self.transcript.append(("submit", i, verdict))
         expected = self.expected_refusal(a)
         if expected is None:
@@ -272,13 +289,36 @@ class Driver:
         for rid in plan.admitted:
             assert rid in ids
             self.times[rid].setdefault("admit", self.now)
+            self.check_hit(rid)
+
+    def check_hit(self, rid: int) -> None:
+        """A request finds cached at most the full blocks its prompt shares with an earlier request's
+        (of its own tenant, under per-tenant isolation), and none with caching off."""
+        seq, mine = self.s.sequence(rid), self.arrivals[rid]
+        if not self.setup.prefix_caching or mine.prefix() is None:
+            assert seq.computed == 0 or seq.preemptions > 0
+            return
+        if seq.preemptions:
+            return
+        block = self.setup.block_size
+        shared = 0
+        for earlier in self.arrivals[:rid]:
+            if earlier.prefix() is None or (self.setup.cache_isolation == "tenant" and earlier.tenant != mine.tenant):
+                continue
+            common = 0
+            for x, y in zip(earlier.prefix().ids, mine.prefix().ids):
+                if x != y:
+                    break
+                common += 1
+            shared = max(shared, min(common, earlier.prompt, mine.prompt - 1) // block)
+        assert seq.computed <= shared * block, (rid, seq.computed, shared)
 
     def check_state(self) -> None:
         s = self.s
         for worker in s.workers.values():
             pool = worker.pool
-            assert pool.used + pool.free == pool.total
-            assert pool.used == sum(seq.blocks for seq in worker.running)
+            cached = len(worker.cache) if worker.cache is not None else 0  # shared, counted once
+            assert pool.free + sum(seq.blocks - seq.cached for seq in worker.running) + cached == pool.total
             assert len(worker.running) <= self.config.max_num_seqs
         live = {rid for rid in self.accepted if rid not in self.outcome}
         assert set(s.live) == live
@@ -308,8 +348,9 @@ class Driver:
         kinds = [o[0] for o in self.outcome.values()]
         assert (s.counts.submitted, s.counts.finished, s.counts.cancelled, s.counts.rejected) == (
             len(self.ids), kinds.count("finished"), kinds.count("cancelled"), kinds.count("rejected"))
-        for worker in s.workers.values():
-            assert worker.pool.free == worker.pool.total and not worker.running
+        for worker in s.workers.values():  # what no request holds is free, or cached and evictable
+            cached = worker.cache.evictable if worker.cache is not None else 0
+            assert worker.pool.free + cached == worker.pool.total and not worker.running
         prompt_tokens = [0] * len(TENANTS)
         output_tokens = [0] * len(TENANTS)
         for rid, seq in self.seqs.items():
@@ -324,7 +365,8 @@ class Driver:
                 assert seq.state is RequestState.CANCELLED and seq.charged_prompt <= seq.request.prompt_tokens
             prompt_tokens[seq.tenant] += seq.charged_prompt
             output_tokens[seq.tenant] += self.emitted.get(rid, 0)
-        assert s.ledger.prompt_tokens == prompt_tokens, "prompt service charged more than once"
+        charged = [computed + cached for computed, cached in zip(s.ledger.prompt_tokens, s.ledger.cached_tokens)]
+        assert charged == prompt_tokens, "prompt service charged more than once"
         assert s.ledger.outputs() == output_tokens
         assert s.num_waiting == 0 and s.num_running == 0
 

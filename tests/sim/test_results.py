@@ -271,17 +271,19 @@ def test_per_tenant_counts_service_and_rejections():
 
 def test_utilisation_from_worker_stats():
     workers = (WorkerStats(busy_s=3.0, steps=10, seq_steps=40, token_steps=500, kv_block_seconds=200.0,
-                           kv_blocks_total=100, preemptions=2),
+                           kv_blocks_total=100, preemptions=2, prefix_queries=400, prefix_hits=100),
                WorkerStats(busy_s=1.0, steps=30, seq_steps=40, token_steps=100, kv_block_seconds=0.0,
-                           kv_blocks_total=100, preemptions=1))
+                           kv_blocks_total=100, preemptions=1, prefix_queries=100, prefix_hits=0))
     out = summarize(run(records(*THREE), workers=workers))
     s = out["summary"]
     assert s["utilisation"] == pytest.approx(0.5)
     assert s["mean_batch_size"] == pytest.approx(2.0)
     assert s["kv_usage_mean"] == pytest.approx(0.25)
     assert s["preemptions"] == 3
+    assert s["prefix_cache_hit_rate"] == pytest.approx(100 / 500)  # tokens over the pool, as vLLM counts
     assert out["workers"][0] == {"utilisation": 0.75, "steps": 10, "mean_batch_size": 4.0,
-                                 "kv_usage_mean": 0.5, "preemptions": 2}
+                                 "kv_usage_mean": 0.5, "preemptions": 2, "prefix_cache_queries": 400,
+                                 "prefix_cache_hits": 100, "prefix_cache_hit_rate": 0.25}
 
 
 def test_result_is_strict_json():
