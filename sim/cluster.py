@@ -10,7 +10,6 @@ results need is counted on the way.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import heapq
 import itertools
 import math
@@ -23,6 +22,7 @@ from scheduler.core import Scheduler
 from scheduler.events import StepResult
 from scheduler.outcomes import Outcome
 from scheduler.policies import Policy, make_policy
+from scheduler.placement import make_placement, placement_rng
 from scheduler.request import SLO, Request, Tenant
 
 from .config import SimConfig, check_runnable
@@ -144,7 +144,9 @@ class Simulation:
         tenants = [Tenant(s.name, s.weight, s.priority, SLO(s.slo_ttft_ms, s.slo_tpot_ms), s.quota) for s in specs]
         if policy is None:
             policy = make_policy(config.policy.policy, config.policy.policy_params)
-        self.scheduler = Scheduler(tenants, policy, config.policy.placement, config.scheduler)
+        placement = make_placement(config.policy.placement, config.policy.placement_params,
+                                   placement_rng(config.seed))
+        self.scheduler = Scheduler(tenants, policy, placement, config.scheduler)
         self.loop = EventLoop()
         cost = config.cluster.cost_model()
         blocks = config.cluster.kv_blocks(config.scheduler)
@@ -347,10 +349,6 @@ class Simulation:
 
     # ----- results ------------------------------------------------------------------------------
 
-    def _worker_stats(self, worker: SimWorker) -> WorkerStats:
-        cache = self.scheduler.prefix_cache_stats(worker.id)
-        return dataclasses.replace(worker.stats(), prefix_queries=cache.queries, prefix_hits=cache.hits)
-
     def _run_data(self) -> RunData:
         for rid in self.scheduler.live_ids():  # what requests cut off by the horizon generated
             self._generated[rid] = self.scheduler.generated(rid)
@@ -365,7 +363,7 @@ class Simulation:
             itl_weights=itl_weights,
             duration_s=self._last_event,
             tenants=tuple(TenantInfo(s.name, s.weight, s.slo_ttft_ms, s.slo_tpot_ms) for s in specs),
-            workers=tuple(self._worker_stats(worker) for worker in self.workers),
+            workers=tuple(worker.stats() for worker in self.workers),
             timeline=timeline,
             service_weights=tuple(self.scheduler.service_weights.as_list()),
             served=np.array(self.scheduler.tenant_tokens(), dtype=np.int64).T,

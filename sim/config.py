@@ -20,7 +20,7 @@ import numpy as np
 
 from scheduler.core import SchedulerConfig
 from scheduler.errors import ConfigError
-from scheduler.placement import PLACEMENTS
+from scheduler.placement import PLACEMENTS, check_params
 from scheduler.policies import make_policy
 
 from .costmodel import RooflineCostModel
@@ -121,6 +121,7 @@ class PolicyConfig:
     policy: str = "vtc"
     policy_params: Mapping[str, Any] = field(default_factory=dict)
     placement: str = "global"
+    placement_params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,8 @@ CLUSTER_SCHEMA = {"workers": INTEGER, "gpu": STRING, "model": STRING, "tensor_pa
                   "calibration": STRING}
 CALIBRATED = ("mfu", "mbu", "step_overhead_ms")  # the cost model's free coefficients, which a calibration sets
 GPU_SPEC_SCHEMA = {"name": STRING, **{k: NUMBER for k in GPU_SPEC_FIELDS}}
-SCHEDULER_SCHEMA = {"policy": STRING, "policy_params": TABLE, "placement": STRING, "max_num_batched_tokens": INTEGER,
+SCHEDULER_SCHEMA = {"policy": STRING, "policy_params": TABLE, "placement": STRING, "placement_params": TABLE,
+                    "max_num_batched_tokens": INTEGER,
                     "max_num_seqs": INTEGER, "block_size": INTEGER, "max_model_len": INTEGER,
                     "gpu_memory_utilization": NUMBER, "num_gpu_blocks": INTEGER, "kv_watermark": NUMBER,
                     "service_weights": LIST, "max_queued": INTEGER, "max_queued_tokens": INTEGER,
@@ -354,7 +356,12 @@ def _policy(table: Any) -> PolicyConfig:
         raise ConfigError(
             f"scheduler.placement: unknown placement {placement!r}; allowed: {', '.join(sorted(PLACEMENTS))}"
         )
-    return PolicyConfig(policy=policy, policy_params=dict(params), placement=placement)
+    placement_params = table.get("placement_params", {})
+    if not isinstance(placement_params, Mapping):
+        raise ConfigError(f"scheduler.placement_params: must be a table, got {shown(placement_params)}")
+    check_params(placement, placement_params)  # each key a parameter of the placement, in its range
+    return PolicyConfig(policy=policy, policy_params=dict(params), placement=placement,
+                        placement_params=dict(placement_params))
 
 
 def _scheduler(table: Mapping[str, Any]) -> SchedulerConfig:
@@ -464,6 +471,8 @@ def config_to_dict(config: SimConfig) -> dict[str, Any]:
     out = _plain(dataclasses.asdict(config))
     for key in MEMORY_KEYS:  # written where the TOML takes them
         out["scheduler"][key] = out["cluster"].pop(key)
+    if not out["policy"]["placement_params"]:  # left out unset, so earlier runs' JSON reads the same
+        del out["policy"]["placement_params"]
     for tenant in out["tenants"]:
         for key in OPTIONAL_TENANT_KEYS:
             if tenant[key] is None:

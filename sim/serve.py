@@ -22,6 +22,7 @@ import prometheus_client
 
 from scheduler.core import Scheduler
 from scheduler.errors import ConfigError
+from scheduler.placement import make_placement, placement_rng
 from scheduler.policies import make_policy
 from scheduler.request import SLO, Tenant
 from scheduler.runtime.driver import DEFAULT_STREAM_BUFFER
@@ -166,7 +167,8 @@ def build_pool(config: SimConfig, speed: float = 1.0) -> tuple[Scheduler, dict[i
     tenants = [Tenant(s.name, s.weight, s.priority, SLO(s.slo_ttft_ms, s.slo_tpot_ms), s.quota)
                for s in config.tenants]
     policy = make_policy(config.policy.policy, config.policy.policy_params)
-    scheduler = Scheduler(tenants, policy, config.policy.placement, config.scheduler)
+    placement = make_placement(config.policy.placement, config.policy.placement_params, placement_rng(config.seed))
+    scheduler = Scheduler(tenants, policy, placement, config.scheduler)
     cost = config.cluster.cost_model()
     blocks = config.cluster.kv_blocks(config.scheduler)
     return scheduler, {wid: SimulatedWorker(cost, blocks, speed) for wid in range(config.cluster.workers)}

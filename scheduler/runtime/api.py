@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler.outcomes import FinishReason
+from scheduler.prefix import Prefix
 
 from . import tokenizer
 
@@ -81,6 +82,19 @@ class Completion:
     stream: bool = False
     include_usage: bool = False
     stop: tuple[str, ...] = ()  # the output ends before the first of these it contains
+
+
+def prompt_prefix(completion: Completion) -> Prefix:
+    """The prompt's content as token ids (the serving tokenizer's, or the client's own ids), so
+    that requests sharing a prompt's start share its cached KV blocks."""
+    prompt = completion.prompt
+    if isinstance(prompt, str):
+        ids = tokenizer.encode(prompt)
+    elif completion.kind == CHAT:
+        ids = tokenizer.encode(chat_prompt(prompt))
+    else:
+        ids = prompt
+    return Prefix(tuple(ids))
 
 
 def count_tokens(text: str) -> int:

@@ -160,7 +160,8 @@ class Server:
             raise Refused(err.status, err.message, err.code, err.param) from None
         rid = f"{'chatcmpl' if kind == api.CHAT else 'cmpl'}-{secrets.token_hex(16)}"
         try:
-            handle = self.runtime.submit(Request(rid, tenant, parsed.prompt_tokens, parsed.max_tokens), parsed)
+            request = Request(rid, tenant, parsed.prompt_tokens, parsed.max_tokens, prefix=api.prompt_prefix(parsed))
+            handle = self.runtime.submit(request, parsed)
         except RequestRejected as err:
             raise refusal(err) from None
         return handle, parsed, rid

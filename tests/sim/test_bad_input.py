@@ -23,6 +23,7 @@ from hypothesis import given, settings
 
 import sim.cli
 from benchmarks.main import main
+from scheduler.placement import PARAMETERS as PLACEMENT_PARAMETERS
 from scheduler.policies import POLICIES, parameters
 from sim.config import CLUSTER_SCHEMA, GPU_SPEC_SCHEMA, SCHEDULER_SCHEMA, TOP_SCHEMA
 from sim.testing import ACCEPTS, wrong_values
@@ -277,6 +278,18 @@ CASES = [
     toml("policy-list", "scheduler.policy:", {"scheduler.policy": ["vtc"]}),
     toml("policy-param-bool", "scheduler.policy_params.w_p:", {"scheduler.policy_params": {"w_p": True}}),
     toml("policy-param-inf", "scheduler.policy_params.w_q:", {"scheduler.policy_params": {"w_q": math.inf}}),
+    toml("placement-params-number", "scheduler.placement_params: must be a table",
+         {"scheduler.placement": "scorer", "scheduler.placement_params": 3}),
+    toml("placement-param-unknown", "scheduler.placement_params: w_x not a parameter of 'scorer'; "
+         "allowed: w_queue, w_kv, w_prefix",
+         {"scheduler.placement": "scorer", "scheduler.placement_params": {"w_x": 1}}),
+    toml("placement-param-negative", "scheduler.placement_params.w_kv: must be a number in [0, 1e6], got -1",
+         {"scheduler.placement": "scorer", "scheduler.placement_params": {"w_kv": -1}}),
+    toml("placement-param-bool", "scheduler.placement_params.max_imbalance: must be a number in [0, 1e6], got true",
+         {"scheduler.placement": "prefix_affinity", "scheduler.placement_params": {"max_imbalance": True}}),
+    toml("placement-param-of-another-placement", "scheduler.placement_params: max_imbalance not a parameter of "
+         "'least_loaded'; allowed: none",
+         {"scheduler.placement": "least_loaded", "scheduler.placement_params": {"max_imbalance": 4}}),
     toml("max-batched-string", "scheduler.max_num_batched_tokens:", {"scheduler.max_num_batched_tokens": "4096"}),
     toml("block-size-huge", "scheduler.block_size:", {"scheduler.block_size": 10**9}),
     toml("watermark-string", "scheduler.kv_watermark:", {"scheduler.kv_watermark": "low"}),
@@ -452,6 +465,8 @@ def schema_keys() -> list[tuple[str, str, dict]]:
             keys.append((f"tenants[1].prompt_tokens.{k}", kind, {"tenants[1].prompt_tokens": dict(base)}))
     for policy in POLICIES:
         keys += [(f"scheduler.policy_params.{p}", NUMBER, {"scheduler.policy": policy}) for p in parameters(policy)]
+    for placement, allowed in PLACEMENT_PARAMETERS.items():
+        keys += [(f"scheduler.placement_params.{p}", NUMBER, {"scheduler.placement": placement}) for p in allowed]
     return keys
 
 

@@ -197,3 +197,14 @@ def test_stop_text_picks_the_earliest_stop_sequence_and_passes_tokens_through_wi
     assert pieces == ["a"] and text.stopped
     pieces, text = _fed((), ["x", "", "y"])
     assert pieces == ["x", "", "y"] and text.tokens == 3 and not text.stopped
+
+
+def test_a_prompts_content_is_its_token_ids_covering_exactly_its_tokens():
+    text = parse({"prompt": "Say hello"})
+    assert api.prompt_prefix(text).ids == tuple(b"Say hello")
+    ids = parse({"prompt": [5, 6, 7]})
+    assert api.prompt_prefix(ids).ids == (5, 6, 7)
+    chat = parse({"messages": [{"role": "user", "content": "hi"}]}, api.CHAT)
+    assert api.prompt_prefix(chat).ids == tuple(b"user: hi\nassistant: ")
+    for request in (text, ids, chat):
+        api.prompt_prefix(request).check(request.prompt_tokens)  # one id per token counted

@@ -208,7 +208,7 @@ async def test_a_client_that_disconnects_mid_stream_cancels_its_request_and_free
         with anyio.fail_after(HANG_GUARD_S):  # the server notices the closed connection
             while runtime.live:
                 await anyio.sleep(0.01)
-        used = [worker.pool.used for worker in runtime.scheduler.workers.values()]
+        used = [runtime.scheduler.kv_usage(w).used for w in runtime.scheduler.worker_ids()]
         cancelled = _sample(registry, "fairbatch_requests_total", tenant="alice", outcome="cancelled")
     assert len(received) == 3 and runtime.counts["cancelled"] == 1 and runtime.counts["finished"] == 0
     assert used == [0, 0] and cancelled == 1
@@ -420,7 +420,7 @@ async def test_a_stop_sequence_ends_the_output_before_it_with_finish_reason_stop
         with anyio.fail_after(HANG_GUARD_S):
             while runtime.live:
                 await anyio.sleep(0.01)
-        used = [worker.pool.used for worker in runtime.scheduler.workers.values()]
+        used = [runtime.scheduler.kv_usage(w).used for w in runtime.scheduler.worker_ids()]
     assert whole["choices"][0]["text"] == expected and whole["choices"][0]["finish_reason"] == "stop"
     assert whole["usage"]["completion_tokens"] == tokens
     streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2] if e["choices"])
