@@ -10,6 +10,7 @@ results need is counted on the way.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 import itertools
 import math
@@ -21,8 +22,8 @@ from scheduler.actions import Rejected, StepPlan
 from scheduler.core import Scheduler
 from scheduler.events import StepResult
 from scheduler.outcomes import Outcome
-from scheduler.policies import Policy, make_policy
 from scheduler.placement import make_placement, placement_rng
+from scheduler.policies import Policy, make_policy
 from scheduler.request import SLO, Request, Tenant
 
 from .config import SimConfig, check_runnable
@@ -349,6 +350,10 @@ class Simulation:
 
     # ----- results ------------------------------------------------------------------------------
 
+    def _worker_stats(self, worker: SimWorker) -> WorkerStats:
+        cache = self.scheduler.prefix_cache_stats(worker.id)
+        return dataclasses.replace(worker.stats(), prefix_queries=cache.queries, prefix_hits=cache.hits)
+
     def _run_data(self) -> RunData:
         for rid in self.scheduler.live_ids():  # what requests cut off by the horizon generated
             self._generated[rid] = self.scheduler.generated(rid)
@@ -363,7 +368,7 @@ class Simulation:
             itl_weights=itl_weights,
             duration_s=self._last_event,
             tenants=tuple(TenantInfo(s.name, s.weight, s.slo_ttft_ms, s.slo_tpot_ms) for s in specs),
-            workers=tuple(worker.stats() for worker in self.workers),
+            workers=tuple(self._worker_stats(worker) for worker in self.workers),
             timeline=timeline,
             service_weights=tuple(self.scheduler.service_weights.as_list()),
             served=np.array(self.scheduler.tenant_tokens(), dtype=np.int64).T,
