@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from scheduler.errors import ConfigError
+from scheduler.placement import PLACEMENTS
 from sim import cli
 from sim.hardware import GPUS, MODELS
 
@@ -79,7 +80,7 @@ def add_simulate(commands) -> None:
     sim = commands.add_parser("simulate", help="run one simulation and print its summary")
     sim.add_argument("--config", type=Path, help="TOML scenario (default: the built-in 4-tenant pool)")
     sim.add_argument("--policy", help="queue policy, e.g. fcfs or vtc")
-    sim.add_argument("--placement", help="global, round_robin or least_loaded")
+    sim.add_argument("--placement", help=", ".join(sorted(PLACEMENTS)))
     sim.add_argument("--workers", type=integer, help="number of workers in the pool")
     sim.add_argument("--gpu", help=GPU_HELP)
     sim.add_argument("--model", help=MODEL_HELP)

@@ -150,27 +150,33 @@ class PrefixCache:
             else:
                 self._holders[block_hash] += 1
 
-    def publish(self, block_hash: int) -> bool:
-        """Cache a block a request just filled, held by it; False if that content is cached already."""
-        if block_hash in self:
-            return False
-        self._holders[block_hash] = 1
-        return True
+    def publish(self, hashes: Sequence[int], start: int, end: int) -> int:
+        """Cache the blocks a request just filled, hashes[start:end] in order, held by it, up to
+        the first whose content is cached already; returns how many it cached."""
+        holders, idle = self._holders, self._idle
+        for i in range(start, end):
+            block_hash = hashes[i]
+            if block_hash in holders or block_hash in idle:
+                return i - start
+            holders[block_hash] = 1
+        return end - start
 
     def release(self, hashes: Sequence[int]) -> None:
         """A request gives these blocks back. The last block goes idle first, so that a prompt's
         tail is evicted before its head (which more requests share)."""
+        held, idle = self._holders, self._idle
         for block_hash in reversed(hashes):
-            holders = self._holders[block_hash] - 1
+            holders = held[block_hash] - 1
             if holders:
-                self._holders[block_hash] = holders
+                held[block_hash] = holders
             else:
-                del self._holders[block_hash]
-                self._idle[block_hash] = None
+                del held[block_hash]
+                idle[block_hash] = None
 
     def evict(self, blocks: int) -> None:
         """Drop the `blocks` least recently released idle blocks (their memory becomes free)."""
         if blocks > len(self._idle):
             raise ProtocolError(f"prefix cache: {blocks} blocks to evict, {len(self._idle)} idle")
+        popitem = self._idle.popitem
         for _ in range(blocks):
-            self._idle.popitem(last=False)
+            popitem(last=False)

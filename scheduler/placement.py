@@ -145,14 +145,16 @@ def rendezvous_weight(key: int, worker: int) -> int:
 
 
 class PrefixAffinity(Placement):
-    """The worker holding the longest cached run of the prompt's leading blocks, among the workers
-    within `max_imbalance` requests of the least loaded; ties (no match anywhere included) go to the
-    prefix's rendezvous home, so equal prefixes keep gathering on one worker, whose cache they then
-    hit. A prompt without content goes to the least loaded worker."""
+    """Cache-aware routing as SGLang's router does it. Among the workers within `max_imbalance`
+    requests of the least loaded: the one holding the longest cached run of the prompt's leading
+    blocks, if that run is at least `min_match` of the prompt; otherwise the least loaded, so that
+    prompts sharing only a short start (a common system prompt) spread instead of piling on one
+    home. Ties go to the prefix's rendezvous home, so equal prefixes keep gathering where their
+    blocks are. A prompt without content goes to the least loaded worker."""
 
     name = "prefix_affinity"
 
-    def __init__(self, max_imbalance: float = 8) -> None:
+    def __init__(self, max_imbalance: float = 8, min_match: float = 0.5) -> None:
         # SGLang's cache-aware router leaves cache affinity for the shortest queue when
         # max_load - min_load > balance_abs_threshold (default 64) and max_load > min_load x
         # balance_rel_threshold (1.5) (sgl-router/src/policies/cache_aware.rs, defaults in
@@ -161,7 +163,10 @@ class PrefixAffinity(Placement):
         # requests spill to the next longest match. The guard here is absolute alone (no relative
         # test to hold it back), so it is set tighter than SGLang's 64, which its router applies to
         # in-flight counts of engines that each batch hundreds of requests.
+        # min_match is SGLang's cache_threshold (0.5 there too): below it a match is not worth
+        # more than balance.
         self.max_imbalance = max_imbalance
+        self.min_match = min_match
 
     def choose(self, pool, queues, view):
         key = view.prefix_key
@@ -173,7 +178,12 @@ class PrefixAffinity(Placement):
         eligible = [w for w in queues if loads[w] - floor <= self.max_imbalance]
         cached = {w: view.cached_blocks(w) for w in eligible}
         longest = max(cached.values())
-        worker = max((w for w in eligible if cached[w] == longest), key=lambda w: rendezvous_weight(key, w))
+        if longest and longest >= self.min_match * view.prompt_blocks:
+            candidates = [w for w in eligible if cached[w] == longest]
+        else:
+            lightest = min(loads[w] for w in eligible)
+            candidates = [w for w in eligible if loads[w] == lightest]
+        worker = max(candidates, key=lambda w: rendezvous_weight(key, w))
         return Place(queues[worker], worker)
 
 
@@ -214,7 +224,7 @@ MAX_PARAM = 1e6  # weights and imbalances beyond a million only overflow sums
 # Each placement's parameters and their ranges [low, high]: what make_placement accepts.
 PARAMETERS: dict[str, dict[str, tuple[float, float]]] = {
     "global": {}, "round_robin": {}, "least_loaded": {}, "power_of_two": {},
-    "prefix_affinity": {"max_imbalance": (0, MAX_PARAM)},
+    "prefix_affinity": {"max_imbalance": (0, MAX_PARAM), "min_match": (0, 1)},
     "scorer": {"w_queue": (0, MAX_PARAM), "w_kv": (0, MAX_PARAM), "w_prefix": (0, MAX_PARAM)},
 }
 PARAMS_KEY = "scheduler.placement_params"

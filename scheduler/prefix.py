@@ -45,6 +45,12 @@ def block_hashes(prefix: Prefix, prompt_tokens: int, block_size: int, salt: int 
     ids, unit = prefix.ids, prefix.tokens_per_id
     parent = hash((CHAIN_ROOT, salt))
     hashes = []
+    if unit > 1 and unit % block_size == 0:  # blocks inside an id (Mooncake's 512): the id, the offset
+        per = unit // block_size
+        for block in range(prompt_tokens // block_size):
+            parent = hash((parent, ids[block // per], block % per))
+            hashes.append(parent)
+        return tuple(hashes)
     for start in range(0, prompt_tokens - block_size + 1, block_size):
         parent = hash((parent, _content(ids, unit, start, start + block_size)))
         hashes.append(parent)

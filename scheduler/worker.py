@@ -110,8 +110,8 @@ class WorkerState:
         if self.cache is None or not seq.hashes:
             return
         full = min(seq.computed // self.pool.block_size, len(seq.hashes))
-        while seq.cached < full and self.cache.publish(seq.hashes[seq.cached]):
-            seq.cached += 1  # the block moves from the request's own to the cache, still held by it
+        if seq.cached < full:  # each block cached moves from the request's own to the cache, still held by it
+            seq.cached += self.cache.publish(seq.hashes, seq.cached, full)
 
     def reserve_decode_step(self) -> bool:
         """Take, in one go, the blocks every decode needs for its next token; False (taking

@@ -90,8 +90,14 @@ def test_prefix_affinity_load_guard_overrides_the_match():
     within = View(load={0: 0, 1: 8, 2: 1}, cached=cached, prompt_blocks=5, prefix_key=42)
     assert PrefixAffinity(max_imbalance=8).choose(POOL, own(0, 1, 2), within).worker == 1  # 8 over: still eligible
     beyond = View(load={0: 0, 1: 9, 2: 1}, cached=cached, prompt_blocks=5, prefix_key=42)
-    assert PrefixAffinity(max_imbalance=8).choose(POOL, own(0, 1, 2), beyond).worker == 2  # next longest match
+    assert PrefixAffinity(max_imbalance=8, min_match=0.4).choose(POOL, own(0, 1, 2), beyond).worker == 2  # next longest
     assert PrefixAffinity(max_imbalance=0).choose(POOL, own(0, 1, 2), beyond).worker == 0  # only the least loaded
+
+
+def test_prefix_affinity_ignores_a_match_below_min_match_for_balance():
+    view = View(load={0: 2, 1: 0, 2: 1}, cached={0: 2}, prompt_blocks=5, prefix_key=42)  # 2 of 5 cached on 0
+    assert PrefixAffinity(min_match=0.5).choose(POOL, own(0, 1, 2), view).worker == 1  # a short match: least loaded
+    assert PrefixAffinity(min_match=0.4).choose(POOL, own(0, 1, 2), view).worker == 0  # long enough: its cache
 
 
 def test_prefix_affinity_ties_go_to_the_keys_rendezvous_home():

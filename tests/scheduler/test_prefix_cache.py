@@ -74,7 +74,7 @@ def test_a_request_with_a_wrong_prefix_is_rejected_with_the_reason():
 
 def test_the_cache_holds_shares_and_evicts_the_least_recently_released_tail_first():
     cache = PrefixCache()
-    assert cache.publish(1) and cache.publish(2) and not cache.publish(1)
+    assert cache.publish([1, 2], 0, 2) == 2 and cache.publish([1, 3], 0, 2) == 0  # 1 is cached already
     cache.hold([1])  # a second request holds block 1
     assert cache.match([1, 2, 3]) == (2, 0) and cache.holders() == {1: 2, 2: 1}
     cache.release([1, 2])  # the first lets both go: 2 goes idle first (a prompt's tail), 1 stays held
