@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from .base import KeyedQueue, Policy, WaitQueue
 from .deadline import EDF, LeastSlack
+from .dlpm import DLPM
 from .drr import DRR
 from .fcfs import FCFS
 from .priority import Priority
@@ -15,7 +16,7 @@ from .vtc import LCF, VTC
 
 SERVICE_WEIGHTS = ("w_p", "w_q")  # once policy parameters, now [scheduler] service_weights
 POLICIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (FCFS, Priority, VTC, LCF, DRR, EDF, LeastSlack)
+    cls.name: cls for cls in (FCFS, Priority, VTC, LCF, DLPM, DRR, EDF, LeastSlack)
 }
 
 
@@ -51,5 +52,5 @@ def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
 
 __all__ = [
     "POLICIES", "Policy", "WaitQueue", "KeyedQueue", "make_policy", "parameters",
-    "FCFS", "Priority", "VTC", "LCF", "DRR", "EDF", "LeastSlack",
+    "FCFS", "Priority", "VTC", "LCF", "DLPM", "DRR", "EDF", "LeastSlack",
 ]
