@@ -6,6 +6,7 @@
     fairbatch bench report   DIR [DIR ...] [--out report.md]
     fairbatch bench results  [--data DIR]          (regenerates benchmarks/RESULTS.md)
     fairbatch bench validate RUN_DIR [RUN_DIR ...] [--gpu G] [--set cluster.KEY=V] [--plot PNG] [--json PATH]
+    fairbatch bench prefix   [--data DIR] [--duration S]   (prefix caching x placements; benchmarks/prefix.py)
 
 compare, capacity, sweep and results take --jobs N, --executor process|ray|serial, --out DIR,
 --cache DIR, --fresh and --no-progress. Results go to --out (default results/bench/<command>-<name>):
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="override a [cluster] key (TOML value), e.g. cluster.mbu=0.7")
     validate.add_argument("--plot", type=Path, help="write the measured and predicted CDFs to this PNG")
     validate.add_argument("--json", type=Path, help="write the comparison as JSON")
+    prefix = commands.add_parser("prefix", parents=[run], help="prefix caching off and on under every placement")
+    prefix.add_argument("--data", type=Path, help="the folder of the Mooncake trace (default: ../shared/data)")
+    prefix.add_argument("--duration", type=float, help="seconds of arrivals (default: each scenario's)")
+    prefix.add_argument("--results", action="store_true",
+                        help="also write the section of benchmarks/RESULTS.md (and its figure)")
     results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md")
     _run_options(results)
     results.add_argument("--data", type=Path, help="the shared data folder (default: ../shared/data)")
@@ -164,6 +170,24 @@ def run_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_prefix(args: argparse.Namespace) -> int:
+    from .prefix import run_prefix as run
+    from .regenerate import DEFAULT_DATA, OUTPUT, add_prefix
+
+    options = {"cache": args.cache, "executor": args.executor, "jobs": args.jobs, "fresh": args.fresh,
+               "progress": args.progress}
+    if args.results:
+        add_prefix(OUTPUT, args.data or DEFAULT_DATA, OUTPUT.parent / "results", **options)
+        print(f"wrote the prefix caching section of {OUTPUT}")
+        return 0
+    out = args.out or DEFAULT_OUT / "prefix"
+    markdown, headline = run(out, data=args.data, duration_s=args.duration, **options)
+    (out / "prefix.md").write_text(markdown + "\n")
+    print(markdown)
+    print("\n" + ", ".join(f"{k} {v}" for k, v in headline.items()))
+    return 0
+
+
 def run_validate(args: argparse.Namespace) -> int:
     from .validate import validate_runs
 
@@ -189,7 +213,7 @@ def _cluster_overrides(items: list[str]) -> dict[str, Any]:
 
 
 COMMANDS = {"compare": run_compare, "capacity": run_capacity, "sweep": run_sweep, "report": run_report,
-            "results": run_results, "validate": run_validate}
+            "results": run_results, "validate": run_validate, "prefix": run_prefix}
 
 
 def _session(command: str, out: Path, args: argparse.Namespace, total: int) -> Session:

@@ -187,3 +187,18 @@ def validation_figure(runs: Sequence[tuple[str, Mapping[str, Mapping[str, np.nda
             _label(ax, label, "fraction of requests", title)
         axes[row, 0].legend(fontsize="small")
     return _save(fig, path)
+
+
+def bars_figure(panels: Sequence[tuple[str, Sequence[str], Sequence[float], float | None]], path: Path,
+                baseline: str = "") -> Path:
+    """Bar charts two a row: each panel is (title, bar names, values, a baseline drawn dashed or None)."""
+    fig, axes = _panels(len(panels), cols=2)
+    for ax, (title, names, values, line) in zip(axes, panels):
+        ax.bar(list(names), list(values))
+        if line is not None:
+            ax.axhline(line, color="grey", linestyle="--", label=baseline)
+            ax.legend(fontsize="small")
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

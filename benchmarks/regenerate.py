@@ -33,7 +33,8 @@ from .tables import fmt, md_table
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
-OUTPUT = BENCH / "RESULTS.md"  # its figures and CSV go to benchmarks/results/
+OUTPUT = BENCH / "RESULTS.md"
+PREFIX_HEADING = "## Prefix caching and cache-aware routing"  # its figures and CSV go to benchmarks/results/
 WORK = ROOT / "results" / "suite"
 POLICIES = ("fcfs", "priority", "vtc", "drr", "edf", "slo")
 # label: (scenario file or None for the ServeGen mix, loads: below, near and above the capacity of
@@ -100,6 +101,9 @@ def regenerate(*, data: str | Path | None = None, jobs: int | None = None, execu
     write_report([work / "compare", work / "capacity"], output, figures=figures,
                  title="fairbatch benchmark results", intro=intro)
     add_validation(output, Path(data) if data is not None else DEFAULT_DATA, figures)
+    if not quick:
+        add_prefix(output, Path(data) if data is not None else DEFAULT_DATA, figures,
+                   cache=cache, executor=executor, jobs=jobs, fresh=fresh, progress=progress)
     shutil.copyfile(work / "compare" / "results.csv", figures / "results.csv")
     return output
 
@@ -111,10 +115,30 @@ def add_validation(output: Path, data: Path, figures: Path) -> None:
     from .validate import validation_markdown
 
     figure = figures / "validation.png"
-    section = validation_markdown(data, figure, os.path.relpath(figure, output.parent))
+    replace_section(output, "## Validation against real vLLM runs", validation_markdown(
+        data, figure, os.path.relpath(figure, output.parent)))
+
+
+def add_prefix(output: Path, data: Path, figures: Path, **session: Any) -> None:
+    """Append (or replace) the section on prefix caching and cache-aware routing (`benchmarks.prefix`)."""
+    if not (data / "mooncake_fast25_conversation.jsonl.gz").is_file():
+        return
+    from .prefix import prefix_section
+
+    replace_section(output, PREFIX_HEADING, prefix_section(data, figures, output.parent, WORK / "prefix", **session))
+
+
+def replace_section(output: Path, heading: str, section: str) -> None:
+    """Put `section` (starting with `heading`) in place of the report's section of that heading,
+    or at its end; the other sections stay as they are."""
     text = output.read_text()
-    head = text.split("\n## Validation against real vLLM runs", 1)[0].rstrip("\n")
-    output.write_text(f"{head}\n\n{section}\n")
+    if heading in text:
+        head, rest = text.split("\n" + heading, 1)
+        tail = rest.split("\n## ", 1)[1] if "\n## " in rest else ""
+        text = head.rstrip("\n") + "\n\n" + section.rstrip("\n") + ("\n\n## " + tail if tail else "\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    output.write_text(text)
 
 
 def capacity_summary(results: list[dict[str, Any]]) -> str:

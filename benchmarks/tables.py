@@ -18,7 +18,7 @@ RESULT_COLUMNS = (
     ("summary", "utilisation"), ("summary", "kv_usage_mean"), ("summary", "preemptions"),
 )
 PERCENT_KEYS = ("ttft_attainment", "tpot_attainment", "attainment", "utilisation", "kv_usage_mean",
-                "service_share", "slo_attainment")
+                "service_share", "slo_attainment", "prefix_cache_hit_rate")
 GROUP_LABELS = ("scenario", "load")  # sections of a report, not parts of a series' name
 BARE_LABELS = ("policy", "placement")  # shown as their value alone in a series' name
 

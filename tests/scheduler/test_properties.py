@@ -129,6 +129,7 @@ class Driver:
         self.emitted: dict[int, int] = {}
         self.times: dict[int, dict[str, float]] = {}
         self.inflight: dict[int, object] = {}
+        self.admitted_before: list[int] = []  # first admitted, in order
         for worker in range(setup.workers):
             self.s.add_worker(worker, setup.kv_blocks, self.now)
 
@@ -292,8 +293,8 @@ class Driver:
             self.check_hit(rid)
 
     def check_hit(self, rid: int) -> None:
-        """A request finds cached at most the full blocks its prompt shares with an earlier request's
-        (of its own tenant, under per-tenant isolation), and none with caching off."""
+        """A request finds cached at most the full blocks its prompt shares with a request admitted
+        before it (of its own tenant, under per-tenant isolation), and none with caching off."""
         seq, mine = self.s.sequence(rid), self.arrivals[rid]
         if not self.setup.prefix_caching or mine.prefix() is None:
             assert seq.computed == 0 or seq.preemptions > 0
@@ -302,7 +303,8 @@ class Driver:
             return
         block = self.setup.block_size
         shared = 0
-        for earlier in self.arrivals[:rid]:
+        for other in self.admitted_before:  # only what ran before can have been cached
+            earlier = self.arrivals[other]
             if earlier.prefix() is None or (self.setup.cache_isolation == "tenant" and earlier.tenant != mine.tenant):
                 continue
             common = 0
@@ -312,6 +314,7 @@ class Driver:
                 common += 1
             shared = max(shared, min(common, earlier.prompt, mine.prompt - 1) // block)
         assert seq.computed <= shared * block, (rid, seq.computed, shared)
+        self.admitted_before.append(rid)
 
     def check_state(self) -> None:
         s = self.s

@@ -25,7 +25,7 @@ def test_overrides_replace_file_values_and_requests_replaces_duration():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"scheduler": {"policy": "lottery"}}, r"scheduler\.policy: unknown policy 'lottery'; allowed: drr, edf, fcfs, lcf, priority, slo, vtc"),
+        ({"scheduler": {"policy": "lottery"}}, r"scheduler\.policy: unknown policy 'lottery'; allowed: dlpm, drr, edf, fcfs, lcf, priority, slo, vtc"),
         ({"scheduler": {"placement": "random"}}, r"scheduler\.placement: unknown placement 'random'; allowed:"),
         ({"scheduler": {"policy_params": {"alpha": 1}}}, r"scheduler\.policy_params: alpha not a parameter"),
         ({"scheduler": {"max_num_seqs": 0}},
