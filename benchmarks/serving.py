@@ -106,9 +106,12 @@ PROBE_INTERVAL_S = 0.02
 HEALTH_BUDGET_S = 1.0
 
 
-def prompt(tokens: int) -> str:
-    """A prompt of `tokens` tokens under the server's byte-level count (one token per byte)."""
-    return "x" * tokens
+def prompt(tokens: int, unique: int | None = None) -> str:
+    """A prompt of `tokens` tokens under the server's byte-level count (one token per byte). With
+    `unique`, it starts with that number, so that it shares no cached prefix with another request
+    (as the simulated workload it replays shares none)."""
+    head = "" if unique is None else f"{unique}:"
+    return (head + "x" * tokens)[:tokens]
 
 
 # ----- the load client --------------------------------------------------------------------------
@@ -236,7 +239,7 @@ async def replay(url: str, workload: Any, names: Sequence[str], streams: Streams
     async def one(i: int) -> None:
         await anyio.sleep_until(start + float(workload.arrival_s[i]) * speed)
         tenant = names[workload.tenant[i]]
-        body = {"prompt": prompt(int(workload.prompt_tokens[i])), "max_tokens": int(workload.output_tokens[i]),
+        body = {"prompt": prompt(int(workload.prompt_tokens[i]), unique=i), "max_tokens": int(workload.output_tokens[i]),
                 "stream": True}
         after = HANG_UP_AFTER if hang_up(i, tenant) else None
         record = await SSEClient(url, f"key-{tenant}").complete(body, streams, after)
