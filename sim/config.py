@@ -430,11 +430,23 @@ def check_runnable(config: SimConfig, workload: Workload) -> None:
         except ConfigError as err:
             name_tenant(err, spec.name)
             raise
+    _check_shared_prefixes(config)
     cap, least = config.scheduler.max_queued_tokens, int(workload.prompt_tokens.min(initial=MAX_TOKENS))
     if cap is not None and cap < least:
         raise ConfigError(f"scheduler.max_queued_tokens: a cap of {cap:,} prompt tokens cannot queue the smallest "
                           f"prompt ({least:,} tokens), so every request would be rejected; allowed: >= {least:,}")
     _check_samples(config, workload)
+
+
+def _check_shared_prefixes(config: SimConfig) -> None:
+    """A group's system prompt must leave room for the request's own tokens within max_model_len:
+    else every request of the tenant would be refused as prompt_too_long."""
+    limit = config.scheduler.max_model_len
+    for i, spec in enumerate(config.tenants):
+        shared = spec.shared_prefix
+        if limit is not None and shared is not None and shared.tokens + 2 > limit:
+            raise ConfigError(f"tenants[{i}].shared_prefix.tokens: a system prompt of {shared.tokens:,} tokens leaves "
+                              f"no room within max_model_len {limit:,} (tenant {spec.name!r}); allowed: <= {limit - 2:,}")
 
 
 def _check_samples(config: SimConfig, workload: Workload) -> None:

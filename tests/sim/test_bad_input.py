@@ -299,6 +299,8 @@ CASES = [
     toml("service-weights-four", "scheduler.service_weights:", {"scheduler.service_weights": [1, 2, 0.1, 3]}),
     toml("service-weights-cached-negative", "scheduler.service_weights[2]:", {"scheduler.service_weights": [1, 2, -1]}),
     toml("prefix-caching-string", "scheduler.enable_prefix_caching:", {"scheduler.enable_prefix_caching": "yes"}),
+    toml("shared-prefix-beyond-the-context", "tenants[0].shared_prefix.tokens: a system prompt of 5,000 tokens",
+         {"tenants[0].shared_prefix": {"groups": 2, "tokens": 5_000}, "scheduler.max_model_len": 4096}),
     toml("cache-isolation-unknown", "scheduler.cache_isolation: unknown 'user'",
          {"scheduler.cache_isolation": "user"}),
     toml("service-weights-1e300", "scheduler.service_weights[0]:", {"scheduler.service_weights": [1e300, 1]}),
