@@ -101,7 +101,8 @@ class WorkerState:
         return self.cache.match(seq.hashes[:most])
 
     def _count_lookup(self, seq: Sequence, cached: int) -> None:
-        if self.cache is not None:
+        # Only a prompt with content is looked up: one without could hit nothing.
+        if self.cache is not None and seq.hashes:
             self.cache.queries += seq.request.prompt_tokens
             self.cache.hits += cached * self.pool.block_size
 
