@@ -24,7 +24,8 @@ from .decodeset import DecodeSet
 from .kv import BlockPool, DecodeGrowth, PrefixCache
 from .prefix import block_hashes
 from .placement import Placement, make_placement
-from .planner import StepBuilder
+from .isolation import Capacity, Holdings, Standing
+from .planner import StepBuilder, StepIsolation
 from .policies import Policy, WaitQueue, make_policy
 from .request import Request, RequestState, Sequence, Tenant
 from .service import Ledger, ServiceWeights
@@ -57,6 +58,14 @@ class SchedulerConfig:
     max_queued_tokens: int | None = None  # prompt tokens waiting in all queues together
     enable_prefix_caching: bool = True  # full prompt blocks shared by content and kept after, as in vLLM
     cache_isolation: str = "none"  # "tenant": no tenant hits another's blocks (vLLM's cache_salt)
+    # Isolation inside the step, for policies that share by weight (scheduler.isolation, planner).
+    isolation: bool = True  # off: every mechanism below is off
+    fair_prefill: bool = True  # under-share tenants' prefill first, over-share prefill after the admissions
+    over_share_prefill_tokens: int | None = None  # cap on over-share prefill tokens per step; None: what is left
+    slot_headroom: int | None = None  # the last free slots kept from a tenant at its share; None: max_num_seqs // 64
+    kv_headroom: float = 0.02  # the last fraction of KV blocks kept from a tenant at its fair share
+    latency_budget_tokens: int = 0  # step tokens while an under-share first token waits; 0: no limit
+    share_preempt_after_s: float | None = None  # preempt over-share requests for an under-share one waiting longer; None: never
     debug_checks: bool = False  # check every invariant after every call (slow; for tests)
 
     def __post_init__(self) -> None:
@@ -80,10 +89,46 @@ class SchedulerConfig:
             raise ConfigError(f"scheduler.cache_isolation: unknown {self.cache_isolation!r}; allowed: "
                               + ", ".join(CACHE_ISOLATION))
         ServiceWeights(*self.service_weights)  # checks each
+        self._check_isolation()
         for key in ("max_queued", "max_queued_tokens", "max_model_len"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"scheduler.{key}: must be an integer >= 1 or unset, got {value!r}")
+
+    @property
+    def headroom_seqs(self) -> int:
+        """The slot headroom: as set, or one slot in 64 (4 of vLLM's default 256)."""
+        return self.max_num_seqs // 64 if self.slot_headroom is None else self.slot_headroom
+
+    def _check_isolation(self) -> None:
+        for key in ("isolation", "fair_prefill"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"scheduler.{key}: must be true or false, got {getattr(self, key)!r}")
+        tokens = self.max_num_batched_tokens
+        if self.slot_headroom is not None:
+            _check_int("slot_headroom", self.slot_headroom, 0, self.max_num_seqs - 1,
+                       "max_num_seqs - 1: a tenant at its fair share still gets a slot; or unset")
+        _check_int("latency_budget_tokens", self.latency_budget_tokens, 0, tokens, "max_num_batched_tokens; 0: off")
+        if self.over_share_prefill_tokens is not None:
+            _check_int("over_share_prefill_tokens", self.over_share_prefill_tokens, 0, tokens,
+                       "max_num_batched_tokens, or unset")
+        free = 1 - self.kv_watermark
+        if not _is_number(self.kv_headroom) or not 0 <= self.kv_headroom < min(0.5, free):
+            raise ConfigError(f"scheduler.kv_headroom: must be in [0, {min(0.5, free):g}) (at most half the KV, "
+                              f"and less than what kv_watermark leaves), got {self.kv_headroom!r}")
+        bound = self.share_preempt_after_s
+        if bound is not None and (not _is_number(bound) or not 0 <= bound < math.inf):
+            raise ConfigError(f"scheduler.share_preempt_after_s: must be a number of seconds >= 0, or unset (never), "
+                              f"got {bound!r}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(key: str, value: object, low: int, high: int, high_is: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"scheduler.{key}: must be an integer in [{low}, {high}] ({high_is}), got {value!r}")
 
 
 class PoolView:
@@ -163,9 +208,13 @@ class Scheduler:
         policy: Policy | str = "fcfs",
         placement: Placement | str = "global",
         config: SchedulerConfig | None = None,
+        latency_budgets: Seq[int] | None = None,
     ) -> None:
+        """`latency_budgets`: per tenant, the step's tokens while its first token waits (what its SLO
+        allows, say; 0: no limit); default: config.latency_budget_tokens for every tenant."""
         self.tenants = tuple(tenants)
         self._tenant_index = {tenant.name: i for i, tenant in enumerate(self.tenants)}
+        self._weights = tuple(tenant.weight for tenant in self.tenants)
         if len(self._tenant_index) != len(self.tenants):
             raise ConfigError("tenants: names must be unique")
         self.config = config or SchedulerConfig()
@@ -175,6 +224,9 @@ class Scheduler:
         self.placement = make_placement(placement) if isinstance(placement, str) else placement
         self.admission = Admission(self.tenants, self.config.max_queued, self.config.max_queued_tokens)
         self.counts = Counts()
+        self._latency_budgets = self._check_budgets(latency_budgets)
+        self._isolates = self.config.isolation and self.policy.shares_fairly
+        self._backlogged: dict[int, None] = {}  # tenants with requests queued
         self.now = -math.inf
         self._live: dict[Hashable, Sequence] = {}
         self._workers: dict[int, WorkerState] = {}
@@ -183,6 +235,18 @@ class Scheduler:
         # Late binding: the one queue. Early binding: where requests wait while no worker exists.
         self._pool_queue = self.policy.new_queue()
         self._order = itertools.count()
+
+    def _check_budgets(self, budgets: Seq[int] | None) -> tuple[int, ...]:
+        if budgets is None:
+            return (self.config.latency_budget_tokens,) * len(self.tenants)
+        budgets = tuple(budgets)
+        high = self.config.max_num_batched_tokens
+        if len(budgets) != len(self.tenants):
+            raise ConfigError(f"latency_budgets: one per tenant ({len(self.tenants)}), got {len(budgets)}")
+        for tenant, budget in zip(self.tenants, budgets):
+            _check_int(f"latency_budget_tokens of tenant {tenant.name!r}", budget, 0, high,
+                       "max_num_batched_tokens; 0: off")
+        return budgets
 
     # ----- inputs -------------------------------------------------------------------------------
 
@@ -234,15 +298,18 @@ class Scheduler:
         worker = self._worker(worker_id)
         if worker.inflight is not None:
             raise ProtocolError(f"worker {worker_id}: plan() called while its previous plan is in flight")
-        step = StepBuilder(worker, self.config.max_num_batched_tokens, self.config.max_num_seqs)
-        preempted = [self._preempt(victim) for victim in step.grow_decodes(self.policy.victim)]
-        step.continue_prefills()
         queue = self._queue_served_by(worker)
+        step = StepBuilder(worker, self.config.max_num_batched_tokens, self.config.max_num_seqs,
+                           self._isolation(worker) if self._isolates else None)
+        preempted = self._preempt_for_share(worker, step, queue, now)
+        preempted += [self._preempt(victim) for victim in step.grow_decodes(self.policy.victim)]
+        step.continue_prefills()
         admitted = []
         while (seq := step.select(queue)) is not None:
             queue.pop_chosen(seq)
             step.commit(seq)  # first: it finds its cached blocks, which the bookkeeping charges
             admitted.append(self._admit(seq, worker, now))
+        step.continue_prefills(over_share=True)
         repeat = step.repeat(queue)
         decode = worker.decode
         plan = StepPlan(worker_id, step.items(), decode.size, decode.context, repeat, tuple(admitted),
@@ -319,6 +386,61 @@ class Scheduler:
         ended = self._end_unplaceable(now) if self._workers else []
         self._debug_check()
         return WorkerRemoved(tuple(rid for rid in moved if rid not in ended), tuple(ended))
+
+    # ----- isolation inside the step ------------------------------------------------------------
+
+    def _isolation(self, worker: WorkerState) -> StepIsolation:
+        """The worker's standing and this step's isolation rules (scheduler.isolation)."""
+        config, ledger = self.config, self.ledger
+        prefill: dict[int, int] = {}
+        for seq in worker.prefilling:
+            prefill[seq.tenant] = prefill.get(seq.tenant, 0) + seq.remaining
+        queued = {t: ledger.queued[t] for t in self._backlogged}
+        held = Holdings(worker.seqs_of, worker.prompt_of, prefill, queued,
+                        {t: ledger.queued_tokens[t] for t in queued})
+        capacity = Capacity(config.max_num_seqs - config.headroom_seqs,
+                            worker.pool.admissible_tokens * (1 - config.kv_headroom),
+                            config.max_num_batched_tokens - worker.decode.size)
+        standing = Standing(held, capacity, self._weights)
+        over_tokens = math.inf if config.over_share_prefill_tokens is None else config.over_share_prefill_tokens
+        return StepIsolation(standing, config.fair_prefill, over_tokens if config.fair_prefill else math.inf,
+                             self._latency_tokens(worker, standing), config.headroom_seqs,
+                             math.ceil(worker.pool.total * config.kv_headroom))
+
+    def _latency_tokens(self, worker: WorkerState, standing: Standing) -> float:
+        """The step's tokens while an under-share tenant's request waits for its first token here
+        (the smallest such tenant's budget), or no limit."""
+        if not standing.over:
+            return math.inf
+        waiting = {seq.tenant for seq in worker.prefilling if seq.first_token_time is None}
+        waiting.update(self._backlogged)
+        budgets = [self._latency_budgets[t] for t in waiting - standing.over if self._latency_budgets[t]]
+        return min(budgets, default=math.inf)
+
+    def _preempt_for_share(self, worker: WorkerState, step: StepBuilder, queue: WaitQueue, now: float) -> list:
+        """Preempt over-share requests, the policy's victims among them, while the under-share
+        request the policy admits next has waited past share_preempt_after_s for a slot or KV."""
+        isolation, bound = step.isolation, self.config.share_preempt_after_s
+        if isolation is None or not isolation.standing.over or bound is None:
+            return []
+        over = isolation.standing.over
+        preempted = []
+        while (seq := self._next_under_share(queue, over, worker)) is not None and now - seq.arrival >= bound:
+            if step.seqs > 0 and worker.fits(seq):
+                break
+            victims = [running for running in worker.running if running.tenant in over]
+            if not victims:
+                break
+            preempted.append(self._preempt(self.policy.victim(victims)))
+            step.seqs += 1
+        return preempted
+
+    @staticmethod
+    def _next_under_share(queue: WaitQueue, over: set[int], worker: WorkerState) -> Sequence | None:
+        head = queue.peek_for(worker.cached_prefix_of)
+        if head is None or head.tenant not in over:
+            return head
+        return queue.peek_among(lambda tenant: tenant not in over, worker.cached_prefix_of)
 
     def _end_unplaceable(self, now: float) -> list[Hashable]:
         """Cancel the queued requests longer than every worker's KV cache: none could ever run."""
@@ -514,6 +636,7 @@ class Scheduler:
         self.ledger.queued[tenant] += 1
         self.ledger.queued_tokens[tenant] += seq.request.prompt_tokens
         if self.ledger.queued[tenant] == 1:
+            self._backlogged[tenant] = None
             self.policy.on_backlogged(tenant, arrival)
         queue.push(seq)
 
@@ -522,6 +645,7 @@ class Scheduler:
         self.ledger.queued[tenant] -= 1
         self.ledger.queued_tokens[tenant] -= seq.request.prompt_tokens
         if self.ledger.queued[tenant] == 0:
+            del self._backlogged[tenant]
             self.policy.on_idle(tenant)
 
     def _admit(self, seq: Sequence, worker: WorkerState, now: float) -> Hashable:

@@ -4,34 +4,56 @@ A `StepBuilder` is the step's budget (tokens, sequence slots) with the moves tha
 the core calls in this order (`Scheduler.plan`): `grow_decodes` (the decode set decodes one token
 each, in bulk; when too few KV blocks are free it yields the victims to preempt, one at a time),
 `continue_prefills` (running prefills, chunked), then `select` / `commit` for each new admission
-in the policy's order (chunked to what is left). The builder takes KV blocks through the worker
+in the policy's order (chunked to what is left), then `continue_prefills(over_share=True)`. The builder takes KV blocks through the worker
 (`scheduler.worker`), which alone takes and gives them back; the core does the bookkeeping of each
 admission and preemption between the calls, so later choices see the blocks earlier ones took or
-freed. The builder holds no policy code: the victim is a function it is given.
+freed. The builder holds no policy code: the victim is a function it is given, and who is over
+its fair share a `StepIsolation` it is given (`scheduler.isolation`): under-share tenants' running
+prefills go first, then the admissions, then the over-share tenants' prefills with what is left,
+at most `over_tokens` of them, and no more than fills the step to `latency_tokens`; a full
+tenant does not take the last `slot_headroom` slots or the last `kv_headroom` blocks.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence as Seq
 
 from .actions import ScheduledItem
+from .isolation import Standing
 from .policies.base import WaitQueue
 from .request import Sequence
 from .worker import WorkerState
+
+
+@dataclass(slots=True)
+class StepIsolation:
+    """The isolation rules of one step (SchedulerConfig's, with the worker's standing)."""
+
+    standing: Standing
+    fair_prefill: bool  # under-share prefill first; over-share prefill after the admissions, capped
+    over_tokens: float  # over-share prefill tokens this step may still take (math.inf: no cap)
+    latency_tokens: float  # over-share work may fill the step to this many tokens (math.inf: no limit)
+    slot_headroom: int  # the last free slots a full tenant may not take
+    kv_headroom: int  # the last free KV blocks a full tenant may not take
 
 
 class StepBuilder:
     """The step being formed on `worker`: tokens left in it, free sequence slots (a running
     request holds its slot whether or not it gets tokens this step), and its chunks so far."""
 
-    __slots__ = ("worker", "tokens", "seqs", "chunks", "preempted")
+    __slots__ = ("worker", "max_tokens", "tokens", "seqs", "chunks", "preempted", "isolation", "deferred")
 
-    def __init__(self, worker: WorkerState, max_tokens: int, max_seqs: int) -> None:
+    def __init__(self, worker: WorkerState, max_tokens: int, max_seqs: int,
+                 isolation: StepIsolation | None = None) -> None:
         self.worker = worker
+        self.max_tokens = max_tokens
         self.tokens = max_tokens
         self.seqs = max_seqs - len(worker.running)
         self.chunks: list[tuple[Sequence, int]] = []  # (sequence, tokens computed this step)
         self.preempted = 0
+        self.isolation = isolation
+        self.deferred: list[Sequence] = []  # over-share prefills, chunked after the admissions
 
     def grow_decodes(self, victim: Callable[[Seq[Sequence]], Sequence]) -> Iterator[Sequence]:
         """Give every decode the block of its next token. When too few are free, take the members
@@ -49,32 +71,76 @@ class StepBuilder:
             worker.decodes_in(members)
         self.tokens -= worker.decode.size
 
-    def continue_prefills(self) -> None:
-        """Chunks of the running prefills, in admission order, while tokens are left."""
-        for seq in self.worker.prefilling:
+    def continue_prefills(self, over_share: bool = False) -> None:
+        """Chunks of the running prefills, in admission order, while tokens are left: those of
+        under-share tenants (or all, without fair prefill); then, called after the admissions,
+        those of over-share tenants, which the first call set aside."""
+        if over_share:
+            prefills, self.deferred = self.deferred, []
+        else:
+            prefills = self.worker.prefilling
+            isolation = self.isolation
+            if isolation is not None and isolation.fair_prefill and isolation.standing.over:
+                over = isolation.standing.over
+                self.deferred = [seq for seq in prefills if seq.tenant in over]
+                prefills = [seq for seq in prefills if seq.tenant not in over]
+        for seq in prefills:
             if self.tokens == 0:
                 return
             self._chunk(seq)
 
     def select(self, queue: WaitQueue) -> Sequence | None:
-        """The queue's head, if the step has room for one more request and the worker's KV for
-        it; None otherwise (no skipping: the order is the policy's). Nothing is admitted right
-        after a preemption, which would thrash."""
+        """The request the policy admits next, if the step has room for one more request and the
+        worker's KV for it; None otherwise. The order is the policy's: only isolation passes a
+        tenant over (`_keeps_out`), for the next in the policy's order among the
+        others. Nothing is admitted right after a preemption, which would thrash."""
         if self.preempted or self.tokens <= 0 or self.seqs <= 0:
             return None
-        seq = queue.peek_for(self.worker.cached_prefix_of)
-        return seq if seq is not None and self.worker.fits(seq) else None
+        cached = self.worker.cached_prefix_of
+        seq = queue.peek_for(cached)
+        isolation = self.isolation
+        if seq is None or isolation is None:
+            return seq if seq is not None and self.worker.fits(seq) else None
+        if self._keeps_out(seq.tenant):
+            seq = queue.peek_among(lambda tenant: not self._keeps_out(tenant), cached)
+            if seq is None:
+                return None
+        reserve = isolation.kv_headroom if seq.tenant in isolation.standing.full else 0
+        return seq if self.worker.fits(seq, reserve) else None
 
     def commit(self, seq: Sequence) -> None:
         """Run `seq` (popped from its queue) on the worker, with the chunk of its prompt that fits."""
         self.worker.admit(seq)
         self.seqs -= 1
+        if self.isolation is not None:
+            self.isolation.standing.admitted(seq.tenant, seq.request.prompt_tokens)
         self._chunk(seq)
 
     def _chunk(self, seq: Sequence) -> None:
-        tokens = min(seq.remaining, self.tokens)
+        tokens = min(seq.remaining, self.tokens, self._allowance(seq.tenant))
+        if tokens <= 0 and seq.remaining > 0:
+            return  # an over-share prefill with nothing left for it waits for the next step
         self.tokens -= tokens
         self.chunks.append((seq, tokens))
+        isolation = self.isolation
+        if isolation is not None and seq.tenant in isolation.standing.over:
+            isolation.over_tokens -= tokens
+
+    def _allowance(self, tenant: int) -> int:
+        """The most prefill tokens a chunk of `tenant` may take: all that is left under share."""
+        isolation = self.isolation
+        if isolation is None or tenant not in isolation.standing.over:
+            return self.tokens
+        used = self.max_tokens - self.tokens
+        return int(max(0, min(self.tokens, isolation.over_tokens, isolation.latency_tokens - used)))
+
+    def _keeps_out(self, tenant: int) -> bool:
+        """Whether isolation keeps `tenant` from one more slot: it is full and the free slots are
+        the headroom, or it is over share and the step has no prefill left for it."""
+        isolation = self.isolation
+        if self.seqs <= isolation.slot_headroom and tenant in isolation.standing.full:
+            return True
+        return tenant in isolation.standing.over and self._allowance(tenant) <= 0
 
     def repeat(self, queue: WaitQueue) -> int:
         """How many identical steps the plan may run before any decision could differ (DESIGN,

@@ -25,7 +25,7 @@ from .request import RequestState, Sequence
 
 class WorkerState:
     __slots__ = ("id", "pool", "cache", "running", "prefilling", "decode", "queue", "inflight", "repeat",
-                 "released", "dropped", "_match")
+                 "released", "dropped", "seqs_of", "prompt_of", "_match")
 
     def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None, decode: DecodeSet,
                  cache: PrefixCache | None = None) -> None:
@@ -40,6 +40,8 @@ class WorkerState:
         self.repeat = 1  # the in-flight plan's repeat
         self.released: list[Hashable] = []  # requests ended here since the last plan
         self.dropped: set[Hashable] = set()  # requests of the plan in flight cancelled since
+        self.seqs_of: dict[int, int] = {}  # tenant -> its requests running here (tenants with one or more)
+        self.prompt_of: dict[int, int] = {}  # tenant -> their prompt tokens
         self._match: tuple[Sequence, int, int] | None = None  # (seq, blocks cached, of which idle), from fits()
 
     @property
@@ -70,13 +72,13 @@ class WorkerState:
 
     # ----- taking blocks ------------------------------------------------------------------------
 
-    def fits(self, seq: Sequence) -> bool:
-        """Whether admitting `seq` now leaves the watermark free (room for decodes to grow), counting
-        the blocks of its prompt it finds cached."""
+    def fits(self, seq: Sequence, reserve: int = 0) -> bool:
+        """Whether admitting `seq` now leaves the watermark free (room for decodes to grow) and
+        `reserve` blocks more, counting the blocks of its prompt it finds cached."""
         cached, idle = self._cached_prefix(seq)
         self._match = (seq, cached, idle)
         need = self.pool.blocks_for(seq.target) - cached
-        return need + self.pool.watermark <= self.available - idle
+        return need + self.pool.watermark + reserve <= self.available - idle
 
     def admit(self, seq: Sequence) -> None:
         """Run `seq` here: hold the cached blocks its prompt starts with (their tokens need no
@@ -92,6 +94,9 @@ class WorkerState:
         self._count_lookup(seq, cached)
         self.running[seq] = None
         self.prefilling[seq] = None
+        tenant = seq.tenant
+        self.seqs_of[tenant] = self.seqs_of.get(tenant, 0) + 1
+        self.prompt_of[tenant] = self.prompt_of.get(tenant, 0) + seq.request.prompt_tokens
 
     def _cached_prefix(self, seq: Sequence) -> tuple[int, int]:
         # Leave the prompt's last token to compute: a prefill must sample the first output token.
@@ -161,6 +166,12 @@ class WorkerState:
             seq.decoding_on.leave(seq)
         self.prefilling.pop(seq, None)
         del self.running[seq]
+        tenant = seq.tenant
+        if self.seqs_of[tenant] == 1:
+            del self.seqs_of[tenant], self.prompt_of[tenant]
+        else:
+            self.seqs_of[tenant] -= 1
+            self.prompt_of[tenant] -= seq.request.prompt_tokens
         self.pool.release(seq.blocks - seq.cached)
         if seq.cached:
             self.cache.release(seq.hashes[:seq.cached])

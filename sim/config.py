@@ -154,7 +154,9 @@ SCHEDULER_SCHEMA = {"policy": STRING, "policy_params": TABLE, "placement": STRIN
                     "max_num_seqs": INTEGER, "block_size": INTEGER, "max_model_len": INTEGER,
                     "gpu_memory_utilization": NUMBER, "num_gpu_blocks": INTEGER, "kv_watermark": NUMBER,
                     "service_weights": LIST, "max_queued": INTEGER, "max_queued_tokens": INTEGER,
-                    "enable_prefix_caching": BOOLEAN, "cache_isolation": STRING}
+                    "enable_prefix_caching": BOOLEAN, "cache_isolation": STRING, "isolation": BOOLEAN,
+                    "fair_prefill": BOOLEAN, "over_share_prefill_tokens": INTEGER, "slot_headroom": INTEGER,
+                    "kv_headroom": NUMBER, "latency_budget_tokens": INTEGER, "share_preempt_after_s": NUMBER}
 MEMORY_KEYS = ("gpu_memory_utilization", "num_gpu_blocks")  # [scheduler] keys kept in ClusterConfig
 # Keys of earlier versions, each now under vLLM's name: a config using one fails, naming the new key.
 RENAMED = {"scheduler.max_seqs": "scheduler.max_num_seqs",
@@ -370,6 +372,7 @@ def _scheduler(table: Mapping[str, Any]) -> SchedulerConfig:
               "max_model_len": MAX_TOKENS, "max_queued": MAX_COUNT, "max_queued_tokens": MAX_COUNT}
     values = {k: in_range(table[k], f"scheduler.{k}", 1, high, integer=True)
               for k, high in limits.items() if k in table}
+    values.update(_isolation(table))
     if "kv_watermark" in table:
         values["kv_watermark"] = as_number(table["kv_watermark"], "scheduler.kv_watermark", "in [0, 1)")
     if "service_weights" in table:
@@ -379,6 +382,25 @@ def _scheduler(table: Mapping[str, Any]) -> SchedulerConfig:
     if "cache_isolation" in table:
         values["cache_isolation"] = _name(table, "cache_isolation", "scheduler", "none")
     return SchedulerConfig(**values)
+
+
+def _isolation(table: Mapping[str, Any]) -> dict[str, Any]:
+    """The isolation keys' types; their bounds against the step's limits are SchedulerConfig's."""
+    values: dict[str, Any] = {}
+    for key in ("isolation", "fair_prefill"):
+        if key in table:
+            values[key] = _boolean(table[key], f"scheduler.{key}")
+    for key in ("over_share_prefill_tokens", "slot_headroom", "latency_budget_tokens"):
+        if key in table:
+            values[key] = in_range(table[key], f"scheduler.{key}", 0, MAX_TOKENS, integer=True)
+    if "kv_headroom" in table:
+        values["kv_headroom"] = as_number(table["kv_headroom"], "scheduler.kv_headroom", "in [0, 0.5)")
+    if "share_preempt_after_s" in table:
+        bound = table["share_preempt_after_s"]
+        never = isinstance(bound, float) and bound == float("inf")  # inf: never, as unset
+        values["share_preempt_after_s"] = None if never else in_range(bound, "scheduler.share_preempt_after_s", 0,
+                                                                      MAX_SECONDS)
+    return values
 
 
 def _model_len(scheduler: SchedulerConfig, cluster: ClusterConfig) -> SchedulerConfig:

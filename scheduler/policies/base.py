@@ -38,8 +38,14 @@ class WaitQueue(ABC):
         seq's prompt cached: a locality-aware queue may prefer a hit; the others ignore it."""
         return self.peek()
 
+    def peek_among(self, allowed: Callable[[int], bool], cached: Callable[[Sequence], int]) -> Sequence | None:
+        """The request the policy admits next among the tenants `allowed` admits, when isolation
+        keeps the others out of this step; None when the policy's order cannot pass a tenant over
+        (the default: only the policies that share by weight can)."""
+        return None
+
     def pop_chosen(self, seq: Sequence) -> Sequence:
-        """Remove and return what `peek_for` returned."""
+        """Remove and return what `peek_for` or `peek_among` returned."""
         assert seq is self.peek(), "pop_chosen of a request the queue did not choose"
         return self.pop()
 
@@ -187,6 +193,10 @@ class TenantQueue(WaitQueue):
 class Policy(ABC):
     """Base of every policy. Subclasses set `name` and usually override `new_queue` and `victim`.
 
+    A policy that shares the pool by tenant weight sets `shares_fairly`: the core then keeps each
+    tenant to its fair share inside the step too (`scheduler.isolation`); one that orders by
+    arrival, class or deadline does not, and its order alone decides.
+
     A policy that orders by service reads it from the scheduler's ledger (`self.ledger`, given at
     `bind`): tokens processed and generated, and the service weights, one definition for all."""
 
@@ -194,6 +204,7 @@ class Policy(ABC):
     # True when the order or the victim depends on service received (counters, deficits): a driver
     # that runs steps ahead must report them before the core decides anything (see sim.cluster).
     uses_service: ClassVar[bool] = False
+    shares_fairly: ClassVar[bool] = False
     now: float = -math.inf  # the core's current time (`advance`)
 
     def advance(self, now: float) -> None:
@@ -249,6 +260,9 @@ class LazyMinHeap:
 
     def __len__(self) -> int:
         return len(self._version)
+
+    def __iter__(self):
+        return iter(self._version)
 
     def min(self, key_of) -> int | None:
         """The member with the smallest current key_of(member); ties go to the smaller id."""

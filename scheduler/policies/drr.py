@@ -20,6 +20,7 @@ from .base import Policy, TenantQueue
 class DRR(Policy):
     name = "drr"
     uses_service = True
+    shares_fairly = True
 
     def __init__(self, quantum: float = 1024.0) -> None:
         if isinstance(quantum, bool) or not isinstance(quantum, (int, float)) or not quantum > 0:

@@ -24,6 +24,7 @@ from .base import LazyMinHeap, Policy, TenantQueue
 class VTC(Policy):
     name = "vtc"
     uses_service = True
+    shares_fairly = True
 
     def bind(self, tenants, ledger) -> None:
         super().bind(tenants, ledger)
@@ -85,6 +86,21 @@ class VTCQueue(TenantQueue):
 
     def _tenant_idle(self, tenant: int) -> None:
         self._tenants.discard(tenant)
+
+    def peek_among(self, allowed, cached) -> Sequence | None:
+        """The head of the allowed tenant with the smallest counter (then the smaller index)."""
+        counter_of = self._policy.counter_of
+        tenants = [tenant for tenant in self._tenants if allowed(tenant)]
+        return self._fifos.head(min(tenants, key=lambda t: (counter_of(t), t))) if tenants else None
+
+    def pop_chosen(self, seq: Sequence) -> Sequence:
+        if seq is self.peek():
+            return self.pop()
+        assert seq is self._fifos.head(seq.tenant), "pop_chosen of a request the queue did not choose"
+        self._fifos.pop(seq.tenant)
+        self._popped(seq)
+        self._drop_if_empty(seq.tenant)
+        return seq
 
 
 class LCF(VTC):
