@@ -64,7 +64,8 @@ class SchedulerConfig:
     over_share_prefill_tokens: int | None = None  # cap on over-share prefill tokens per step; None: what is left
     slot_headroom: int | None = None  # the last free slots kept from a tenant at its share; None: max_num_seqs // 64
     kv_headroom: float = 0.02  # the last fraction of KV blocks kept from a tenant at its fair share
-    latency_budget_tokens: int = 0  # step tokens while an under-share first token waits; 0: no limit
+    latency_budget_tokens: int | None = None  # step tokens while an under-share first token waits; 0: no
+    # limit; None: a quarter of max_num_batched_tokens (1,024 of 4,096: see README, Isolation)
     share_preempt_after_s: float | None = None  # preempt over-share requests for an under-share one waiting longer; None: never
     debug_checks: bool = False  # check every invariant after every call (slow; for tests)
 
@@ -100,6 +101,12 @@ class SchedulerConfig:
         """The slot headroom: as set, or one slot in 64 (4 of vLLM's default 256)."""
         return self.max_num_seqs // 64 if self.slot_headroom is None else self.slot_headroom
 
+    @property
+    def step_latency_budget(self) -> int:
+        """The latency budget: as set, or a quarter of max_num_batched_tokens."""
+        budget = self.latency_budget_tokens
+        return self.max_num_batched_tokens // 4 if budget is None else budget
+
     def _check_isolation(self) -> None:
         for key in ("isolation", "fair_prefill"):
             if not isinstance(getattr(self, key), bool):
@@ -108,7 +115,9 @@ class SchedulerConfig:
         if self.slot_headroom is not None:
             _check_int("slot_headroom", self.slot_headroom, 0, self.max_num_seqs - 1,
                        "max_num_seqs - 1: a tenant at its fair share still gets a slot; or unset")
-        _check_int("latency_budget_tokens", self.latency_budget_tokens, 0, tokens, "max_num_batched_tokens; 0: off")
+        if self.latency_budget_tokens is not None:
+            _check_int("latency_budget_tokens", self.latency_budget_tokens, 0, tokens,
+                       "max_num_batched_tokens; 0: off; or unset")
         if self.over_share_prefill_tokens is not None:
             _check_int("over_share_prefill_tokens", self.over_share_prefill_tokens, 0, tokens,
                        "max_num_batched_tokens, or unset")
@@ -238,7 +247,7 @@ class Scheduler:
 
     def _check_budgets(self, budgets: Seq[int] | None) -> tuple[int, ...]:
         if budgets is None:
-            return (self.config.latency_budget_tokens,) * len(self.tenants)
+            return (self.config.step_latency_budget,) * len(self.tenants)
         budgets = tuple(budgets)
         high = self.config.max_num_batched_tokens
         if len(budgets) != len(self.tenants):
@@ -405,7 +414,7 @@ class Scheduler:
         over_tokens = math.inf if config.over_share_prefill_tokens is None else config.over_share_prefill_tokens
         return StepIsolation(standing, config.fair_prefill, over_tokens if config.fair_prefill else math.inf,
                              self._latency_tokens(worker, standing), config.headroom_seqs,
-                             math.ceil(worker.pool.total * config.kv_headroom))
+                             int(worker.pool.total * config.kv_headroom))
 
     def _latency_tokens(self, worker: WorkerState, standing: Standing) -> float:
         """The step's tokens while an under-share tenant's request waits for its first token here

@@ -68,10 +68,22 @@ def check_workers(scheduler: "Scheduler") -> None:
             _require(seq.worker == worker.id, f"{seq!r} runs on worker {worker.id} but is bound elsewhere")
             _require(seq.blocks >= pool.blocks_for(seq.computed), f"{seq!r} has KV beyond its blocks")
         _check_decode_set(worker)
+        _check_holdings(worker)
         if worker.inflight is not None:
             tokens = sum(n for _, n in worker.inflight) + worker.decode.size
             _require(tokens <= config.max_num_batched_tokens,
                      f"worker {worker.id}: step of {tokens} tokens over budget")
+
+
+def _check_holdings(worker) -> None:
+    # What isolation reads of each tenant on the worker: its running requests and their prompts.
+    seqs: dict[int, int] = {}
+    prompts: dict[int, int] = {}
+    for seq in worker.running:
+        seqs[seq.tenant] = seqs.get(seq.tenant, 0) + 1
+        prompts[seq.tenant] = prompts.get(seq.tenant, 0) + seq.request.prompt_tokens
+    _require(worker.seqs_of == seqs and worker.prompt_of == prompts,
+             f"worker {worker.id}: holdings {worker.seqs_of}, {worker.prompt_of} != running {seqs}, {prompts}")
 
 
 def _check_cache(worker) -> None:

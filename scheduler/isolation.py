@@ -11,7 +11,8 @@ the tenants with work on it (running there, or queued):
 - the step's prefill tokens: what the decodes leave of max_num_batched_tokens, against the prompt
   tokens each still has to prefill here.
 
-A tenant holding more than its share of any of them is *over share*: its prefill gets what is left
+A tenant holding more than its share of slots or KV, or more than its share of the step's prefill
+while it has more requests queued, is *over share*: its prefill gets what is left
 of the step (`planner.StepBuilder`), and it is the victim when an under-share request has waited
 too long for room. A tenant holding at least its share of slots or KV is *full*: it may not take
 the last free slots or the last KV blocks, the headroom, which stay for the others' arrivals.
@@ -82,12 +83,16 @@ class Standing:
         prefill_share = max_min_shares(capacity.prefill, {t: prefill[t] + held.queued_tokens.get(t, 0)
                                                           for t in tenants}, weights)
         alone = len(tenants) < 2
+        # More prefill than its share of the step is over share only for a tenant that asks for
+        # still more (it has requests queued): one long prompt of a quiet tenant is not a flood.
         self.over = set() if alone else {t for t in tenants if self._seqs[t] > self._seq_share[t]
-                                         or self._kv[t] > self._kv_share[t] or prefill[t] > prefill_share[t]}
+                                         or self._kv[t] > self._kv_share[t]
+                                         or (prefill[t] > prefill_share[t] and held.queued.get(t, 0))}
         self.full = {t for t in tenants if self._is_full(t)}
 
     def _is_full(self, tenant: int) -> bool:
-        return self._seqs[tenant] >= self._seq_share[tenant] or self._kv[tenant] >= self._kv_share[tenant]
+        seqs, kv = self._seqs[tenant], self._kv[tenant]
+        return (seqs > 0 and seqs >= self._seq_share[tenant]) or (kv > 0 and kv >= self._kv_share[tenant])
 
     def admitted(self, tenant: int, prompt_tokens: int) -> None:
         """The plan admitted a request of `tenant` with this prompt."""

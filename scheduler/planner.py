@@ -91,7 +91,8 @@ class StepBuilder:
 
     def select(self, queue: WaitQueue) -> Sequence | None:
         """The request the policy admits next, if the step has room for one more request and the
-        worker's KV for it; None otherwise. The order is the policy's: only isolation passes a
+        worker's KV for it; None otherwise. Before an over-share tenant's admission, the running
+        prefills set aside take their chunks. The order is the policy's: only isolation passes a
         tenant over (`_keeps_out`), for the next in the policy's order among the
         others. Nothing is admitted right after a preemption, which would thrash."""
         if self.preempted or self.tokens <= 0 or self.seqs <= 0:
@@ -101,6 +102,10 @@ class StepBuilder:
         isolation = self.isolation
         if seq is None or isolation is None:
             return seq if seq is not None and self.worker.fits(seq) else None
+        if self.deferred and seq.tenant in isolation.standing.over:
+            self.continue_prefills(over_share=True)  # an over-share tenant's running prefills before its new ones
+            if self.tokens <= 0:
+                return None
         if self._keeps_out(seq.tenant):
             seq = queue.peek_among(lambda tenant: not self._keeps_out(tenant), cached)
             if seq is None:

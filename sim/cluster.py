@@ -26,7 +26,7 @@ from scheduler.placement import make_placement, placement_rng
 from scheduler.policies import Policy, make_policy
 from scheduler.request import SLO, Request, Tenant
 
-from .config import SimConfig, check_runnable
+from .config import SimConfig, check_runnable, latency_budgets
 from .costmodel import RooflineCostModel
 from scheduler.kv import DecodeGrowth
 from .engine import EventLoop
@@ -147,7 +147,7 @@ class Simulation:
             policy = make_policy(config.policy.policy, config.policy.policy_params)
         placement = make_placement(config.policy.placement, config.policy.placement_params,
                                    placement_rng(config.seed))
-        self.scheduler = Scheduler(tenants, policy, placement, config.scheduler)
+        self.scheduler = Scheduler(tenants, policy, placement, config.scheduler, latency_budgets(config, specs))
         self.loop = EventLoop()
         cost = config.cluster.cost_model()
         blocks = config.cluster.kv_blocks(config.scheduler)

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from scheduler.errors import ConfigError
 from scheduler.placement import PLACEMENTS, check_params
 from scheduler.policies import make_policy
 
-from .costmodel import RooflineCostModel
+from .costmodel import RooflineCostModel, slo_step_budget
 from .hardware import GPU_SPEC_FIELDS, GPUSpec, custom_gpu, get_gpu, get_model, resolve_model
 from .validation import (BOOLEAN, FACTOR, INTEGER, LIST, MAX_COUNT, MAX_SECONDS, MAX_TOKENS, NUMBER, STRING, TABLE,
                          as_integer, as_number, check_keys, in_range, seconds, shown, shown_bound)
@@ -401,6 +401,18 @@ def _isolation(table: Mapping[str, Any]) -> dict[str, Any]:
         values["share_preempt_after_s"] = None if never else in_range(bound, "scheduler.share_preempt_after_s", 0,
                                                                       MAX_SECONDS)
     return values
+
+
+def latency_budgets(config: SimConfig, specs: Sequence[TenantSpec]) -> tuple[int, ...]:
+    """Per tenant, the step's tokens while its first token waits (the core's `latency_budgets`):
+    what its SLO allows by the cost model, or scheduler.latency_budget_tokens for a tenant without
+    one; none at all (0) where latency_budget_tokens is 0."""
+    sched = config.scheduler
+    if not sched.step_latency_budget:
+        return (0,) * len(specs)
+    cost = config.cluster.cost_model()
+    return tuple(slo_step_budget(cost, s.slo_ttft_ms, s.slo_tpot_ms, sched.max_num_seqs, sched.max_num_batched_tokens,
+                                 sched.step_latency_budget) for s in specs)
 
 
 def _model_len(scheduler: SchedulerConfig, cluster: ClusterConfig) -> SchedulerConfig:

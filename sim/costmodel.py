@@ -360,3 +360,32 @@ def _table(title: str, head: tuple[str, ...], rows: list[tuple[str, ...]]) -> st
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms"
+
+
+# The decode context a latency budget assumes per running request: a typical chat turn's.
+BUDGET_DECODE_CONTEXT = 1024
+
+
+def slo_step_budget(cost: RooflineCostModel, ttft_ms: float | None, tpot_ms: float | None, max_num_seqs: int,
+                    max_num_batched_tokens: int, fallback: int) -> int:
+    """The step's token budget a tenant's SLO allows while its first token waits (the core's
+    `latency_budgets`): the most tokens a step of max_num_seqs decodes plus one prefill chunk may
+    hold and still take at most the TPOT SLO, and at most half the TTFT SLO (the request waits for
+    the step already running, then runs in its own). `fallback` for a tenant without an SLO; the
+    decodes alone where even they take longer."""
+    limits = [ms / 1e3 for ms in (tpot_ms, None if ttft_ms is None else ttft_ms / 2) if ms is not None]
+    if not limits:
+        return fallback
+    target, decodes = min(limits), max_num_seqs
+    context = decodes * BUDGET_DECODE_CONTEXT
+
+    def step_s(tokens: int) -> float:
+        return cost.step_time(tokens, causal_pairs(tokens - decodes, 0), context, decodes + 1)
+
+    low, high = decodes, max_num_batched_tokens  # the largest tokens in [low, high] within target
+    if step_s(high) <= target:
+        return high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if step_s(mid) <= target else (low, mid)
+    return low

@@ -28,7 +28,7 @@ from scheduler.request import SLO, Tenant
 from scheduler.runtime.driver import DEFAULT_STREAM_BUFFER
 from scheduler.runtime.worker import SimulatedWorker
 
-from .config import DEFAULT_CONFIG, SimConfig, config_from_dict, read_toml
+from .config import DEFAULT_CONFIG, SimConfig, config_from_dict, latency_budgets, read_toml
 from .validation import INTEGER, MAX_COUNT, NUMBER, STRING, TABLE, at_least, check_keys, in_range
 from .workload import check_quota_admits
 
@@ -168,7 +168,7 @@ def build_pool(config: SimConfig, speed: float = 1.0) -> tuple[Scheduler, dict[i
                for s in config.tenants]
     policy = make_policy(config.policy.policy, config.policy.policy_params)
     placement = make_placement(config.policy.placement, config.policy.placement_params, placement_rng(config.seed))
-    scheduler = Scheduler(tenants, policy, placement, config.scheduler)
+    scheduler = Scheduler(tenants, policy, placement, config.scheduler, latency_budgets(config, config.tenants))
     cost = config.cluster.cost_model()
     blocks = config.cluster.kv_blocks(config.scheduler)
     return scheduler, {wid: SimulatedWorker(cost, blocks, speed) for wid in range(config.cluster.workers)}

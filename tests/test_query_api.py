@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVERS = [*(ROOT / "sim").rglob("*.py"), *(ROOT / "scheduler" / "runtime").rglob("*.py"),
            ROOT / "scheduler" / "metrics.py", *(ROOT / "benchmarks").rglob("*.py")]
 NAMES = {"scheduler"}
-ALLOWED = PUBLIC_API | set(SchedulerConfig.__dataclass_fields__)
+CONFIG_VALUES = {name for name, value in vars(SchedulerConfig).items() if isinstance(value, property)}
+ALLOWED = PUBLIC_API | set(SchedulerConfig.__dataclass_fields__) | CONFIG_VALUES
 
 
 def names_a_scheduler(node: ast.expr, aliases: set[str]) -> bool:
