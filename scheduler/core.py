@@ -399,7 +399,16 @@ class Scheduler:
     # ----- isolation inside the step ------------------------------------------------------------
 
     def _isolation(self, worker: WorkerState) -> StepIsolation:
-        """The worker's standing and this step's isolation rules (scheduler.isolation)."""
+        """This step's isolation rules (scheduler.isolation), with the worker's standing to measure."""
+        config = self.config
+        over_tokens = config.over_share_prefill_tokens
+        over_tokens = math.inf if over_tokens is None or not config.fair_prefill else over_tokens
+        return StepIsolation(lambda: self._standing(worker), lambda standing: self._latency_tokens(worker, standing),
+                             config.fair_prefill, over_tokens, config.headroom_seqs,
+                             int(worker.pool.total * config.kv_headroom))
+
+    def _standing(self, worker: WorkerState) -> Standing:
+        """Who is over share and who is full on the worker now (scheduler.isolation)."""
         config, ledger = self.config, self.ledger
         prefill: dict[int, int] = {}
         for seq in worker.prefilling:
@@ -410,11 +419,7 @@ class Scheduler:
         capacity = Capacity(config.max_num_seqs - config.headroom_seqs,
                             worker.pool.admissible_tokens * (1 - config.kv_headroom),
                             config.max_num_batched_tokens - worker.decode.size)
-        standing = Standing(held, capacity, self._weights)
-        over_tokens = math.inf if config.over_share_prefill_tokens is None else config.over_share_prefill_tokens
-        return StepIsolation(standing, config.fair_prefill, over_tokens if config.fair_prefill else math.inf,
-                             self._latency_tokens(worker, standing), config.headroom_seqs,
-                             int(worker.pool.total * config.kv_headroom))
+        return Standing(held, capacity, self._weights)
 
     def _latency_tokens(self, worker: WorkerState, standing: Standing) -> float:
         """The step's tokens while an under-share tenant's request waits for its first token here
@@ -430,7 +435,7 @@ class Scheduler:
         """Preempt over-share requests, the policy's victims among them, while the under-share
         request the policy admits next has waited past share_preempt_after_s for a slot or KV."""
         isolation, bound = step.isolation, self.config.share_preempt_after_s
-        if isolation is None or not isolation.standing.over or bound is None:
+        if isolation is None or bound is None or not len(queue) or not isolation.standing.over:
             return []
         over = isolation.standing.over
         preempted = []

@@ -75,19 +75,23 @@ class Standing:
         tenants = set(held.seqs) | set(held.queued)
         self._seqs = {t: held.seqs.get(t, 0) for t in tenants}
         self._kv = {t: held.kv.get(t, 0) for t in tenants}
-        self._seq_share = max_min_shares(capacity.seqs, {t: self._seqs[t] + held.queued.get(t, 0) for t in tenants},
-                                         weights)
-        self._kv_share = max_min_shares(capacity.kv, {t: self._kv[t] + held.queued_tokens.get(t, 0) for t in tenants},
-                                        weights)
+        seq_demand = {t: self._seqs[t] + held.queued.get(t, 0) for t in tenants}
+        kv_demand = {t: self._kv[t] + held.queued_tokens.get(t, 0) for t in tenants}
+        if len(tenants) < 2:  # alone: its share of each is its demand, up to the capacity
+            self._seq_share = {t: min(d, capacity.seqs) for t, d in seq_demand.items()}
+            self._kv_share = {t: min(d, capacity.kv) for t, d in kv_demand.items()}
+            self.over: set[int] = set()
+            self.full = {t for t in tenants if self._is_full(t)}
+            return
+        self._seq_share = max_min_shares(capacity.seqs, seq_demand, weights)
+        self._kv_share = max_min_shares(capacity.kv, kv_demand, weights)
         prefill = {t: held.prefill.get(t, 0) for t in tenants}
         prefill_share = max_min_shares(capacity.prefill, {t: prefill[t] + held.queued_tokens.get(t, 0)
                                                           for t in tenants}, weights)
-        alone = len(tenants) < 2
         # More prefill than its share of the step is over share only for a tenant that asks for
         # still more (it has requests queued): one long prompt of a quiet tenant is not a flood.
-        self.over = set() if alone else {t for t in tenants if self._seqs[t] > self._seq_share[t]
-                                         or self._kv[t] > self._kv_share[t]
-                                         or (prefill[t] > prefill_share[t] and held.queued.get(t, 0))}
+        self.over = {t for t in tenants if self._seqs[t] > self._seq_share[t] or self._kv[t] > self._kv_share[t]
+                     or (prefill[t] > prefill_share[t] and held.queued.get(t, 0))}
         self.full = {t for t in tenants if self._is_full(t)}
 
     def _is_full(self, tenant: int) -> bool:

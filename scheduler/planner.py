@@ -16,7 +16,6 @@ tenant does not take the last `slot_headroom` slots or the last `kv_headroom` bl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence as Seq
 
 from .actions import ScheduledItem
@@ -26,16 +25,40 @@ from .request import Sequence
 from .worker import WorkerState
 
 
-@dataclass(slots=True)
 class StepIsolation:
-    """The isolation rules of one step (SchedulerConfig's, with the worker's standing)."""
+    """The isolation rules of one step (SchedulerConfig's, with the worker's standing). The
+    standing is measured when a decision first reads it: a step of decodes alone, or one with no
+    room to admit, costs nothing."""
 
-    standing: Standing
-    fair_prefill: bool  # under-share prefill first; over-share prefill after the admissions, capped
-    over_tokens: float  # over-share prefill tokens this step may still take (math.inf: no cap)
-    latency_tokens: float  # over-share work may fill the step to this many tokens (math.inf: no limit)
-    slot_headroom: int  # the last free slots a full tenant may not take
-    kv_headroom: int  # the last free KV blocks a full tenant may not take
+    __slots__ = ("fair_prefill", "over_tokens", "slot_headroom", "kv_headroom", "_measure", "_latency_of",
+                 "_standing", "_latency")
+
+    def __init__(self, measure: Callable[[], Standing], latency_of: Callable[[Standing], float], fair_prefill: bool,
+                 over_tokens: float, slot_headroom: int, kv_headroom: int) -> None:
+        self.fair_prefill = fair_prefill  # under-share prefill first; over-share prefill after the admissions
+        self.over_tokens = over_tokens  # over-share prefill tokens this step may still take (math.inf: no cap)
+        self.slot_headroom = slot_headroom  # the last free slots a full tenant may not take
+        self.kv_headroom = kv_headroom  # the last free KV blocks a full tenant may not take
+        self._measure, self._latency_of = measure, latency_of
+        self._standing: Standing | None = None
+        self._latency: float | None = None
+
+    @property
+    def measured(self) -> bool:
+        return self._standing is not None
+
+    @property
+    def standing(self) -> Standing:
+        if self._standing is None:
+            self._standing = self._measure()
+        return self._standing
+
+    @property
+    def latency_tokens(self) -> float:
+        """Over-share work may fill the step to this many tokens (math.inf: no limit)."""
+        if self._latency is None:
+            self._latency = self._latency_of(self.standing)
+        return self._latency
 
 
 class StepBuilder:
@@ -80,7 +103,7 @@ class StepBuilder:
         else:
             prefills = self.worker.prefilling
             isolation = self.isolation
-            if isolation is not None and isolation.fair_prefill and isolation.standing.over:
+            if isolation is not None and isolation.fair_prefill and prefills and isolation.standing.over:
                 over = isolation.standing.over
                 self.deferred = [seq for seq in prefills if seq.tenant in over]
                 prefills = [seq for seq in prefills if seq.tenant not in over]
@@ -117,7 +140,7 @@ class StepBuilder:
         """Run `seq` (popped from its queue) on the worker, with the chunk of its prompt that fits."""
         self.worker.admit(seq)
         self.seqs -= 1
-        if self.isolation is not None:
+        if self.isolation is not None and self.isolation.measured:  # else measured with it, later
             self.isolation.standing.admitted(seq.tenant, seq.request.prompt_tokens)
         self._chunk(seq)
 
