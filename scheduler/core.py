@@ -313,12 +313,12 @@ class Scheduler:
         preempted = self._preempt_for_share(worker, step, queue, now)
         preempted += [self._preempt(victim) for victim in step.grow_decodes(self.policy.victim)]
         step.continue_prefills()
-        admitted = []
-        while (seq := step.select(queue)) is not None:
-            queue.pop_chosen(seq)
-            step.commit(seq)  # first: it finds its cached blocks, which the bookkeeping charges
-            admitted.append(self._admit(seq, worker, now))
-        step.continue_prefills(over_share=True)
+        admitted = self._admit_selected(step, queue, worker, now)
+        if step.deferred:  # over-share prefills take what the admissions left, then their tenants admit
+            step.continue_prefills(over_share=True)
+            admitted += self._admit_selected(step, queue, worker, now)
+        if self._isolates:
+            worker.note_prefill(step.chunks)
         repeat = step.repeat(queue)
         decode = worker.decode
         plan = StepPlan(worker_id, step.items(), decode.size, decode.context, repeat, tuple(admitted),
@@ -396,6 +396,14 @@ class Scheduler:
         self._debug_check()
         return WorkerRemoved(tuple(rid for rid in moved if rid not in ended), tuple(ended))
 
+    def _admit_selected(self, step: StepBuilder, queue: WaitQueue, worker: WorkerState, now: float) -> list:
+        admitted = []
+        while (seq := step.select(queue)) is not None:
+            queue.pop_chosen(seq)
+            step.commit(seq)  # first: it finds its cached blocks, which the bookkeeping charges
+            admitted.append(self._admit(seq, worker, now))
+        return admitted
+
     # ----- isolation inside the step ------------------------------------------------------------
 
     def _isolation(self, worker: WorkerState) -> StepIsolation:
@@ -410,15 +418,15 @@ class Scheduler:
     def _standing(self, worker: WorkerState) -> Standing:
         """Who is over share and who is full on the worker now (scheduler.isolation)."""
         config, ledger = self.config, self.ledger
-        prefill: dict[int, int] = {}
+        step = dict(worker.seqs_of)  # a token per decode, and the prefill it has been computing
         for seq in worker.prefilling:
-            prefill[seq.tenant] = prefill.get(seq.tenant, 0) + seq.remaining
+            step[seq.tenant] -= 1
+        for tenant in step:
+            step[tenant] += worker.recent_prefill(tenant)
         queued = {t: ledger.queued[t] for t in self._backlogged}
-        held = Holdings(worker.seqs_of, worker.prompt_of, prefill, queued,
-                        {t: ledger.queued_tokens[t] for t in queued})
+        held = Holdings(worker.seqs_of, worker.prompt_of, step, queued, {t: ledger.queued_tokens[t] for t in queued})
         capacity = Capacity(config.max_num_seqs - config.headroom_seqs,
-                            worker.pool.admissible_tokens * (1 - config.kv_headroom),
-                            config.max_num_batched_tokens - worker.decode.size)
+                            worker.pool.admissible_tokens * (1 - config.kv_headroom), config.max_num_batched_tokens)
         return Standing(held, capacity, self._weights)
 
     def _latency_tokens(self, worker: WorkerState, standing: Standing) -> float:
@@ -432,29 +440,31 @@ class Scheduler:
         return min(budgets, default=math.inf)
 
     def _preempt_for_share(self, worker: WorkerState, step: StepBuilder, queue: WaitQueue, now: float) -> list:
-        """Preempt over-share requests, the policy's victims among them, while the under-share
-        request the policy admits next has waited past share_preempt_after_s for a slot or KV."""
+        """Preempt requests of tenants at or above their share of slots or KV (the policy's
+        victims among them) while the next request of a tenant below its share has waited past
+        share_preempt_after_s for a slot or KV."""
         isolation, bound = step.isolation, self.config.share_preempt_after_s
-        if isolation is None or bound is None or not len(queue) or not isolation.standing.over:
+        if isolation is None or bound is None or not len(queue) or not isolation.standing.full:
             return []
-        over = isolation.standing.over
+        full = isolation.standing.full
         preempted = []
-        while (seq := self._next_under_share(queue, over, worker)) is not None and now - seq.arrival >= bound:
+        while (seq := self._next_not_full(queue, full, worker)) is not None and now - seq.arrival >= bound:
             if step.seqs > 0 and worker.fits(seq):
                 break
-            victims = [running for running in worker.running if running.tenant in over]
+            victims = [running for running in worker.running if running.tenant in full]
             if not victims:
                 break
             preempted.append(self._preempt(self.policy.victim(victims)))
             step.seqs += 1
+            step.shielded = True
         return preempted
 
     @staticmethod
-    def _next_under_share(queue: WaitQueue, over: set[int], worker: WorkerState) -> Sequence | None:
+    def _next_not_full(queue: WaitQueue, full: set[int], worker: WorkerState) -> Sequence | None:
         head = queue.peek_for(worker.cached_prefix_of)
-        if head is None or head.tenant not in over:
+        if head is None or head.tenant not in full:
             return head
-        return queue.peek_among(lambda tenant: tenant not in over, worker.cached_prefix_of)
+        return queue.peek_among(lambda tenant: tenant not in full, worker.cached_prefix_of)
 
     def _end_unplaceable(self, now: float) -> list[Hashable]:
         """Cancel the queued requests longer than every worker's KV cache: none could ever run."""

@@ -3,21 +3,22 @@
 Fair order at admission is not enough: a step's token budget, its sequence slots and its KV are
 taken by whatever was admitted first, so a flooder admitted while the others were idle keeps them.
 A `Standing` is taken when a plan is formed, for a policy that shares by weight
-(`Policy.shares_fairly`). Three resources of the worker are shared max-min by tenant weight among
-the tenants with work on it (running there, or queued):
+(`Policy.shares_fairly`), over the tenants with work on the worker (running there, or queued):
 
-- sequence slots: max_num_seqs less the slot headroom, against the requests each tenant runs;
-- KV: the worker's admissible tokens less the KV headroom, against the prompt tokens each holds;
-- the step's prefill tokens: what the decodes leave of max_num_batched_tokens, against the prompt
-  tokens each still has to prefill here.
+- sequence slots (max_num_seqs less the slot headroom) and KV (the admissible tokens less the KV
+  headroom, against the prompt tokens each tenant holds) are shared max-min by weight. A tenant
+  holding at least its share of either is *full*: it may not take the last free slots or the last
+  KV blocks, the headroom, which stay for the others' arrivals.
+- A tenant that asks for more (it has requests queued) while it computes more per step than its
+  equal weighted split of max_num_batched_tokens (a token per decode, and its recent prefill per
+  step) is *over share*: its prefill gets what is left of the step (`planner.StepBuilder`), no
+  more than the latency budget allows while another's first token waits, and its requests are the
+  victims when an under-share request has waited too long for room.
 
-A tenant holding more than its share of slots or KV, or more than its share of the step's prefill
-while it has more requests queued, is *over share*: its prefill gets what is left
-of the step (`planner.StepBuilder`), and it is the victim when an under-share request has waited
-too long for room. A tenant holding at least its share of slots or KV is *full*: it may not take
-the last free slots or the last KV blocks, the headroom, which stay for the others' arrivals.
-A tenant alone on a worker is never over share, so isolation costs a lone tenant nothing but the
-headroom.
+Over share is about the step, not about what a tenant holds: a flood of long prompts holds few
+slots and little KV but takes the whole step, and while it makes every step slow, a quiet tenant's
+requests pile up slots and KV without being a flood. A tenant alone on a worker is never over
+share, so isolation costs it nothing but the headroom.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Holdings:
 
     seqs: Mapping[int, int]  # requests running
     kv: Mapping[int, int]  # prompt tokens of its running requests
-    prefill: Mapping[int, int]  # prompt tokens its running requests still have to compute
+    step: Mapping[int, float]  # tokens it computes per step: one per decode, and its recent prefill
     queued: Mapping[int, int]  # requests queued (the worker may admit them)
     queued_tokens: Mapping[int, int]  # their prompt tokens
 
@@ -62,17 +63,18 @@ class Capacity:
 
     seqs: float  # sequence slots, less the slot headroom
     kv: float  # admissible KV tokens, less the KV headroom
-    prefill: float  # the step's tokens left after the decodes
+    step: float  # the step's tokens (max_num_batched_tokens)
 
 
 class Standing:
     """Who is over share and who is full on a worker, for one plan; `admitted` keeps it current as
     the plan admits requests (the shares stay those the plan started with)."""
 
-    __slots__ = ("_seqs", "_kv", "_seq_share", "_kv_share", "over", "full")
+    __slots__ = ("_seqs", "_kv", "_seq_share", "_kv_share", "_claim", "over", "full")
 
     def __init__(self, held: Holdings, capacity: Capacity, weights: Seq[float]) -> None:
         tenants = set(held.seqs) | set(held.queued)
+        self._claim = {t: held.step.get(t, 0) / weights[t] for t in tenants}
         self._seqs = {t: held.seqs.get(t, 0) for t in tenants}
         self._kv = {t: held.kv.get(t, 0) for t in tenants}
         seq_demand = {t: self._seqs[t] + held.queued.get(t, 0) for t in tenants}
@@ -85,14 +87,13 @@ class Standing:
             return
         self._seq_share = max_min_shares(capacity.seqs, seq_demand, weights)
         self._kv_share = max_min_shares(capacity.kv, kv_demand, weights)
-        prefill = {t: held.prefill.get(t, 0) for t in tenants}
-        prefill_share = max_min_shares(capacity.prefill, {t: prefill[t] + held.queued_tokens.get(t, 0)
-                                                          for t in tenants}, weights)
-        # More prefill than its share of the step is over share only for a tenant that asks for
-        # still more (it has requests queued): one long prompt of a quiet tenant is not a flood.
-        self.over = {t for t in tenants if self._seqs[t] > self._seq_share[t] or self._kv[t] > self._kv_share[t]
-                     or (prefill[t] > prefill_share[t] and held.queued.get(t, 0))}
+        split = capacity.step / sum(weights[t] for t in tenants)
+        self.over = {t for t in tenants if held.queued.get(t, 0) and held.step.get(t, 0) > split * weights[t]}
         self.full = {t for t in tenants if self._is_full(t)}
+
+    def claim(self, tenant: int) -> float:
+        """What the tenant's running requests ask of the next step, per unit of weight."""
+        return self._claim.get(tenant, 0.0)
 
     def _is_full(self, tenant: int) -> bool:
         seqs, kv = self._seqs[tenant], self._kv[tenant]

@@ -65,7 +65,8 @@ class StepBuilder:
     """The step being formed on `worker`: tokens left in it, free sequence slots (a running
     request holds its slot whether or not it gets tokens this step), and its chunks so far."""
 
-    __slots__ = ("worker", "max_tokens", "tokens", "seqs", "chunks", "preempted", "isolation", "deferred")
+    __slots__ = ("worker", "max_tokens", "tokens", "seqs", "chunks", "preempted", "isolation", "deferred",
+                 "shielded")
 
     def __init__(self, worker: WorkerState, max_tokens: int, max_seqs: int,
                  isolation: StepIsolation | None = None) -> None:
@@ -77,6 +78,7 @@ class StepBuilder:
         self.preempted = 0
         self.isolation = isolation
         self.deferred: list[Sequence] = []  # over-share prefills, chunked after the admissions
+        self.shielded = False  # room was made for under-share tenants: no full tenant takes it back
 
     def grow_decodes(self, victim: Callable[[Seq[Sequence]], Sequence]) -> Iterator[Sequence]:
         """Give every decode the block of its next token. When too few are free, take the members
@@ -98,8 +100,9 @@ class StepBuilder:
         """Chunks of the running prefills, in admission order, while tokens are left: those of
         under-share tenants (or all, without fair prefill); then, called after the admissions,
         those of over-share tenants, which the first call set aside."""
-        if over_share:
-            prefills, self.deferred = self.deferred, []
+        if over_share:  # the smallest claims on the step first, so the largest gets what is left
+            prefills = sorted(self.deferred, key=lambda seq: self.isolation.standing.claim(seq.tenant))
+            self.deferred = []
         else:
             prefills = self.worker.prefilling
             isolation = self.isolation
@@ -114,8 +117,7 @@ class StepBuilder:
 
     def select(self, queue: WaitQueue) -> Sequence | None:
         """The request the policy admits next, if the step has room for one more request and the
-        worker's KV for it; None otherwise. Before an over-share tenant's admission, the running
-        prefills set aside take their chunks. The order is the policy's: only isolation passes a
+        worker's KV for it; None otherwise. The order is the policy's: only isolation passes a
         tenant over (`_keeps_out`), for the next in the policy's order among the
         others. Nothing is admitted right after a preemption, which would thrash."""
         if self.preempted or self.tokens <= 0 or self.seqs <= 0:
@@ -125,10 +127,6 @@ class StepBuilder:
         isolation = self.isolation
         if seq is None or isolation is None:
             return seq if seq is not None and self.worker.fits(seq) else None
-        if self.deferred and seq.tenant in isolation.standing.over:
-            self.continue_prefills(over_share=True)  # an over-share tenant's running prefills before its new ones
-            if self.tokens <= 0:
-                return None
         if self._keeps_out(seq.tenant):
             seq = queue.peek_among(lambda tenant: not self._keeps_out(tenant), cached)
             if seq is None:
@@ -164,11 +162,15 @@ class StepBuilder:
 
     def _keeps_out(self, tenant: int) -> bool:
         """Whether isolation keeps `tenant` from one more slot: it is full and the free slots are
-        the headroom, or it is over share and the step has no prefill left for it."""
+        the headroom (or were made by preempting for the others), or it is over share and the step has no prefill left for it or its running
+        prefills wait for what the admissions leave."""
         isolation = self.isolation
-        if self.seqs <= isolation.slot_headroom and tenant in isolation.standing.full:
+        if (self.shielded or self.seqs <= isolation.slot_headroom) and tenant in isolation.standing.full:
             return True
-        return tenant in isolation.standing.over and self._allowance(tenant) <= 0
+        if tenant not in isolation.standing.over:
+            return False
+        # its running prefills, set aside, come before any new one of its own, after the others'
+        return self._allowance(tenant) <= 0 or any(seq.tenant == tenant for seq in self.deferred)
 
     def repeat(self, queue: WaitQueue) -> int:
         """How many identical steps the plan may run before any decision could differ (DESIGN,

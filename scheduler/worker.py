@@ -25,7 +25,7 @@ from .request import RequestState, Sequence
 
 class WorkerState:
     __slots__ = ("id", "pool", "cache", "running", "prefilling", "decode", "queue", "inflight", "repeat",
-                 "released", "dropped", "seqs_of", "prompt_of", "_match")
+                 "released", "dropped", "seqs_of", "prompt_of", "plans", "_prefill", "_match")
 
     def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None, decode: DecodeSet,
                  cache: PrefixCache | None = None) -> None:
@@ -42,6 +42,8 @@ class WorkerState:
         self.dropped: set[Hashable] = set()  # requests of the plan in flight cancelled since
         self.seqs_of: dict[int, int] = {}  # tenant -> its requests running here (tenants with one or more)
         self.prompt_of: dict[int, int] = {}  # tenant -> their prompt tokens
+        self.plans = 0  # plans noted (`note_prefill`)
+        self._prefill: dict[int, tuple[float, int]] = {}  # tenant -> (recent prefill tokens per step, as of plan)
         self._match: tuple[Sequence, int, int] | None = None  # (seq, blocks cached, of which idle), from fits()
 
     @property
@@ -157,6 +159,28 @@ class WorkerState:
         sure they were free); returns the members."""
         self._take(self.decode.advance(steps))
         return self.decode.size
+
+    # ----- what each tenant computes here -----------------------------------------------------
+
+    def note_prefill(self, chunks: list[tuple[Sequence, int]]) -> None:
+        """A plan was formed with these prefill chunks: fold each tenant's tokens into its recent
+        prefill per step (its first chunks, then an average whose weights halve each plan, so a
+        flood keeps its standing between its chunks)."""
+        self.plans += 1
+        tokens: dict[int, int] = {}
+        for seq, n in chunks:
+            tokens[seq.tenant] = tokens.get(seq.tenant, 0) + n
+        for tenant, n in tokens.items():
+            recent = self.recent_prefill(tenant) + 0.5 * n if tenant in self._prefill else float(n)
+            self._prefill[tenant] = (recent, self.plans)
+
+    def recent_prefill(self, tenant: int) -> float:
+        value, plan = self._prefill.get(tenant, (0.0, 0))
+        age = self.plans - plan
+        if age > 40:  # nothing left to speak of
+            self._prefill.pop(tenant, None)
+            return 0.0
+        return value * 0.5 ** age
 
     # ----- giving blocks back -------------------------------------------------------------------
 

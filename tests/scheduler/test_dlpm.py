@@ -302,7 +302,8 @@ def test_dlpm_finds_more_of_the_prompts_cached_than_vtc(workers):
     workload = mixed_prefix_workload()
     cached = {policy: sum(run_policy(policy, workload, workers=workers, kv_tokens=KV_TOKENS)
                           .simulation.scheduler.tenant_tokens()[2]) for policy in ("vtc", "dlpm")}
-    assert cached["dlpm"] > 1.1 * cached["vtc"], cached
+    # 17% more without isolation; fair prefill order lets vtc's own hits land sooner (about 5%)
+    assert cached["dlpm"] > 1.05 * cached["vtc"], cached
 
 
 @pytest.mark.parametrize("workers, placement", [(1, "global"), (2, "global"), (2, "round_robin")])

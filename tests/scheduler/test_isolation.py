@@ -72,29 +72,36 @@ def test_shares_are_max_min_fair(capacity, demands, weights):
 # ----- standing -----------------------------------------------------------------------------------
 
 
-def standing(seqs, kv=None, prefill=None, queued=None, queued_tokens=None, capacity=(10, 1000, 100)):
-    held = Holdings(seqs, kv or {t: 0 for t in seqs}, prefill or {}, queued or {}, queued_tokens or {})
+def standing(seqs, kv=None, step=None, queued=None, queued_tokens=None, capacity=(10, 1000, 100)):
+    held = Holdings(seqs, kv or {t: 0 for t in seqs}, step or {}, queued or {}, queued_tokens or {})
     return Standing(held, Capacity(*capacity), (1.0, 1.0, 1.0))
 
 
 def test_a_tenant_alone_is_never_over_share_but_is_full_at_the_capacity():
-    alone = standing({1: 10}, queued={1: 50})
+    alone = standing({1: 10}, step={1: 100}, queued={1: 50})
     assert alone.over == set()
     assert alone.full == {1}
 
 
-def test_the_tenant_holding_the_slots_is_over_share_and_full():
-    s = standing({0: 1, 1: 9}, queued={0: 1, 1: 50})
+def test_the_tenant_taking_the_step_is_over_share_and_the_one_holding_the_slots_full():
+    s = standing({0: 1, 1: 9}, step={0: 10, 1: 90}, queued={0: 1, 1: 50})
     assert s.over == {1}
     assert s.full == {1}
 
 
-def test_a_quiet_tenant_with_one_long_prompt_is_not_over_share():
-    # more prefill in flight than its share of the step, but nothing more queued: not a flood
-    s = standing({0: 1, 1: 2}, prefill={0: 400, 1: 50}, queued={1: 5}, queued_tokens={1: 500})
-    assert 0 not in s.over
-    flood = standing({0: 1, 1: 2}, prefill={0: 50, 1: 400}, queued={1: 5}, queued_tokens={1: 500})
+def test_over_share_asks_for_a_queue():
+    # the most of the step, but nothing more queued: one long prompt of a quiet tenant, not a flood
+    s = standing({0: 1, 1: 2}, step={0: 80, 1: 20}, queued={1: 5}, queued_tokens={1: 500})
+    assert s.over == set()
+    flood = standing({0: 1, 1: 2}, step={0: 20, 1: 80}, queued={1: 5}, queued_tokens={1: 500})
     assert flood.over == {1}
+
+
+def test_holding_many_slots_is_full_but_not_over_share():
+    # a quiet tenant's requests pile up while a flood makes every step slow
+    s = standing({0: 8, 1: 2}, step={0: 8, 1: 90}, queued={0: 1, 1: 50})
+    assert s.over == {1}
+    assert 0 in s.full
 
 
 def test_admissions_keep_the_standing_current():
