@@ -7,6 +7,7 @@
     fairbatch bench results  [--data DIR]          (regenerates benchmarks/RESULTS.md)
     fairbatch bench validate RUN_DIR [RUN_DIR ...] [--gpu G] [--set cluster.KEY=V] [--plot PNG] [--json PATH]
     fairbatch bench prefix   [--data DIR] [--duration S]   (prefix caching x placements; benchmarks/prefix.py)
+    fairbatch bench isolation [--quick] [--policies P,..] [--mechanisms] [--results]   (benchmarks/isolation.py)
 
 compare, capacity, sweep and results take --jobs N, --executor process|ray|serial, --out DIR,
 --cache DIR, --fresh and --no-progress. Results go to --out (default results/bench/<command>-<name>):
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     prefix.add_argument("--duration", type=float, help="seconds of arrivals (default: each scenario's)")
     prefix.add_argument("--results", action="store_true",
                         help="also write the section of benchmarks/RESULTS.md (and its figure)")
+    isolation = commands.add_parser("isolation", parents=[run],
+                                    help="the noisy-neighbour family, isolation off and on, every policy")
+    isolation.add_argument("--quick", action="store_true", help="two flood sizes, one worker, fcfs and vtc, 20 s")
+    isolation.add_argument("--policies", help="comma-separated policies (default: every one)")
+    isolation.add_argument("--mechanisms", action="store_true", help="also each mechanism alone under vtc")
+    isolation.add_argument("--results", action="store_true",
+                           help="write the section of benchmarks/RESULTS.md (and its figure), with the mechanisms")
     results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md")
     _run_options(results)
     results.add_argument("--data", type=Path, help="the shared data folder (default: ../shared/data)")
@@ -188,6 +196,25 @@ def run_prefix(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_isolation(args: argparse.Namespace) -> int:
+    from .isolation import run_isolation as run
+    from .regenerate import OUTPUT, add_isolation
+
+    options = {"cache": args.cache, "executor": args.executor, "jobs": args.jobs, "fresh": args.fresh,
+               "progress": args.progress}
+    if args.results:
+        add_isolation(OUTPUT, OUTPUT.parent / "results", **options)
+        print(f"wrote the isolation section of {OUTPUT}")
+        return 0
+    out = args.out or DEFAULT_OUT / ("isolation-quick" if args.quick else "isolation")
+    policies = _names(args.policies, "--policies") if args.policies else None
+    markdown, headline = run(out, quick=args.quick, mechanisms=args.mechanisms, policies=policies, **options)
+    (out / "isolation.md").write_text(markdown + "\n")
+    print(markdown)
+    print(f"\nfigure: {headline.pop('figure')}")
+    return 0
+
+
 def run_validate(args: argparse.Namespace) -> int:
     from .validate import validate_runs
 
@@ -213,7 +240,7 @@ def _cluster_overrides(items: list[str]) -> dict[str, Any]:
 
 
 COMMANDS = {"compare": run_compare, "capacity": run_capacity, "sweep": run_sweep, "report": run_report,
-            "results": run_results, "validate": run_validate, "prefix": run_prefix}
+            "results": run_results, "validate": run_validate, "prefix": run_prefix, "isolation": run_isolation}
 
 
 def _session(command: str, out: Path, args: argparse.Namespace, total: int) -> Session:

@@ -202,3 +202,25 @@ def bars_figure(panels: Sequence[tuple[str, Sequence[str], Sequence[float], floa
         ax.tick_params(axis="x", labelrotation=30)
         ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+Line = tuple[str, str, bool, Sequence[float], Sequence[float]]  # label, colour key, dashed, xs, ys
+
+
+def lines_figure(panels: Sequence[tuple[str, Sequence[Line]]], path: Path, xlabel: str, ylabel: str,
+                 reference: float | None = None) -> Path:
+    """A panel per (title, lines), log-log, one colour per colour key in every panel (dashed lines
+    share their key's colour), and a dotted horizontal line at `reference`."""
+    fig, axes = _panels(len(panels))
+    palette = colours([key for _, lines in panels for _, key, _, _, _ in lines])
+    for ax, (title, lines) in zip(axes, panels):
+        for label, key, dashed, xs, ys in lines:
+            ax.plot(xs, ys, "--" if dashed else "-", marker="o", color=palette[key], label=label)
+        if reference is not None:
+            ax.axhline(reference, color="grey", linewidth=0.8, linestyle=":")
+        _log_axis(ax, "x")
+        _log_axis(ax, "y")
+        _label(ax, xlabel, ylabel, title)
+    if axes:
+        axes[0].legend(fontsize="x-small")
+    return _save(fig, path)

@@ -104,6 +104,7 @@ def regenerate(*, data: str | Path | None = None, jobs: int | None = None, execu
     if not quick:
         add_prefix(output, Path(data) if data is not None else DEFAULT_DATA, figures,
                    cache=cache, executor=executor, jobs=jobs, fresh=fresh, progress=progress)
+        add_isolation(output, figures, executor=executor, jobs=jobs, fresh=fresh, progress=progress)
     shutil.copyfile(work / "compare" / "results.csv", figures / "results.csv")
     return output
 
@@ -126,6 +127,13 @@ def add_prefix(output: Path, data: Path, figures: Path, **session: Any) -> None:
     from .prefix import prefix_section
 
     replace_section(output, PREFIX_HEADING, prefix_section(data, figures, output.parent, WORK / "prefix", **session))
+
+
+def add_isolation(output: Path, figures: Path, **session: Any) -> None:
+    """Append (or replace) the section on isolation under floods (`benchmarks.isolation`)."""
+    from .isolation import HEADING, isolation_section
+
+    replace_section(output, HEADING, isolation_section(figures, output.parent, WORK / "isolation", **session))
 
 
 def replace_section(output: Path, heading: str, section: str) -> None:

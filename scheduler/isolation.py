@@ -8,7 +8,11 @@ A `Standing` is taken when a plan is formed, for a policy that shares by weight
 - sequence slots (max_num_seqs less the slot headroom) and KV (the admissible tokens less the KV
   headroom, against the prompt tokens each tenant holds) are shared max-min by weight. A tenant
   holding at least its share of either is *full*: it may not take the last free slots or the last
-  KV blocks, the headroom, which stay for the others' arrivals.
+  KV blocks, the headroom, which stay for the others' arrivals. Arrivals only: a tenant that is
+  not full with more requests queued than the headroom has slots is backlogged, and among
+  backlogged tenants the policy's order decides who takes the last slots (else a saturated pool
+  would hand its slots out by count, not by the policy, and a tenant of many short requests would
+  fall behind the others' counters without bound).
 - A tenant that asks for more (it has requests queued) while it computes more per step than its
   equal weighted split of max_num_batched_tokens (a token per decode, and its recent prefill per
   step) is *over share*: its prefill gets what is left of the step (`planner.StepBuilder`), no
@@ -70,13 +74,14 @@ class Standing:
     """Who is over share and who is full on a worker, for one plan; `admitted` keeps it current as
     the plan admits requests (the shares stay those the plan started with)."""
 
-    __slots__ = ("_seqs", "_kv", "_seq_share", "_kv_share", "_claim", "over", "full")
+    __slots__ = ("_seqs", "_kv", "_seq_share", "_kv_share", "_claim", "_queued", "over", "full")
 
     def __init__(self, held: Holdings, capacity: Capacity, weights: Seq[float]) -> None:
         tenants = set(held.seqs) | set(held.queued)
         self._claim = {t: held.step.get(t, 0) / weights[t] for t in tenants}
         self._seqs = {t: held.seqs.get(t, 0) for t in tenants}
         self._kv = {t: held.kv.get(t, 0) for t in tenants}
+        self._queued = {t: n for t, n in held.queued.items() if n > 0}
         seq_demand = {t: self._seqs[t] + held.queued.get(t, 0) for t in tenants}
         kv_demand = {t: self._kv[t] + held.queued_tokens.get(t, 0) for t in tenants}
         if len(tenants) < 2:  # alone: its share of each is its demand, up to the capacity
@@ -95,6 +100,12 @@ class Standing:
         """What the tenant's running requests ask of the next step, per unit of weight."""
         return self._claim.get(tenant, 0.0)
 
+    def holds_headroom(self, arriving: int) -> bool:
+        """Whether the headroom is held back from full tenants: no tenant that is not full has
+        more than `arriving` requests queued (one that has is backlogged, not arriving, and the
+        policy orders it with the full ones)."""
+        return all(tenant in self.full or queued <= arriving for tenant, queued in self._queued.items())
+
     def _is_full(self, tenant: int) -> bool:
         seqs, kv = self._seqs[tenant], self._kv[tenant]
         return (seqs > 0 and seqs >= self._seq_share[tenant]) or (kv > 0 and kv >= self._kv_share[tenant])
@@ -103,5 +114,9 @@ class Standing:
         """The plan admitted a request of `tenant` with this prompt."""
         self._seqs[tenant] = self._seqs.get(tenant, 0) + 1
         self._kv[tenant] = self._kv.get(tenant, 0) + prompt_tokens
+        if self._queued.get(tenant, 0) > 1:
+            self._queued[tenant] -= 1
+        else:
+            self._queued.pop(tenant, None)
         if tenant in self._seq_share and self._is_full(tenant):
             self.full.add(tenant)

@@ -131,7 +131,7 @@ class StepBuilder:
             seq = queue.peek_among(lambda tenant: not self._keeps_out(tenant), cached)
             if seq is None:
                 return None
-        reserve = isolation.kv_headroom if seq.tenant in isolation.standing.full else 0
+        reserve = isolation.kv_headroom if seq.tenant in isolation.standing.full and self._holds_headroom() else 0
         return seq if self.worker.fits(seq, reserve) else None
 
     def commit(self, seq: Sequence) -> None:
@@ -162,15 +162,21 @@ class StepBuilder:
 
     def _keeps_out(self, tenant: int) -> bool:
         """Whether isolation keeps `tenant` from one more slot: it is full and the free slots are
-        the headroom (or were made by preempting for the others), or it is over share and the step has no prefill left for it or its running
-        prefills wait for what the admissions leave."""
+        the headroom, held for arrivals (or were made by preempting for the others), or it is over
+        share and the step has no prefill left for it or its running prefills wait for what the
+        admissions leave."""
         isolation = self.isolation
-        if (self.shielded or self.seqs <= isolation.slot_headroom) and tenant in isolation.standing.full:
+        if tenant in isolation.standing.full and (
+                self.shielded or (self.seqs <= isolation.slot_headroom and self._holds_headroom())):
             return True
         if tenant not in isolation.standing.over:
             return False
         # its running prefills, set aside, come before any new one of its own, after the others'
         return self._allowance(tenant) <= 0 or any(seq.tenant == tenant for seq in self.deferred)
+
+    def _holds_headroom(self) -> bool:
+        # a tenant with more requests queued than the headroom has slots is backlogged, not arriving
+        return self.isolation.standing.holds_headroom(max(self.isolation.slot_headroom, 1))
 
     def repeat(self, queue: WaitQueue) -> int:
         """How many identical steps the plan may run before any decision could differ (DESIGN,

@@ -7,7 +7,10 @@ step already sees it; recompute after preemption is not charged; its tokens foun
 cache at w_cached) and each output token when it is generated. Admission takes the oldest queued request of the backlogged tenant with the smallest
 counter. A tenant that becomes backlogged with a new request has its counter lifted to at least
 the smallest counter among backlogged tenants (or, when none is, to the counter of the last tenant
-that stopped being backlogged), so idle time earns no credit. The preemption victim is the latest
+that stopped being backlogged), so idle time earns no credit; under early binding it is also
+lifted to at least the smallest counter among the tenants queued in the worker's queue it joins,
+which alone that worker admits from (lifted only to a tenant waiting on another worker, it would
+be owed the difference here and take it from the tenants beside it). The preemption victim is the latest
 running request of the tenant with the largest counter.
 
 A counter is VTC's own charges (prompts at admission, lifts) plus w_q x the output tokens the
@@ -54,10 +57,21 @@ class VTC(Policy):
                 floor = self.counter_of(lowest)
             else:  # its counter now, service received since it left the queue included
                 floor = 0.0 if self._last_idle is None else self.counter_of(self._last_idle)
-            counter = self.counter_of(tenant)
-            if floor > counter:
-                self._charged[tenant] += floor - counter
+            self._lift(tenant, floor)
         self._backlogged.add(tenant, self.counter_of(tenant))
+
+    def lift_in_queue(self, tenant: int, queued: LazyMinHeap) -> None:
+        """`tenant`'s new request is its first in a queue: lift it to the smallest counter among
+        that queue's `queued` tenants (under late binding the pool's queue, so no higher than
+        `on_backlogged` lifted it)."""
+        lowest = queued.min(self.counter_of)
+        if lowest is not None:
+            self._lift(tenant, self.counter_of(lowest))
+
+    def _lift(self, tenant: int, floor: float) -> None:
+        counter = self.counter_of(tenant)
+        if floor > counter:
+            self._charged[tenant] += floor - counter
 
     def on_idle(self, tenant: int) -> None:
         self._backlogged.discard(tenant)
@@ -77,6 +91,11 @@ class VTCQueue(TenantQueue):
         super().__init__()
         self._policy = policy
         self._tenants = LazyMinHeap()
+
+    def push(self, seq: Sequence) -> None:
+        if seq.preemptions == 0 and self._fifos.head(seq.tenant) is None:  # a new request, its tenant's first here
+            self._policy.lift_in_queue(seq.tenant, self._tenants)
+        super().push(seq)
 
     def _pick(self) -> int | None:
         return self._tenants.min(self._policy.counter_of)
@@ -111,3 +130,6 @@ class LCF(VTC):
 
     def on_backlogged(self, tenant: int, arrival: bool) -> None:
         self._backlogged.add(tenant, self.counter_of(tenant))
+
+    def lift_in_queue(self, tenant: int, queued: LazyMinHeap) -> None:
+        pass

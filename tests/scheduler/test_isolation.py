@@ -112,6 +112,17 @@ def test_admissions_keep_the_standing_current():
     assert 1 in s.full
 
 
+def test_the_headroom_is_held_for_arrivals_not_for_backlogged_tenants():
+    s = standing({0: 1, 1: 9}, queued={1: 50})
+    assert 1 in s.full and s.holds_headroom(2)  # only the full tenant waits: the last slots stay for arrivals
+    arriving = standing({0: 1, 1: 9}, queued={0: 2, 1: 50})
+    assert arriving.holds_headroom(2)  # tenant 0's two requests are what the headroom is for
+    backlogged = standing({0: 1, 1: 9}, queued={0: 3, 1: 50})
+    assert 0 not in backlogged.full and not backlogged.holds_headroom(2)  # the policy orders it with the flood
+    backlogged.admitted(0, 10)
+    assert backlogged.holds_headroom(2)  # two left: arriving again
+
+
 # ----- the step -----------------------------------------------------------------------------------
 
 
