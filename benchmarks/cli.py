@@ -7,7 +7,7 @@
     fairbatch bench results  [--data DIR]          (regenerates benchmarks/RESULTS.md)
     fairbatch bench validate RUN_DIR [RUN_DIR ...] [--gpu G] [--set cluster.KEY=V] [--plot PNG] [--json PATH]
     fairbatch bench prefix   [--data DIR] [--duration S]   (prefix caching x placements; benchmarks/prefix.py)
-    fairbatch bench isolation [--quick] [--policies P,..] [--mechanisms] [--results]   (benchmarks/isolation.py)
+    fairbatch bench isolation [--quick] [--policies P,..] [--set KEY=V] [--mechanisms] [--results]
 
 compare, capacity, sweep and results take --jobs N, --executor process|ray|serial, --out DIR,
 --cache DIR, --fresh and --no-progress. Results go to --out (default results/bench/<command>-<name>):
@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     help="the noisy-neighbour family, isolation off and on, every policy")
     isolation.add_argument("--quick", action="store_true", help="two flood sizes, one worker, fcfs and vtc, 20 s")
     isolation.add_argument("--policies", help="comma-separated policies (default: every one)")
+    isolation.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a dotted config key in every run, e.g. scheduler.latency_budget_tokens=512")
     isolation.add_argument("--mechanisms", action="store_true", help="also each mechanism alone under vtc")
     isolation.add_argument("--results", action="store_true",
                            help="write the section of benchmarks/RESULTS.md (and its figure), with the mechanisms")
@@ -208,7 +210,8 @@ def run_isolation(args: argparse.Namespace) -> int:
         return 0
     out = args.out or DEFAULT_OUT / ("isolation-quick" if args.quick else "isolation")
     policies = _names(args.policies, "--policies") if args.policies else None
-    markdown, headline = run(out, quick=args.quick, mechanisms=args.mechanisms, policies=policies, **options)
+    markdown, headline = run(out, quick=args.quick, mechanisms=args.mechanisms, policies=policies,
+                             overrides=_settings(args.overrides), **options)
     (out / "isolation.md").write_text(markdown + "\n")
     print(markdown)
     print(f"\nfigure: {headline.pop('figure')}")
@@ -273,16 +276,22 @@ def _loads(text: str) -> list[float]:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in args.overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = _value(text.strip())
+    out = _settings(args.overrides)
     if args.duration is not None:
         out["duration_s"] = args.duration
     if args.seed is not None:
         out["seed"] = args.seed
+    return out
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE items as dotted keys and TOML values."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = _value(text.strip())
     return out
 
 

@@ -72,10 +72,12 @@ MECHANISM_SIZE = 10
 
 
 def isolation_points(sizes: Sequence[float] = SIZES, workers: Sequence[int] = WORKERS,
-                     policies: Sequence[str] = POLICIES, duration_s: float = DURATION_S) -> list[Point]:
+                     policies: Sequence[str] = POLICIES, duration_s: float = DURATION_S,
+                     overrides: Mapping[str, Any] | None = None) -> list[Point]:
     """Every run of the family: each kind x size x workers x policy x isolation, and the quiet
     tenants alone for each workers x policy x isolation. fcfs, the reference of throughput and
-    utilisation, always runs."""
+    utilisation, always runs. `overrides` (dotted keys) apply to every run, before the policy
+    and isolation of each."""
     unknown = [p for p in policies if p not in POLICY_CLASSES]
     if unknown:
         raise ConfigError(f"--policies: unknown {', '.join(unknown)}; allowed: {', '.join(POLICY_CLASSES)}")
@@ -85,10 +87,9 @@ def isolation_points(sizes: Sequence[float] = SIZES, workers: Sequence[int] = WO
         for policy in policies:
             for isolation in _settings(policy):
                 labels = {"workers": n, "policy": policy, "isolation": isolation}
-                points.append(_point(_quiet_alone(), labels | {"kind": "none", "size": 0}, duration_s,
-                                     _overrides(n, policy, isolation)))
-                points += [_point(_flood(kind, size), labels | {"kind": kind, "size": size}, duration_s,
-                                  _overrides(n, policy, isolation))
+                keys = dict(overrides or {}) | _overrides(n, policy, isolation)
+                points.append(_point(_quiet_alone(), labels | {"kind": "none", "size": 0}, duration_s, keys))
+                points += [_point(_flood(kind, size), labels | {"kind": kind, "size": size}, duration_s, keys)
                            for kind in KINDS for size in sizes]
     return points
 
@@ -192,14 +193,15 @@ def _ms(seconds: np.ndarray, q: float) -> float | None:
 
 
 def run_isolation(out: Path, figures: Path | None = None, quick: bool = False, mechanisms: bool = False,
-                  policies: Sequence[str] | None = None, **session: Any) -> tuple[str, dict]:
+                  policies: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
+                  **session: Any) -> tuple[str, dict]:
     """Run the family (cached in OUT/runs); returns the markdown and the headline figures."""
     from .session import Session
 
     options = QUICK if quick else {}
     policies = policies or options.get("policies", POLICIES)
     points = isolation_points(options.get("sizes", SIZES), options.get("workers", WORKERS),
-                              policies, options.get("duration_s", DURATION_S))
+                              policies, options.get("duration_s", DURATION_S), overrides)
     extra = mechanism_points(options.get("workers", WORKERS), options.get("duration_s", DURATION_S)) if mechanisms else []
     with Session("isolation", out, total=len(points) + len(extra), runner=run_isolation_point, **session) as run:
         outcomes = run.run(points)

@@ -32,6 +32,15 @@ def test_the_grid_covers_every_kind_size_and_setting_with_a_baseline_each():
     assert all(p.key.startswith("isolation-") for p in points)  # not run_point's documents
 
 
+def test_overrides_reach_every_run_but_the_policy_and_isolation_stay_the_points():
+    points = isolation_points(sizes=(2,), workers=(1,), policies=("vtc",),
+                              overrides={"scheduler.latency_budget_tokens": 512, "scheduler.policy": "drr"})
+    assert all(p.table["scheduler"]["latency_budget_tokens"] == 512 for p in points)
+    assert {p.table["scheduler"]["policy"] for p in points} == {"fcfs", "vtc"}
+    with pytest.raises(ConfigError, match="nope: unknown config key"):
+        isolation_points(sizes=(2,), workers=(1,), policies=("vtc",), overrides={"nope": 1})
+
+
 def test_unknown_policies_are_named():
     with pytest.raises(ConfigError, match="--policies: unknown nope"):
         isolation_points(policies=("nope",))
