@@ -82,7 +82,8 @@ def regenerate(*, data: str | Path | None = None, jobs: int | None = None, execu
     figures = output.parent / "results"
     cache = Path(cache) if cache is not None else work / "runs"
     started = time.perf_counter()
-    if suite is None:
+    real_suite = suite is None
+    if real_suite:
         suite = suite_workloads(Path(data) if data is not None else DEFAULT_DATA, quick)
     points = [p for label, (table, loads) in suite.items()
               for p in compare_points(label, policies, loads, table=table, label=label)]
@@ -104,7 +105,9 @@ def regenerate(*, data: str | Path | None = None, jobs: int | None = None, execu
     if not quick:
         add_prefix(output, Path(data) if data is not None else DEFAULT_DATA, figures,
                    cache=cache, executor=executor, jobs=jobs, fresh=fresh, progress=progress)
-        add_isolation(output, figures, executor=executor, jobs=jobs, fresh=fresh, progress=progress)
+        if real_suite:  # the floods are their own family, not a workload of a custom suite
+            add_isolation(output, figures, work / "isolation", executor=executor, jobs=jobs, fresh=fresh,
+                          progress=progress)
     shutil.copyfile(work / "compare" / "results.csv", figures / "results.csv")
     return output
 
@@ -129,11 +132,12 @@ def add_prefix(output: Path, data: Path, figures: Path, **session: Any) -> None:
     replace_section(output, PREFIX_HEADING, prefix_section(data, figures, output.parent, WORK / "prefix", **session))
 
 
-def add_isolation(output: Path, figures: Path, **session: Any) -> None:
-    """Append (or replace) the section on isolation under floods (`benchmarks.isolation`)."""
+def add_isolation(output: Path, figures: Path, work: Path = WORK / "isolation", **session: Any) -> None:
+    """Append (or replace) the section on isolation under floods (`benchmarks.isolation`), its
+    runs under `work`."""
     from .isolation import HEADING, isolation_section
 
-    replace_section(output, HEADING, isolation_section(figures, output.parent, WORK / "isolation", **session))
+    replace_section(output, HEADING, isolation_section(figures, output.parent, work, **session))
 
 
 def replace_section(output: Path, heading: str, section: str) -> None:
