@@ -15,8 +15,8 @@ prompt and output tokens. Fair policies read service from the ledger, the result
 compute it with `service`, so none of them can use weights or counts the others do not.
 
 Output tokens of decoding requests are settled lazily: a tenant's count is what has been settled
-plus what its decode sets generated since (`decodeset.DecodingTenants`), so a decode step costs
-nothing per tenant.
+plus what its decode sets generated since, a running total `decodeset.DecodingTenants` keeps, so
+a count is read in O(1) whatever the number of workers the tenant decodes on.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Ledger:
         self.cached_tokens = [0] * n  # found in the prefix cache (a prompt token counts here or above)
         self._settled_output = [0] * n  # output tokens but those the decode sets owe still
         self._tenant_weight = [tenant.weight for tenant in tenants]
-        self.decoding = DecodingTenants(self._settle)  # where each tenant decodes, what it owes
+        self.decoding = DecodingTenants(self._settle, n)  # where each tenant decodes, what it owes
 
     def _settle(self, tenant: int, tokens: int) -> None:
         self._settled_output[tenant] += tokens

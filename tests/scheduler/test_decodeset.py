@@ -101,3 +101,50 @@ def test_pending_output_is_read_across_sets_and_settled_once():
     one.advance(2)
     registry.settle(0)
     assert settled[-1] == (0, 2)
+
+
+# A decode-set operation: (kind, set, tenant or member index, steps); preempting a member and
+# admitting it again later, or on another worker, is a leave then a join of the same Sequence.
+OPS = st.lists(st.tuples(st.sampled_from(["join", "rejoin", "leave", "advance", "settle"]),
+                         st.integers(0, 3), st.integers(0, 5), st.integers(0, 7)), max_size=60)
+
+
+def owed_walk(sets, tenant):
+    """The pending output of `tenant` as the sum over every set it decodes on."""
+    return sum(decode.owed(tenant) for decode in sets if tenant in decode.tenants)
+
+
+@given(OPS)
+def test_pending_is_the_walk_over_sets_after_any_sequence_of_changes(ops):
+    """The running total `pending` reads equals the sum of owed() over the sets, and settled plus
+    pending is every token the members generated in any set, through joins, leaves, rejoins on
+    other sets, steps of any length and settlements."""
+    settled = [0] * 6
+    registry = DecodingTenants(lambda tenant, tokens: settled.__setitem__(tenant, settled[tenant] + tokens), 2)
+    sets = [DecodeSet(BLOCK, registry) for _ in range(4)]
+    seqs: list[Sequence] = []
+    for kind, where, which, steps in ops:
+        decode = sets[where]
+        idle = [seq for seq in seqs if seq.decoding_on is None]
+        members = [seq for seq in seqs if seq.decoding_on is not None]
+        if kind == "join":
+            seq = member(len(seqs), computed=5 + which, tenant=which)
+            seqs.append(seq)
+            decode.join(seq)
+        elif kind == "rejoin" and idle:
+            decode.join(idle[which % len(idle)])
+        elif kind == "leave" and members:
+            seq = members[which % len(members)]
+            seq.decoding_on.leave(seq)
+        elif kind == "advance":
+            decode.advance(steps)
+        elif kind == "settle":
+            registry.settle(which)
+        for tenant in range(6):
+            assert registry.pending(tenant) == owed_walk(sets, tenant)
+            generated = sum(seq.generated - 1 for seq in seqs if seq.tenant == tenant)
+            assert settled[tenant] + registry.pending(tenant) == generated
+    for seq in seqs:
+        if seq.decoding_on is not None:
+            seq.decoding_on.leave(seq)
+    assert [registry.pending(tenant) for tenant in range(8)] == [0] * 8  # all settled on leaving
