@@ -25,7 +25,7 @@ from .request import RequestState, Sequence
 
 class WorkerState:
     __slots__ = ("id", "pool", "cache", "running", "prefilling", "decode", "queue", "inflight", "repeat",
-                 "released", "dropped", "seqs_of", "prompt_of", "plans", "_prefill", "_match")
+                 "released", "dropped", "seqs_of", "prompt_of", "steps", "_counted", "_prefill", "_match")
 
     def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None, decode: DecodeSet,
                  cache: PrefixCache | None = None) -> None:
@@ -42,8 +42,9 @@ class WorkerState:
         self.dropped: set[Hashable] = set()  # requests of the plan in flight cancelled since
         self.seqs_of: dict[int, int] = {}  # tenant -> its requests running here (tenants with one or more)
         self.prompt_of: dict[int, int] = {}  # tenant -> their prompt tokens
-        self.plans = 0  # plans noted (`note_prefill`)
-        self._prefill: dict[int, tuple[float, int]] = {}  # tenant -> (recent prefill tokens per step, as of plan)
+        self.steps = 0  # steps planned: a plan noted (`note_prefill`) is one, its repeats the rest
+        self._counted = False  # the plan in flight's first step is in `steps`
+        self._prefill: dict[int, tuple[float, int]] = {}  # tenant -> (recent prefill tokens per step, as of step)
         self._match: tuple[Sequence, int, int] | None = None  # (seq, blocks cached, of which idle), from fits()
 
     @property
@@ -157,6 +158,8 @@ class WorkerState:
     def advance_decodes(self, steps: int) -> int:
         """The decode set ran `steps` steps: take the blocks the later ones grew into (the plan made
         sure they were free); returns the members."""
+        self.steps += steps - self._counted  # a run of repeats ages recent prefill as its steps one by one would
+        self._counted = False
         self._take(self.decode.advance(steps))
         return self.decode.size
 
@@ -164,19 +167,20 @@ class WorkerState:
 
     def note_prefill(self, chunks: list[tuple[Sequence, int]]) -> None:
         """A plan was formed with these prefill chunks: fold each tenant's tokens into its recent
-        prefill per step (its first chunks, then an average whose weights halve each plan, so a
+        prefill per step (its first chunks, then an average whose weights halve each step, so a
         flood keeps its standing between its chunks)."""
-        self.plans += 1
+        self.steps += 1
+        self._counted = True
         tokens: dict[int, int] = {}
         for seq, n in chunks:
             tokens[seq.tenant] = tokens.get(seq.tenant, 0) + n
         for tenant, n in tokens.items():
             recent = self.recent_prefill(tenant) + 0.5 * n if tenant in self._prefill else float(n)
-            self._prefill[tenant] = (recent, self.plans)
+            self._prefill[tenant] = (recent, self.steps)
 
     def recent_prefill(self, tenant: int) -> float:
-        value, plan = self._prefill.get(tenant, (0.0, 0))
-        age = self.plans - plan
+        value, step = self._prefill.get(tenant, (0.0, 0))
+        age = self.steps - step
         if age > 40:  # nothing left to speak of
             self._prefill.pop(tenant, None)
             return 0.0

@@ -64,6 +64,21 @@ def test_fast_forward_equals_single_stepping(workload, policy, workers, placemen
     assert_same(fast, slow)
 
 
+def test_a_run_of_repeats_ages_recent_prefill_as_its_steps_would():
+    # Two tenants' prefills, then runs of repeated decodes on four slots: the standing (who is
+    # over share) reads each tenant's recent prefill, which halves each step. Aged once per run
+    # instead, the latency budget held a prompt back and it was admitted a step earlier than
+    # stepping one at a time admits it.
+    from sim.testing import make_workload
+    from sim.workload import LengthDist, TenantSpec
+
+    tenants = tuple(TenantSpec(name, weight=weight, priority=1, rate=1.0, prompt=LengthDist("fixed", (1,)),
+                               output=LengthDist("fixed", (1,))) for name, weight in (("t0", 2.0), ("t1", 1.0)))
+    workload = make_workload(tenants, [0.294, 1.582, 0.872, 1.13], [0, 0, 1, 1], [104, 1036, 958, 45],
+                             [259, 151, 183, 266], 300)
+    assert_same(*run_both(workload, "vtc", 1, "global", 85, 4))
+
+
 @pytest.mark.parametrize("policy", ["fcfs", "vtc", "drr"])
 def test_fast_forward_takes_fewer_events_and_gives_the_same_run(policy):
     from sim.config import load_config
