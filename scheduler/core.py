@@ -20,6 +20,7 @@ from .admission import Admission, QueueTotals, refuse_reason
 from .errors import ConfigError, ProtocolError, WorkerError
 from .events import StepResult
 from .outcomes import FinishReason
+from .decisions import Decision, DecisionLog
 from .decodeset import DecodeSet
 from .kv import BlockPool, DecodeGrowth, PrefixCache
 from .prefix import block_hashes
@@ -43,6 +44,7 @@ PUBLIC_API = frozenset({
     "next_plan_reads_service", "kv_usage", "decode_growth", "waits_on", "generated", "request_status",
     "live_ids", "num_live", "num_queued", "tenant_queued", "backlogged", "reads_service", "service_weights",
     "tenant_service", "tenant_tokens", "prefix_cache_stats", "cached_tokens", "num_waiting", "num_running", "max_sequence_tokens",
+    "drain_decisions",
 })
 
 
@@ -218,9 +220,12 @@ class Scheduler:
         placement: Placement | str = "global",
         config: SchedulerConfig | None = None,
         latency_budgets: Seq[int] | None = None,
+        record_decisions: bool = False,
     ) -> None:
         """`latency_budgets`: per tenant, the step's tokens while its first token waits (what its SLO
-        allows, say; 0: no limit); default: config.latency_budget_tokens for every tenant."""
+        allows, say; 0: no limit); default: config.latency_budget_tokens for every tenant.
+        `record_decisions`: keep a record of every admission and preemption (scheduler.decisions),
+        for `drain_decisions`."""
         self.tenants = tuple(tenants)
         self._tenant_index = {tenant.name: i for i, tenant in enumerate(self.tenants)}
         self._weights = tuple(tenant.weight for tenant in self.tenants)
@@ -244,6 +249,7 @@ class Scheduler:
         # Late binding: the one queue. Early binding: where requests wait while no worker exists.
         self._pool_queue = self.policy.new_queue()
         self._order = itertools.count()
+        self._decisions = DecisionLog(self.policy, self.tenant_queued) if record_decisions else None
 
     def _check_budgets(self, budgets: Seq[int] | None) -> tuple[int, ...]:
         if budgets is None:
@@ -353,6 +359,11 @@ class Scheduler:
         self._debug_check()
         return StepOutputs(result.steps, decoded, tuple(emitted), tuple(finished))
 
+    def drain_decisions(self) -> list[Decision]:
+        """The decision records made since the last drain, oldest first; [] unless the scheduler
+        was made with record_decisions=True."""
+        return [] if self._decisions is None else self._decisions.drain()
+
     def decoding(self, worker_id: int) -> list[Hashable]:
         """The worker's decode set, in admission order: each computes one token in every step."""
         worker = self._worker(worker_id)
@@ -399,9 +410,13 @@ class Scheduler:
     def _admit_selected(self, step: StepBuilder, queue: WaitQueue, worker: WorkerState, now: float) -> list:
         admitted = []
         while (seq := step.select(queue)) is not None:
+            if self._decisions is not None:
+                self._decisions.admitting(seq, queue, worker, now)
             queue.pop_chosen(seq)
             step.commit(seq)  # first: it finds its cached blocks, which the bookkeeping charges
             admitted.append(self._admit(seq, worker, now))
+        if self._decisions is not None:
+            self._decisions.stopped(not step.preempted and step.tokens > 0 and step.seqs > 0, queue, worker, now)
         return admitted
 
     # ----- isolation inside the step ------------------------------------------------------------
@@ -689,6 +704,9 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence, worker: WorkerState | None = None) -> Hashable:
         """Free a running request's KV and queue it again; it will be recomputed from scratch."""
+        if self._decisions is not None:
+            self._decisions.preempting(seq, self._workers[seq.worker] if worker is None else worker, self.now,
+                                      worker is not None)
         self._leave_worker(seq, worker=worker)
         seq.computed = 0
         seq.preemptions += 1

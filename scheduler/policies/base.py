@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Iterable, Sequence as Seq
+from typing import Any, Callable, ClassVar, Collection, Iterable, Sequence as Seq
 
 from ..request import Sequence, Tenant
 from ..service import Ledger
@@ -49,6 +49,17 @@ class WaitQueue(ABC):
         assert seq is self.peek(), "pop_chosen of a request the queue did not choose"
         return self.pop()
 
+    def tenant_heads(self, tenants: Collection[int], limit: int) -> list[Sequence]:
+        """The first queued request of each of `tenants` in the policy's order, among the first
+        `limit` looked at (scheduler.decisions' candidates); the order of the queue is unchanged.
+        Here: the head, then each tenant's oldest, for a queue that knows no better."""
+        head, wanted = self.peek(), set(tenants)
+        found = {} if head is None else {head.tenant: head}
+        for seq in sorted(self, key=lambda s: s.order)[:limit]:
+            if seq.tenant in wanted and seq.tenant not in found:
+                found[seq.tenant] = seq
+        return list(found.values())
+
     @abstractmethod
     def __len__(self) -> int: ...
 
@@ -84,6 +95,22 @@ class KeyedQueue(WaitQueue):
 
     def remove(self, seq: Sequence) -> None:
         self._live.pop(seq.order)[2] = None
+
+    def tenant_heads(self, tenants: Collection[int], limit: int) -> list[Sequence]:
+        # Best first through the heap's tree: the entries in key order, each tenant's first kept.
+        heap, wanted, found = self._heap, set(tenants), {}
+        frontier, looked = ([(heap[0], 0)] if heap else []), 0
+        while frontier and len(found) < len(wanted) and looked < limit:
+            entry, i = heapq.heappop(frontier)  # (key, order) decide: orders are unique
+            seq = entry[2]
+            if seq is not None:
+                looked += 1
+                if seq.tenant in wanted:
+                    found.setdefault(seq.tenant, seq)
+            for child in (2 * i + 1, 2 * i + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], child))
+        return list(found.values())
 
     def __contains__(self, seq: Sequence) -> bool:
         return seq.order in self._live
@@ -183,6 +210,10 @@ class TenantQueue(WaitQueue):
         if self._fifos.head(tenant) is None:
             self._tenant_idle(tenant)
 
+    def tenant_heads(self, tenants: Collection[int], limit: int) -> list[Sequence]:
+        heads = (self._fifos.head(tenant) for tenant in tenants)  # a tenant's oldest is its first
+        return [head for head in heads if head is not None]
+
     def __len__(self) -> int:
         return len(self._fifos)
 
@@ -222,6 +253,11 @@ class Policy(ABC):
     def victim(self, running: Seq[Sequence]) -> Sequence:
         """The running request to preempt when KV runs out. Default: the latest submitted."""
         return max(running, key=lambda seq: seq.order)
+
+    def decision_keys(self, seq: Sequence) -> tuple[tuple[str, float], ...]:
+        """What the order and the victim compare of `seq` now, named, for decision records
+        (scheduler.decisions). Default: the submission order (first come, first served)."""
+        return (("submitted", seq.order),)
 
     def on_backlogged(self, tenant: int, arrival: bool) -> None:
         """`tenant` just got its first queued request (`arrival`: a new request, not a requeue)."""

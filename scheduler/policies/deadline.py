@@ -43,6 +43,9 @@ class EDF(Policy):
     def victim(self, running):
         return max(running, key=lambda seq: (self.deadline(seq), seq.order))
 
+    def decision_keys(self, seq: Sequence) -> tuple[tuple[str, float], ...]:
+        return (("deadline_s", self.deadline(seq)), ("submitted", seq.order))
+
 
 class LeastSlack(EDF):
     name = "slo"
@@ -71,6 +74,11 @@ class LeastSlack(EDF):
 
     def victim(self, running):
         return max(running, key=lambda seq: (self.latest_start(seq), seq.order))
+
+    def decision_keys(self, seq: Sequence) -> tuple[tuple[str, float], ...]:
+        latest = self.latest_start(seq)
+        return (("latest_start_s", latest), ("slack_s", latest - self.now), ("late", float(latest < self.now)),
+                ("submitted", seq.order))
 
 
 class SlackQueue(WaitQueue):
@@ -109,6 +117,11 @@ class SlackQueue(WaitQueue):
 
     def remove(self, seq: Sequence) -> None:
         (self._on_time if seq in self._on_time else self._late).remove(seq)
+
+    def tenant_heads(self, tenants, limit: int) -> list[Sequence]:
+        heads = self._on_time.tenant_heads(tenants, limit)
+        rest = set(tenants) - {seq.tenant for seq in heads}
+        return heads + (self._late.tenant_heads(rest, limit) if rest else [])
 
     def __len__(self) -> int:
         return len(self._on_time) + len(self._late)

@@ -57,6 +57,9 @@ class DRR(Policy):
     def victim(self, running):
         return max(running, key=lambda seq: (-self.deficit(seq.tenant), seq.order))
 
+    def decision_keys(self, seq: Sequence) -> tuple[tuple[str, float], ...]:
+        return (("deficit", self.deficit(seq.tenant)), ("cost", self.cost(seq)), ("submitted", seq.order))
+
     def on_idle(self, tenant: int) -> None:
         credit = self.deficit(tenant)
         if credit > 0:

@@ -34,3 +34,6 @@ class Priority(Policy):
 
     def victim(self, running):
         return max(running, key=lambda seq: (self.key(seq), seq.order))
+
+    def decision_keys(self, seq: Sequence) -> tuple[tuple[str, float], ...]:
+        return (("priority", self.priority_of(seq)), ("aged_priority", self.key(seq)), ("submitted", seq.order))

@@ -50,6 +50,9 @@ class VTC(Policy):
         counter_of = self.counter_of
         return max(running, key=lambda seq: (counter_of(seq.tenant), seq.order))
 
+    def decision_keys(self, seq: Sequence) -> tuple[tuple[str, float], ...]:
+        return (("counter", self.counter_of(seq.tenant)), ("submitted", seq.order))
+
     def on_backlogged(self, tenant: int, arrival: bool) -> None:
         if arrival:
             lowest = self._backlogged.min(self.counter_of)
