@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "Hugging Face tokenizer folder, for load generators")
     tok.add_argument("dir", type=Path, metavar="DIR", help="the folder to write (created if need be)")
     add_calibrate(commands)
+    why = commands.add_parser("explain", help="tell one request's story from a run's decision file")
+    why.add_argument("run", type=Path, metavar="RUN", help="the file `simulate --decisions` wrote (or its folder)")
+    why.add_argument("request_id", metavar="REQUEST_ID", help="the request's id (its index in the workload)")
     cost = commands.add_parser("costmodel", help="print the cost model's sanity figures")
     cost.add_argument("--gpu", default="h100", help=GPU_HELP)
     cost.add_argument("--model", default="llama-3-8b", help=MODEL_HELP)
@@ -89,7 +92,17 @@ def add_simulate(commands) -> None:
     sim.add_argument("--requests", type=integer, help="number of requests (replaces duration)")
     sim.add_argument("--seed", type=integer, help="seed of every random draw")
     sim.add_argument("--load", type=number, help="multiply every tenant's arrival rate by this")
-    sim.add_argument("--json", type=Path, help="also write config, summary, tenants, fairness, workers here")
+    sim.add_argument("--json", type=Path, help="also write config, summary, tenants, fairness, workers, detectors here")
+    sim.add_argument("--trace", type=Path, metavar="PATH",
+                     help="also write a timeline trace (Chrome trace-event JSON, for Perfetto or chrome://tracing)")
+    sim.add_argument("--trace-window", dest="trace_window", metavar="START:END",
+                     help="keep only the trace's steps, samples and requests in these seconds of simulated time")
+    sim.add_argument("--trace-requests", dest="trace_requests", type=integer, metavar="N",
+                     help="keep only a sample of N requests' slices and flows in the trace (seeded by --seed)")
+    sim.add_argument("--decisions", type=Path, metavar="PATH",
+                     help="also write the core's decision records and the requests as JSON lines, for explain")
+    sim.add_argument("--starvation-s", dest="starvation_s", type=number, default=5.0, metavar="S",
+                     help="a backlogged tenant with no service for longer than this is starved (default 5)")
     sim.add_argument("--print-config", action="store_true", help="print the built-in default config and exit")
 
 
@@ -121,7 +134,7 @@ def add_calibrate(commands) -> None:
 
 
 COMMANDS = {"serve": cli.run_serve, "tokenizer": cli.run_tokenizer, "calibrate": cli.run_calibrate,
-            "costmodel": cli.run_costmodel, "simulate": cli.run_simulate}
+            "costmodel": cli.run_costmodel, "simulate": cli.run_simulate, "explain": cli.run_explain}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,10 +16,13 @@ from pathlib import Path
 
 from scheduler.errors import ConfigError
 
-from .cluster import simulate
-from .config import DEFAULT_CONFIG, config_to_dict, load_config
+from .cluster import Simulation
+from .config import DEFAULT_CONFIG, SimConfig, config_to_dict, load_config
 from .costmodel import sanity_table
-from .results import format_report, summarize
+from .detectors import detect, format_detectors
+from .explain import decision_lines, explain
+from .results import RunData, format_report, summarize
+from .trace import TraceSpec, check_requests, check_window_in_run, parse_window, write_text
 
 # CLI flag -> dotted config key it overrides
 OVERRIDES = {
@@ -45,23 +48,59 @@ def run_simulate(args: argparse.Namespace) -> int:
     overrides = {OVERRIDES[k]: v for k, v in vars(args).items() if k in OVERRIDES and v is not None}
     if args.duration is not None and args.requests is not None:  # each replaces the other: one would be lost
         raise ConfigError("--duration, --requests: give one of them, not both")
-    if args.json is not None:
-        check_output(args.json, "--json")
+    trace = trace_spec(args)
+    for path, flag in ((args.json, "--json"), (args.trace, "--trace"), (args.decisions, "--decisions")):
+        if path is not None:
+            check_output(path, flag)
     with flags_named(overrides):
         config = load_config(args.config, overrides)
-        data = simulate(config)
+        sim = Simulation(config, trace=trace, record_decisions=args.decisions is not None)
+        data = sim.run()
+    if trace is not None:
+        check_window_in_run(trace.window, data.duration_s)
     result = summarize(data)
+    found = detect(data, [t.priority for t in config.tenants], config.policy.placement != "global", sim.decisions,
+                   args.starvation_s)
     title = f"{config.policy.policy} / {config.policy.placement} on {config.cluster.workers}x " \
             f"{config.cluster.gpu} {config.cluster.model} (seed {config.seed})"
-    print(format_report(result, title))
+    print(format_report(result, title) + format_detectors(found))
     if args.json is not None:
         # allow_nan=False: a NaN is not JSON; summarize() writes None where a statistic has no value.
-        text = json.dumps({"config": config_to_dict(config), **result}, indent=2, allow_nan=False) + "\n"
-        try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(text)
-        except OSError as err:
-            raise ConfigError(f"--json: cannot write {args.json}: {err.strerror or err}") from None
+        text = json.dumps({"config": config_to_dict(config), **result, "detectors": found}, indent=2,
+                          allow_nan=False) + "\n"
+        write_text(args.json, text, "--json")
+    if trace is not None:
+        write_text(args.trace, sim.trace.to_json(data.duration_s), "--trace")
+        print(f"wrote {args.trace}: open it in https://ui.perfetto.dev or chrome://tracing")
+    if args.decisions is not None:
+        write_text(args.decisions, "\n".join(decision_lines(run_header(config, data), sim.decisions, data)) + "\n",
+                   "--decisions")
+        print(f"wrote {args.decisions}: `fairbatch explain {args.decisions} REQUEST_ID` tells a request's story")
+    return 0
+
+
+def trace_spec(args: argparse.Namespace) -> TraceSpec | None:
+    """What --trace keeps (checked before the run); None without --trace."""
+    bounds = [flag for flag, value in (("--trace-window", args.trace_window), ("--trace-requests", args.trace_requests))
+              if value is not None]
+    if args.trace is None:
+        if bounds:
+            raise ConfigError(f"{bounds[0]}: bounds the trace, so it needs --trace PATH")
+        return None
+    check_requests(args.trace_requests)
+    window = None if args.trace_window is None else parse_window(args.trace_window)
+    return TraceSpec(window, args.trace_requests)
+
+
+def run_header(config: SimConfig, data: RunData) -> dict:
+    """The decision file's first line: what `fairbatch explain` needs of the run."""
+    return {"policy": config.policy.policy, "placement": config.policy.placement, "workers": config.cluster.workers,
+            "seed": config.seed, "service_weights": [float(w) for w in data.service_weights],
+            "priorities": [t.priority for t in config.tenants], "duration_s": data.duration_s}
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    print(explain(args.run, args.request_id))
     return 0
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from scheduler.actions import Rejected, StepPlan
 from scheduler.core import Scheduler
+from scheduler.decisions import Decision
 from scheduler.events import StepResult
 from scheduler.outcomes import Outcome
 from scheduler.placement import make_placement, placement_rng
@@ -30,6 +31,7 @@ from .config import SimConfig, check_runnable, latency_budgets
 from .costmodel import RooflineCostModel
 from scheduler.kv import DecodeGrowth
 from .engine import EventLoop
+from .trace import TraceSpec
 from .results import RECORD_DTYPE, RunData, StageInfo, TenantInfo, Timeline, WeightedSamples, WorkerStats
 from .workload import Workload, generate, stage_windows
 
@@ -134,7 +136,10 @@ class SimWorker:
 class Simulation:
     """One run of a SimConfig: call `run()` once for its RunData."""
 
-    def __init__(self, config: SimConfig, workload: Workload | None = None, policy: Policy | None = None) -> None:
+    def __init__(self, config: SimConfig, workload: Workload | None = None, policy: Policy | None = None, *,
+                 trace: TraceSpec | None = None, record_decisions: bool = False) -> None:
+        """`trace`: also record a timeline trace (`self.trace`, sim.trace); `record_decisions`: keep
+        the core's decision records (`self.decisions`, scheduler.decisions)."""
         self.config = config
         rng = np.random.default_rng(config.seed)
         self.workload = workload if workload is not None else generate(
@@ -147,7 +152,8 @@ class Simulation:
             policy = make_policy(config.policy.policy, config.policy.policy_params)
         placement = make_placement(config.policy.placement, config.policy.placement_params,
                                    placement_rng(config.seed))
-        self.scheduler = Scheduler(tenants, policy, placement, config.scheduler, latency_budgets(config, specs))
+        self.scheduler = Scheduler(tenants, policy, placement, config.scheduler, latency_budgets(config, specs),
+                                   record_decisions=record_decisions)
         self.loop = EventLoop()
         cost = config.cluster.cost_model()
         blocks = config.cluster.kv_blocks(config.scheduler)
@@ -177,6 +183,10 @@ class Simulation:
         # (time, worker) whenever a worker went idle while requests waited in the queue it serves:
         # never under late binding if the core is work-conserving.
         self.idle_while_waiting: list[tuple[float, int]] = []
+        # Observers, None when off: each hook below costs one `is None` test then.
+        self.trace = None if trace is None else trace.recorder(self.tenant_names, len(self.workload),
+                                                                range(config.cluster.workers), config.seed)
+        self.decisions: list[Decision] | None = [] if record_decisions else None
 
     def _records(self) -> np.ndarray:
         wl = self.workload
@@ -199,6 +209,8 @@ class Simulation:
         self.loop.at(0.0, self._sample)
         horizon = self.config.horizon_s
         self.loop.run(math.inf if horizon is None else horizon)
+        if self.decisions is not None:
+            self.decisions += self.scheduler.drain_decisions()
         return self._run_data()
 
     def _arrive(self, i: int) -> None:
@@ -210,6 +222,8 @@ class Simulation:
         if self._sync_before_decisions and self.scheduler.num_queued(wl.tenant[i]) == 0:
             self._sync()  # the tenant becomes backlogged: the policy reads service (VTC's lift)
         verdict = self.scheduler.submit(request, now)
+        if self.trace is not None:
+            self.trace.submitted(request, now, verdict.reason.value if isinstance(verdict, Rejected) else None)
         if isinstance(verdict, Rejected):
             self._outcome[i] = REJECTED
             self._reason[i] = verdict.reason.code
@@ -248,6 +262,8 @@ class Simulation:
         if self._sync_before_decisions and self.scheduler.next_plan_reads_service(worker.id):
             self._sync()
         plan = self.scheduler.plan(worker.id, now)
+        if self.trace is not None:
+            self.trace.step_started(worker.id, plan, now, self.scheduler.kv_usage(worker.id).used, worker.kv_blocks_total)
         self._long_runs.pop(worker.id, None)
         if not plan:
             worker.run = None
@@ -289,6 +305,8 @@ class Simulation:
             return  # this run was cut short; its new finish event is the one that counts
         self._last_event = self.loop.now
         worker.account(worker.run)
+        if self.trace is not None:
+            self.trace.step_finished(worker.id, self.loop.now, worker.run.steps)
         self._report(worker, worker.run.steps, final=True)
         self._start_step(worker)
 
@@ -319,6 +337,8 @@ class Simulation:
             else:
                 self._itl.add(np.array(run.durations(done, upto)), outputs.decoded)
         first_end = run.ends[done]
+        if self.trace is not None and (outputs.emitted or outputs.finished):
+            self.trace.step_outputs(worker.id, outputs, first_end, now)
         for output in outputs.finished:
             rid = output.request_id
             self._finish[rid] = now
@@ -345,8 +365,18 @@ class Simulation:
         self._sync()
         scheduler = self.scheduler
         self._samples.append((self.loop.now, scheduler.tenant_service(), scheduler.backlogged()))
+        if self.trace is not None or self.decisions is not None:
+            self._observe()
         if self.loop.pending():  # keep sampling only while something else is still to happen
             self.loop.at(self.loop.now + self.config.sample_interval_s, self._sample)
+
+    def _observe(self) -> None:
+        """At a sample: the tenants' queues and service into the trace; the decision records so far
+        out of the core (so it holds one interval's)."""
+        if self.trace is not None:
+            self.trace.tenants_sampled(self.loop.now, self.scheduler.tenant_queued(), self._samples[-1][1])
+        if self.decisions is not None:
+            self.decisions += self.scheduler.drain_decisions()
 
     # ----- results ------------------------------------------------------------------------------
 

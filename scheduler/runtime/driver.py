@@ -27,6 +27,7 @@ from scheduler.core import Scheduler
 from scheduler.errors import ProtocolError, WorkerError
 from scheduler.outcomes import FinishReason, Outcome
 from scheduler.request import Request, RequestState
+from scheduler.trace import TraceRecorder
 
 from .handle import RequestHandle, RequestRejected
 from .worker import Job, Step, StepDone, Worker
@@ -53,12 +54,14 @@ class Runtime:
 
     def __init__(self, scheduler: Scheduler, workers: Mapping[int, Worker] | Sequence[Worker], *,
                  clock: Callable[[], float] | None = None, metrics: Any = None,
-                 stream_buffer: int = DEFAULT_STREAM_BUFFER) -> None:
+                 stream_buffer: int = DEFAULT_STREAM_BUFFER, trace: TraceRecorder | None = None) -> None:
+        """`trace`: a scheduler.trace.TraceRecorder to feed (its to_json() is the timeline trace)."""
         if isinstance(stream_buffer, bool) or not isinstance(stream_buffer, int) or stream_buffer < 1:
             raise ValueError(f"stream_buffer: must be an integer >= 1, got {stream_buffer!r}")
         workers = dict(workers) if isinstance(workers, Mapping) else dict(enumerate(workers))
         self.scheduler = scheduler
         self.metrics = metrics  # a scheduler.metrics.Metrics, or None
+        self.trace = trace
         # Requests submitted, then by how they ended (plain string keys: the outcomes' values).
         self.counts = {"submitted": 0} | {outcome.value: 0 for outcome in Outcome if outcome.ended}
         self._lanes = {wid: Lane(wid, worker) for wid, worker in sorted(workers.items())}
@@ -116,6 +119,8 @@ class Runtime:
         now = self.now()
         self.counts["submitted"] += 1
         verdict = self.scheduler.submit(request, now)
+        if self.trace is not None:
+            self.trace.submitted(request, now, verdict.reason.value if isinstance(verdict, Rejected) else None)
         if isinstance(verdict, Rejected):
             self.counts[Outcome.REJECTED.value] += 1
             if self.metrics is not None:
@@ -139,6 +144,8 @@ class Runtime:
                 lane.left.append(handle.id)
         now = self.now()
         self.scheduler.cancel(handle.id, now)
+        if self.trace is not None:
+            self.trace.cancelled(handle.id, now)
         self._end(handle, outcome, reason, now)
 
     def _end(self, handle: RequestHandle, outcome: Outcome, reason: FinishReason, now: float) -> None:
@@ -168,6 +175,8 @@ class Runtime:
     async def _step(self, lane: Lane) -> bool:
         """Plan, run and report one step; False when there was nothing to run or the worker failed."""
         plan = self.scheduler.plan(lane.id, self.now())
+        if self.trace is not None:
+            self._trace_plan(lane, plan)
         step = self._begin(lane, plan)
         self._wake_idle()  # work this worker left (or preempted) goes to the next idle one
         if step is None:
@@ -177,6 +186,8 @@ class Runtime:
             if not isinstance(done, StepDone) or done.result.steps != 1:
                 raise WorkerError(f"worker {lane.id}: step() must return a StepDone of one step, got {done!r}")
             outputs = self.scheduler.complete(lane.id, done.result, self.now())
+            if self.trace is not None:
+                self._trace_outputs(lane, outputs)
         except ProtocolError:
             raise  # the runtime's own bug: let the task group end everything loudly
         except Exception:  # the engine failed or reported nonsense: it leaves, its requests are requeued
@@ -185,6 +196,16 @@ class Runtime:
             return False
         self._deliver(lane, outputs, done.tokens)
         return True
+
+    def _trace_plan(self, lane: Lane, plan: StepPlan) -> None:
+        kv = self.scheduler.kv_usage(lane.id)
+        self.trace.step_started(lane.id, plan, self.now(), kv.used, kv.total)
+
+    def _trace_outputs(self, lane: Lane, outputs: StepOutputs) -> None:
+        now = self.now()
+        self.trace.step_finished(lane.id, now, outputs.steps)
+        self.trace.step_outputs(lane.id, outputs, now, now)
+        self.trace.tenants_sampled(now, self.scheduler.tenant_queued(), self.scheduler.tenant_service())
 
     def _begin(self, lane: Lane, plan: StepPlan) -> Step | None:
         """Apply a plan to the mirror and the handles; the Step to run, None for an empty plan."""

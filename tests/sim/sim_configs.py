@@ -24,3 +24,18 @@ def small_config(**top):
         else:
             table[key] = value
     return config_from_dict(table)
+
+
+def tight_config(**top):
+    """Two tenants (b in the worse priority class) on 150 KV blocks a worker: steps run out of KV,
+    so requests are preempted and heads are blocked."""
+    table = {
+        "seed": 3, "duration_s": 4,
+        "scheduler": {"policy": "vtc", "num_gpu_blocks": 150, "max_num_batched_tokens": 256},
+        "tenants": [
+            {"name": "a", "rate": 20.0, "prompt_tokens": {"dist": "uniform", "min": 20, "max": 400},
+             "output_tokens": {"dist": "uniform", "min": 50, "max": 400}},
+            {"name": "b", "priority": 1, "rate": 10.0, "prompt_tokens": 100, "output_tokens": 300},
+        ],
+    }
+    return small_config(**{**table, **top, "scheduler": {**table["scheduler"], **top.get("scheduler", {})}})

@@ -13,7 +13,7 @@ def test_simulate_prints_a_summary_and_writes_json(tmp_path, capsys):
     assert "fcfs / global on 2x h100 llama-3-8b (seed 2)" in printed
     assert "TTFT" in printed and "enterprise" in printed
     document = json.loads(out.read_text())
-    assert set(document) == {"config", "summary", "tenants", "fairness", "workers"}
+    assert set(document) == {"config", "summary", "tenants", "fairness", "workers", "detectors"}
     assert document["summary"]["completed"] == 60
     assert document["config"]["policy"]["policy"] == "fcfs"
     assert len(document["workers"]) == 2
