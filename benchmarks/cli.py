@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from scheduler.errors import ConfigError
 from sim.config import CALIBRATED
+from sim.trace import parse_window
 
 from . import capacity as cap
 from .compare import POLICIES, compare_markdown, compare_points, scenario_label
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--figures", type=Path, help="figures directory (default: beside the report)")
     report.add_argument("--load", type=float, help="load of the over-time figures (default: the highest)")
     report.add_argument("--title", default="Benchmark report")
+    report.add_argument("--timeline", type=Path, metavar="TRACE",
+                        help="also draw a window of this trace (`fairbatch simulate --trace`) as a picture")
+    report.add_argument("--timeline-window", dest="timeline_window", metavar="START:END",
+                        help="the seconds of the trace drawn (default: 2 s in its middle)")
     validate = commands.add_parser("validate", help="replay real vLLM runs; predicted against measured latency")
     validate.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR",
                           help="a run: config.json, vllm/meta.json, vllm/requests.jsonl.gz")
@@ -168,7 +173,11 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     output = args.out or args.dirs[0] / "report.md"
-    print(write_report(args.dirs, output, figures=args.figures, title=args.title, load=args.load))
+    if args.timeline_window is not None and args.timeline is None:
+        raise ConfigError("--timeline-window: picks the seconds of --timeline TRACE, so it needs it")
+    window = None if args.timeline_window is None else parse_window(args.timeline_window, "--timeline-window")
+    print(write_report(args.dirs, output, figures=args.figures, title=args.title, load=args.load,
+                       timeline=args.timeline, timeline_window=window))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Each function takes rows of (series name, run document) and a path, and writes one figure:
 latency CDFs per load, throughput and p99 latency against load, per-tenant service over time,
-worker utilisation and KV usage over time, and capacity per series. Only matplotlib's object API
+worker utilisation and KV usage over time, and capacity per series; and `timeline_figure`, a window
+of a run's steps from its trace (`fairbatch simulate --trace`). Only matplotlib's object API
 is used (no pyplot), so nothing global changes and no display is needed.
 """
 
@@ -82,6 +83,36 @@ def colours(names: Sequence[str]) -> dict[str, Any]:
 
     cmap = colormaps["tab10"]
     return {name: cmap(i % 10) for i, name in enumerate(dict.fromkeys(names))}
+
+
+def timeline_figure(steps: Sequence[Mapping[str, Any]], workers: Sequence[int], tenants: Sequence[str],
+                    window: tuple[float, float], path: Path, title: str = "") -> Path:
+    """A window of a run's timeline: a row per worker, each step a bar from its start to its end,
+    split from the bottom up into the tenants' shares of its tokens (`steps`: the trace's step
+    events, times in microseconds)."""
+    fig, axes = _figure(1, 1, width=10.0, height=0.9 + 0.7 * max(1, len(workers)))
+    ax = axes[0, 0]
+    colour = colours(tenants)
+    row = {worker: i for i, worker in enumerate(workers)}
+    for tenant in tenants:
+        lefts, widths, bottoms, heights = [], [], [], []
+        for step in steps:
+            shares = step["args"].get("tenant_tokens", {})
+            total = sum(shares.values())
+            if not total or tenant not in shares:
+                continue
+            below = sum(shares[t] for t in tenants[:tenants.index(tenant)] if t in shares)
+            lefts.append(step["ts"] / 1e6)
+            widths.append(step["dur"] / 1e6)
+            bottoms.append(row[step["tid"]] - 0.4 + 0.8 * below / total)
+            heights.append(0.8 * shares[tenant] / total)
+        ax.bar(lefts, heights, widths, bottoms, align="edge", color=colour[tenant], linewidth=0, label=tenant)
+    ax.set_xlim(*window)
+    ax.set_yticks(range(len(workers)), [f"worker {w}" for w in workers])
+    ax.set_ylim(-0.6, len(workers) - 0.4)
+    _label(ax, "time (s)", "", title or "steps, by tenant share of their tokens")
+    ax.legend(fontsize="small", loc="upper right", ncols=min(len(tenants), 6))
+    return _save(fig, path)
 
 
 def cdf_figure(by_load: Mapping[Any, Rows], path: Path, title: str = "") -> Path:

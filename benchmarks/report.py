@@ -3,18 +3,21 @@
 Reads the directories written by compare, sweep and capacity (their points.json and run
 documents; nothing is simulated). Per scenario: the setup, one results table per load, per-tenant
 tables, the capacity table, and figures: TTFT and TPOT CDFs per policy, throughput and p99 latency
-against load, per-tenant service over time, worker utilisation and KV usage over time, capacity.
+against load, per-tenant service over time, worker utilisation and KV usage over time, capacity;
+and, given a trace of one run (`--timeline`), a short window of its timeline as a picture.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scheduler.errors import ConfigError
+from scheduler.trace import TENANT_PID, WORKERS_PID
 
 from . import plots
 from .compare import load_heading
@@ -23,8 +26,11 @@ from .tables import capacity_table, group, md_table, results_table, series_names
 
 
 def write_report(dirs: Sequence[str | Path], output: str | Path, *, figures: str | Path | None = None,
-                 title: str = "Benchmark report", intro: str = "", load: float | None = None) -> Path:
-    """Write the report to `output`, its figures to `figures` (default: beside it, in figures/)."""
+                 title: str = "Benchmark report", intro: str = "", load: float | None = None,
+                 timeline: str | Path | None = None, timeline_window: tuple[float, float] | None = None) -> Path:
+    """Write the report to `output`, its figures to `figures` (default: beside it, in figures/);
+    with `timeline` (a trace file of `fairbatch simulate --trace`), also a section with a window
+    of it as a picture (`timeline_window` seconds; default: TIMELINE_SPAN_S in its middle)."""
     output = Path(output)
     figures = Path(figures) if figures is not None else output.parent / "figures"
     points, docs, capacity = collect(dirs)
@@ -35,6 +41,8 @@ def write_report(dirs: Sequence[str | Path], output: str | Path, *, figures: str
     for scenario in scenarios:
         blocks.append(scenario_section(scenario, group(points, docs).get(scenario, {}), capacity.get(scenario, {}),
                                        figures, output.parent, load))
+    if timeline is not None:
+        blocks.append(timeline_section(Path(timeline), timeline_window, figures, output.parent))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n\n".join(b for b in blocks if b) + "\n")
     return output
@@ -151,6 +159,49 @@ def figure_block(name: str, loads: Mapping[Any, list], capacity: Mapping[str, di
     if capacity:
         add("Goodput capacity per policy", plots.capacity_figure(capacity, figures / f"{stem}-capacity.png", name))
     return "### Figures\n\n" + "\n\n".join(lines) if lines else ""
+
+
+TIMELINE_SPAN_S = 2.0  # seconds of the timeline drawn when no window is given
+
+
+def timeline_section(trace: Path, window: tuple[float, float] | None, figures: Path, root: Path) -> str:
+    """A window of a run's trace as a picture: workers as rows, steps as bars by tenant share."""
+    steps, workers, tenants = read_trace(trace)
+    if not steps:
+        raise ConfigError(f"--timeline: {trace} holds no steps; allowed: a file `fairbatch simulate --trace` wrote")
+    first, last = steps[0]["ts"] / 1e6, max((s["ts"] + s["dur"]) / 1e6 for s in steps)
+    if window is None:
+        middle = (first + last) / 2
+        window = (max(first, middle - TIMELINE_SPAN_S / 2), min(last, middle + TIMELINE_SPAN_S / 2))
+    elif window[0] > last or window[1] < first:
+        raise ConfigError(f"--timeline-window: {window[0]:g}:{window[1]:g} is outside the trace's steps, "
+                          f"{first:.3f} to {last:.3f} s; allowed: a window that overlaps them")
+    heading = f"## Timeline: {trace.name}, {window[0]:.2f} to {window[1]:.2f} s"
+    if importlib.util.find_spec("matplotlib") is None:
+        return heading + "\n\n(not drawn: it needs matplotlib, `pip install -e '.[plot]'`)"
+    shown = [s for s in steps if s["ts"] / 1e6 <= window[1] and (s["ts"] + s["dur"]) / 1e6 >= window[0]]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", trace.stem)
+    path = plots.timeline_figure(shown, workers, tenants, window, figures / f"{stem}-timeline.png", trace.name)
+    caption = ("Each row is a worker; each bar a step (or a run of identical decode steps), from its start to "
+               "its end, split from the bottom up into the tenants' shares of its tokens.")
+    return f"{heading}\n\n{caption}\n\n![Timeline]({Path(_relative(path, root)).as_posix()})"
+
+
+def read_trace(trace: Path) -> tuple[list[dict], list[int], list[str]]:
+    """The step events of a trace file (by start), its workers and its tenants, in order."""
+    try:
+        events = json.loads(trace.read_text())["traceEvents"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        reason = getattr(err, "strerror", None) or "not a trace file"
+        raise ConfigError(f"--timeline: cannot read {trace}: {reason}; allowed: a file `fairbatch simulate --trace` "
+                          "wrote") from None
+    steps = sorted((e for e in events if e.get("cat") == "step"), key=lambda e: (e["ts"], e["tid"]))
+    workers = sorted({e["tid"] for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"
+                      and e.get("pid") == WORKERS_PID} | {e["tid"] for e in steps})
+    names = sorted(((e["pid"], e["args"]["name"]) for e in events if e.get("ph") == "M"
+                    and e.get("name") == "process_name" and e.get("pid", 0) >= TENANT_PID))
+    tenants = [name.removeprefix("tenant ") for _, name in names]
+    return steps, workers, tenants
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -9,9 +9,9 @@ What a viewer shows:
 
 - process "workers", a thread per worker: one complete event ("X") per step, named and coloured
   by its kind (prefill: prefill chunks only; decode: decodes only; mixed: both). A run of identical
-  decode steps (the simulator's fast forward) is one event with `steps` > 1. Args: steps, batch
-  (decodes + chunks), tokens (per step), prefill_tokens, decodes, kv_used and kv_total (blocks, at
-  the step's start), admitted, preempted, and tenant_tokens (each tenant's tokens per step).
+  decode steps (the simulator's fast forward) is one event with `steps` > 1. Args: steps, tokens
+  and tenant_tokens (each tenant's; over all its steps), and of its first step: batch (decodes +
+  chunks), prefill_tokens, decodes, kv_used and kv_total (blocks, at its start), admitted, preempted.
 - a process per tenant: counters "queued" (requests waiting) and "service" (its normalised service,
   VTC's counter definition) at every sample the driver gives; a thread "arrivals" with a zero-length
   slice per arrival (an instant per rejection); and each request as an async slice
@@ -58,10 +58,13 @@ class _Traced:
 
 
 class _Step:
-    __slots__ = ("start", "name", "args")
+    """A step in flight: its start, kind, first step's args, and per tenant the requests decoding
+    in the steps after its first (when it is a run of several)."""
 
-    def __init__(self, start: float, name: str, args: dict) -> None:
-        self.start, self.name, self.args = start, name, args
+    __slots__ = ("start", "name", "args", "later")
+
+    def __init__(self, start: float, name: str, args: dict, later: list[int]) -> None:
+        self.start, self.name, self.args, self.later = start, name, args, later
 
 
 class TraceRecorder:
@@ -125,7 +128,12 @@ class TraceRecorder:
         for rid in plan.admitted:
             self._point(rid, worker, now, "t")
             self._phase(rid, self._traced.get(rid), "prefill", now)
-        self._steps[worker] = _Step(now, _kind(plan), self._step_args(worker, plan, kv_used, kv_total))
+        later = list(self._decodes.get(worker, [0] * len(self._names)))
+        for item in plan.chunks:  # a chunk that completes its prompt decodes in the steps after
+            tenant = self._tenant_of.get(item.request_id)
+            if item.samples and tenant is not None:
+                later[tenant] += 1
+        self._steps[worker] = _Step(now, _kind(plan), self._step_args(worker, plan, kv_used, kv_total), later)
 
     def step_finished(self, worker: int, end: float, steps: int) -> None:
         """The worker's step (or run of `steps` identical steps) ended at `end`."""
@@ -133,10 +141,14 @@ class TraceRecorder:
         step = self._steps[worker]
         if not self._inside(step.start, end):
             return
-        ts = _us(step.start)
+        ts, args = _us(step.start), dict(step.args)
+        if steps > 1:  # the later steps decode every request of the first, one token each
+            args["tokens"] += (steps - 1) * sum(step.later)
+            args["tenant_tokens"] = {self._names[t]: args["tenant_tokens"].get(self._names[t], 0) + (steps - 1) * n
+                                     for t, n in enumerate(step.later) if n or self._names[t] in args["tenant_tokens"]}
         self._events.append({"name": step.name, "cat": "step", "ph": "X", "pid": WORKERS_PID, "tid": worker,
                              "ts": ts, "dur": round(_us(end) - ts, 3), "cname": COLOURS[step.name],
-                             "args": {"steps": steps, **step.args}})
+                             "args": {"steps": steps, **args}})
 
     def step_outputs(self, worker: int, outputs: StepOutputs, token_time: float, now: float) -> None:
         """What the report of the worker's step produced; `token_time`: when its first step

@@ -22,9 +22,10 @@ kept, the core's decision records (scheduler.decisions), and returns a JSON-read
   sample_interval_s, so to that resolution). `episodes`, `longest_s`, and `by_tenant`.
 - placement_regret (routers, that is early binding only; None under late binding): for each
   admitted request placed on worker c, its queue wait w_c (first admission - arrival) against the
-  best worker in hindsight, estimated per worker w != c as the queue wait of the first request
-  placed on w that arrived at or after it (BLIS's counterfactual regret, with each worker's next
-  observed wait as the counterfactual). regret = w_c - min(w_c, min over w of that estimate) >= 0.
+  best worker in hindsight, estimated per worker w != c as the queue wait of the first request of
+  the same tenant placed on w that arrived at or after it (BLIS's counterfactual regret, with each
+  worker's next observed wait as the counterfactual; the same tenant's, since a fair policy's wait
+  depends on the tenant as much as on the worker). regret = w_c - min(w_c, min over w of that estimate) >= 0.
   Reported: placements, positive (how many have regret > 0), mean_ms, p99_ms, max_ms, total_s.
 """
 
@@ -132,14 +133,16 @@ def placement_regret(records: np.ndarray) -> dict:
     admitted = records[np.isfinite(records["admit"]) & (records["worker"] >= 0)]
     wait = admitted["admit"] - admitted["arrival"]
     best = wait.copy()
-    for worker in np.unique(admitted["worker"]):
-        on = admitted["worker"] == worker
-        order = np.argsort(admitted["arrival"][on], kind="stable")
-        arrivals, waits = admitted["arrival"][on][order], wait[on][order]
-        nxt = np.searchsorted(arrivals, admitted["arrival"], side="left")
-        has = (nxt < arrivals.size) & ~on  # another worker's next observed wait
-        estimate = np.where(has, waits[np.minimum(nxt, max(arrivals.size - 1, 0))], np.inf)
-        best = np.minimum(best, estimate)
+    for tenant in np.unique(admitted["tenant"]):
+        mine = admitted["tenant"] == tenant  # a fair policy's wait depends on the tenant: compare like with like
+        for worker in np.unique(admitted["worker"]):
+            on = mine & (admitted["worker"] == worker)
+            order = np.argsort(admitted["arrival"][on], kind="stable")
+            arrivals, waits = admitted["arrival"][on][order], wait[on][order]
+            nxt = np.searchsorted(arrivals, admitted["arrival"], side="left")
+            has = mine & (admitted["worker"] != worker) & (nxt < arrivals.size)  # another worker's next wait
+            estimate = np.where(has, waits[np.minimum(nxt, max(arrivals.size - 1, 0))], np.inf)
+            best = np.minimum(best, estimate)
     regret = wait - best
     if regret.size == 0:
         return {"placements": 0, "positive": 0, "mean_ms": None, "p99_ms": None, "max_ms": None, "total_s": 0.0}

@@ -141,7 +141,7 @@ def test_the_recorder_alone_follows_a_plan_and_its_outputs():
     events = json.loads(recorder.to_json())["traceEvents"]
     steps = [e for e in events if e.get("cat") == "step"]
     assert [(s["name"], s["args"]["steps"], s["args"]["tenant_tokens"]) for s in steps] == [
-        ("prefill", 1, {"a": 8}), ("decode", 3, {"a": 1})]
+        ("prefill", 1, {"a": 8}), ("decode", 3, {"a": 3})]
     assert [e["ph"] for e in flows(events)[1]] == ["s", "t", "t", "f"]
     assert any(e["ph"] == "i" and e["args"] == {"request": 2, "reason": "queue_full"} for e in events)
 
