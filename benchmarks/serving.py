@@ -1,6 +1,7 @@
-"""Serving under load, over real sockets on loopback: a tenant's flood, and /health during it.
+"""Serving under load, over real sockets on loopback: a tenant's flood, /health during it, and
+how many streamed tokens a serving process delivers per core.
 
-    python -m benchmarks.serving [flood|health|all] [--streams N] [--seconds S] [--repeat N]
+    python -m benchmarks.serving [flood|health|throughput|all] [--streams N[,N]] [--seconds S] [--repeat N]
 
 flood   four tenants on one simulated H100, one of them (mallory) flooding at about 2.5 times what
         it can serve, replayed in real time over HTTP against an in-process `fairbatch serve`:
@@ -10,6 +11,13 @@ flood   four tenants on one simulated H100, one of them (mallory) flooding at ab
 health  N streams (default 500) held open against `fairbatch serve` in a child process while a
         third process asks for /health every 20 ms: latency p50/p99/max with the streams open, next
         to the same probe of the idle server in the same run, and the streams open meanwhile.
+throughput  N clients (100 and 500 by default), each streaming one answer after another from
+        `fairbatch serve --speed 0` in a child process: the token events they receive per second,
+        and per CPU second of the server process (/proc/PID/stat), so per core; then one tenant at
+        half the pool's capacity (`--load`) replayed from a child process against an in-process
+        server at `--speed 1`: the clients' TTFT against the TTFT the runtime's core computed
+        (what serving adds, before the submission and after the step), and the simulator's TTFT
+        of the same arrivals.
 
 The load clients speak HTTP/1.1 straight on h11, one connection per stream: a pooled client's
 bookkeeping would cost more CPU than the server under test. Every figure here is wall-clock and
@@ -24,6 +32,7 @@ import argparse
 import http.client
 import json
 import logging
+import os
 import re
 import statistics
 import subprocess
@@ -114,14 +123,19 @@ def prompt(tokens: int, unique: int | None = None) -> str:
     return (head + "x" * tokens)[:tokens]
 
 
+def prompt_index(text: str) -> int:
+    """The number a `prompt(..., unique=i)` starts with."""
+    return int(text.split(":", 1)[0])
+
+
 # ----- the load client --------------------------------------------------------------------------
 
 
 class Streams:
-    """Streams open now, and the most open at once."""
+    """Streams open now, the most open at once, and the token events drained clients received."""
 
     def __init__(self) -> None:
-        self.open = self.peak = 0
+        self.open = self.peak = self.tokens = 0
 
     def opened(self) -> None:
         self.open += 1
@@ -129,6 +143,18 @@ class Streams:
 
     def closed(self) -> None:
         self.open -= 1
+
+
+# Every token event of a completion stream has it, and no other event does (the last carries its
+# reason); it cannot overlap itself, so counting it in a stream cut anywhere counts each event once.
+TOKEN_MARK = b'"finish_reason":null'
+
+
+def token_events(tail: bytes, chunk: bytes) -> tuple[int, bytes]:
+    """The token events that end in `chunk` of a stream whose bytes so far end with `tail`, and
+    the tail to go on with (the stream may be cut anywhere, even inside an event)."""
+    seen = tail + chunk
+    return seen.count(TOKEN_MARK), seen[-(len(TOKEN_MARK) - 1):]
 
 
 class SSEClient:
@@ -142,7 +168,8 @@ class SSEClient:
     async def complete(self, body: dict, streams: Streams, hang_up_after: int | None = None,
                        drain: bool = False) -> dict:
         """Send `body` and read its events: a record of the outcome, tokens and TTFT (seconds);
-        `drain` reads the bytes without parsing them (the cheapest client there is)."""
+        `drain` reads the bytes without parsing them (the cheapest client there is), only counting
+        the token events into `streams.tokens`."""
         payload = json.dumps(body).encode()
         headers = [("host", f"{self.host}:{self.port}"), ("authorization", f"Bearer {self.key}"),
                    ("content-type", "application/json"), ("content-length", str(len(payload)))]
@@ -158,10 +185,9 @@ class SSEClient:
             streams.opened()
             try:
                 if drain:
-                    async for _ in self.body():
-                        pass
+                    await self.count_tokens(streams)
                     return {"outcome": "drained"}
-                return await self.read_events(sent, hang_up_after)
+                return await self.read_events(sent, hang_up_after) | {"sent": sent}
             finally:
                 streams.closed()
 
@@ -182,6 +208,12 @@ class SSEClient:
                     return {"outcome": "cancelled", "tokens": tokens, "ttft": ttft}
         return {"outcome": "finished" if finish else "broken", "tokens": tokens, "ttft": ttft, "finish": finish}
 
+    async def count_tokens(self, streams: Streams) -> None:
+        tail = b""
+        async for chunk in self.body():
+            count, tail = token_events(tail, chunk)
+            streams.tokens += count
+
     async def body(self):
         while isinstance(event := await self.next_event(), h11.Data):
             yield event.data
@@ -200,15 +232,21 @@ class SSEClient:
 
 class AdmissionLog:
     """A runtime's metrics, passed through, that also record each admission in order:
-    (tenant, arrival, admitted at), both times from the runtime's clock."""
+    (tenant, arrival, admitted at), and each first token: (arrival, first token) by the index its
+    prompt starts with (`prompt_index`); times from the runtime's clock."""
 
     def __init__(self, metrics: Any) -> None:
         self.inner = metrics
         self.rows: list[tuple[str, float, float]] = []
+        self.first: dict[int, tuple[float, float]] = {}
 
     def admitted(self, handle: Any) -> None:
         self.rows.append((handle.tenant, handle.arrival, handle.admitted_at))
         self.inner.admitted(handle)
+
+    def first_token(self, handle: Any) -> None:
+        self.first[prompt_index(handle.payload.prompt)] = (handle.arrival, handle.first_token_at)
+        self.inner.first_token(handle)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -379,6 +417,12 @@ class ServerProcess:
                 return found.group(1)
         raise RuntimeError(f"fairbatch serve did not start (exit code {self.proc.wait()})")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU seconds the server process has used so far, from /proc/PID/stat
+        (utime and stime, in clock ticks; Linux only)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def __exit__(self, *exc_info) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -460,6 +504,171 @@ def report_health(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ----- throughput: streamed tokens per core, and what serving adds to TTFT ---------------------
+
+# Each stream's answer in the throughput run: 256 of them (max_num_seqs) fit HOLD's worker's KV
+# blocks (26,347 of 16 tokens), so nothing is preempted however long the run.
+THROUGHPUT_TOKENS = 1000
+
+# One simulated H100, one tenant arriving as a Poisson process at RATE (a fraction of the pool's
+# capacity, see `capacity_rate`); 512-token prompts, 64-token answers.
+STEADY = """
+seed = 11
+duration_s = {seconds}
+
+[cluster]
+workers = 1
+
+[scheduler]
+policy = "vtc"
+
+[[tenants]]
+name = "steady"
+rate = {rate}
+prompt_tokens = 512
+output_tokens = 64
+max_queued = 100000
+
+[serve]
+api_keys = {{ "key-steady" = "steady" }}
+"""
+FLOOD_RATE = 1000.0  # arrivals per second far beyond what one worker serves, for `capacity_rate`
+
+
+async def run_throughput(n: int = 500, seconds: float = 5.0, output_tokens: int = THROUGHPUT_TOKENS) -> dict:
+    """`n` clients, each streaming one answer of `output_tokens` after another, against `fairbatch
+    serve --speed 0` in a child process: the token events they received over `seconds` of wall
+    time, and the CPU seconds the server process used meanwhile (from /proc)."""
+    server = ServerProcess(HOLD, speed=0.0)
+    with server as url:
+        streams, body = Streams(), {"prompt": prompt(64), "max_tokens": output_tokens, "stream": True}
+
+        async def client() -> None:
+            while True:
+                await SSEClient(url, "key-hold").complete(body, streams, drain=True)
+
+        async with anyio.create_task_group() as task_group:
+            for _ in range(n):
+                task_group.start_soon(client)
+            with anyio.fail_after(120):  # a hang guard: the streams open in a second or two
+                while streams.open < n:
+                    await anyio.sleep(0.01)
+            before = await anyio.to_thread.run_sync(request_counts, url)
+            tokens, cpu, start = streams.tokens, server.cpu_seconds(), time.perf_counter()
+            own = time.process_time()
+            await anyio.sleep(seconds)
+            tokens, cpu = streams.tokens - tokens, server.cpu_seconds() - cpu
+            wall, own = time.perf_counter() - start, time.process_time() - own
+            after = await anyio.to_thread.run_sync(request_counts, url)
+            task_group.cancel_scope.cancel()
+    ended = {key: after[key] - before.get(key, 0) for key in after}
+    return {"streams": n, "tokens": tokens, "wall_s": wall, "cpu_s": cpu, "client_cpu_s": own,
+            "tokens_per_s": tokens / wall,
+            "tokens_per_cpu_s": tokens / cpu if cpu else float("nan"), "ended": ended}
+
+
+def request_counts(url: str) -> dict[str, float]:
+    """fairbatch_requests_total by outcome over every tenant, from the server's /metrics."""
+    counts: dict[str, float] = {}
+    for labels, value in counter_samples(fetch(url, "/metrics")[1], "fairbatch_requests"):
+        counts[labels["outcome"]] = counts.get(labels["outcome"], 0.0) + value
+    return counts
+
+
+def capacity_rate() -> float:
+    """Requests per second STEADY's pool finishes when its queue never empties: the simulator's run
+    of a flood, requests over the time the last one finished."""
+    from sim.cluster import Simulation
+    from sim.serve import serve_config_from_dict
+
+    config = serve_config_from_dict(tomllib.loads(STEADY.format(seconds=2.0, rate=FLOOD_RATE)))
+    records = Simulation(config.sim).run().records
+    return len(records) / float(records["finish"].max())
+
+
+def steady(load: float, seconds: float) -> tuple[str, float, Any]:
+    """STEADY's config text at `load` x the pool's capacity, its rate and the simulation of its arrivals."""
+    from sim.cluster import Simulation
+    from sim.serve import serve_config_from_dict
+
+    rate = load * capacity_rate()
+    text = STEADY.format(seconds=seconds, rate=rate)
+    return text, rate, Simulation(serve_config_from_dict(tomllib.loads(text)).sim)
+
+
+async def replay_steady(url: str, load: float, seconds: float) -> list[dict]:
+    """The client's side of `run_ttft`: STEADY's arrivals replayed in real time."""
+    _, _, simulation = steady(load, seconds)
+    return await replay(url, simulation.workload, ["steady"], Streams())
+
+
+def replay_in_child(url: str, load: float, seconds: float) -> list[dict]:
+    """`replay_steady` in a process of its own, so the clients' CPU does not delay the server."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.serving", "replay", url, "--load", str(load),
+                          "--ttft-seconds", str(seconds)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+async def run_ttft(load: float = 0.5, seconds: float = 20.0) -> dict:
+    """STEADY at `load` x the pool's capacity, replayed in real time from a child process against
+    an in-process server (`--speed 1`): each request's TTFT as its client saw it (connect to first
+    token event) against the TTFT its runtime's core computed (submission to the step that produced
+    its first token), split into before the submission and after the step; and the simulator's
+    TTFT of the same arrivals. Both processes read CLOCK_MONOTONIC, so their times compare."""
+    from prometheus_client import CollectorRegistry
+
+    from scheduler.runtime.serving import listen, serve
+    from sim.serve import serve_config_from_dict, service
+
+    text, rate, simulation = steady(load, seconds)
+    records = simulation.run().records
+    async with anyio.create_task_group() as task_group:
+        served = partial(serve, service(serve_config_from_dict(tomllib.loads(text)), 1.0), listen("127.0.0.1", 0),
+                         registry=CollectorRegistry())
+        url, runtime = await task_group.start(served)
+        runtime.metrics = log = AdmissionLog(runtime.metrics)
+        offset = anyio.current_time() - runtime.now()  # the runtime's clock to CLOCK_MONOTONIC
+        results = await anyio.to_thread.run_sync(replay_in_child, url, load, seconds)
+        task_group.cancel_scope.cancel()
+    done = [r for r in results if r["outcome"] == "finished" and r["id"] in log.first]
+    ids = np.array([r["id"] for r in done], dtype=int)
+    client = np.array([r["ttft"] for r in done])
+    arrival, first = (np.array([log.first[r["id"]][k] for r in done]) + offset for k in (0, 1))
+    sent = np.array([r["sent"] for r in done])
+    simulated = records["first_token"][ids] - records["arrival"][ids]
+    figures = {"client": client, "core": first - arrival, "simulated": simulated, "added": client - (first - arrival),
+               "before": arrival - sent, "after": sent + client - first}
+    return {"load": load, "rate": rate, "requests": len(records), "finished": len(done)} | {
+        f"{name}_p{q}_ms": _pct(values, q) * 1e3 for name, values in figures.items() for q in (50, 99)}
+
+
+TTFT_ROWS = (("client", "client's TTFT"), ("core", "the core's (submit to its step)"),
+             ("simulated", "simulator's, same arrivals"), ("added", "added: client's - core's"),
+             ("before", "  connect to submit"), ("after", "  step done to client"))
+
+
+def report_throughput(runs: dict[int, list[dict]], ttft: list[dict]) -> str:
+    """Medians over the runs: a row per stream count, then the TTFT added at moderate load."""
+    lines = [f"throughput: clients streaming {THROUGHPUT_TOKENS}-token answers back to back from "
+             f"`fairbatch serve --speed 0`, {len(next(iter(runs.values()), []))} run(s), medians; "
+             "CPU seconds of the server process from /proc",
+             f"{'streams':>7} {'tokens/s':>10} {'per core':>10} {'server CPU':>10} {'client CPU':>10} {'cut off':>7}"]
+    for n, rows in runs.items():
+        cut = _median(rows, lambda r: r["ended"].get("cancelled", 0))
+        lines.append(f"{n:7d} {_median(rows, lambda r: r['tokens_per_s']):10,.0f} "
+                     f"{_median(rows, lambda r: r['tokens_per_cpu_s']):10,.0f} "
+                     f"{_median(rows, lambda r: r['cpu_s'] / r['wall_s']):10.0%} "
+                     f"{_median(rows, lambda r: r['client_cpu_s'] / r['wall_s']):10.0%} {cut:7.0f}")
+    if ttft:
+        lines += [f"ttft: {ttft[0]['requests']} requests at {ttft[0]['load']:g} x the pool's capacity "
+                  f"({_median(ttft, lambda r: r['rate']):.1f}/s), `--speed 1`, clients in a child process, "
+                  f"{len(ttft)} run(s), medians", f"{'':34} {'p50 ms':>8} {'p99 ms':>8}"]
+        for name, label in TTFT_ROWS:
+            p50, p99 = (_median(ttft, lambda r: r[f"{name}_p{q}_ms"]) for q in (50, 99))
+            lines.append(f"{label:34} {p50:8.2f} {p99:8.2f}")
+    return "\n".join(lines)
+
+
 # ----- the command ------------------------------------------------------------------------------
 
 
@@ -473,24 +682,49 @@ def _median(runs: list[dict], get: Callable[[dict], float]) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", default="all", choices=("flood", "health", "all", "probe"))
-    parser.add_argument("url", nargs="?", help="(probe only) the server's base URL")
-    parser.add_argument("--streams", type=int, default=500, help="health: streams held open (default 500)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="health: seconds of probing (default 5)")
+    parser.add_argument("what", nargs="?", default="all", choices=("flood", "health", "throughput", "all", "probe", "replay"))
+    parser.add_argument("url", nargs="?", help="(probe and replay only) the server's base URL")
+    parser.add_argument("--streams", type=_counts, help="health: streams held open (default 500); throughput: "
+                                                        "comma-separated stream counts (default 100,500)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="health: seconds of probing; throughput: seconds counted per run (default 5)")
     parser.add_argument("--stream-interval", type=int, default=1,
                         help="health: the server's [serve] stream_interval (default 1: a write per token)")
+    parser.add_argument("--load", type=float, default=0.5,
+                        help="throughput: the TTFT run's arrival rate, a fraction of the pool's capacity (default 0.5)")
+    parser.add_argument("--ttft-seconds", type=float, default=20.0,
+                        help="throughput: seconds of arrivals in the TTFT run (default 20)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, medians reported (default 3)")
     args = parser.parse_args(argv)
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING)  # the in-process server's "Running on"
     if args.what == "probe":
         print(json.dumps(probe(args.url, args.seconds)))
         return 0
+    if args.what == "replay":
+        print(json.dumps(anyio.run(replay_steady, args.url, args.load, args.ttft_seconds)))
+        return 0
     if args.what in ("flood", "all"):
         print(report_flood([flood_figures(anyio.run(run_flood)) for _ in range(args.repeat)]), flush=True)
     if args.what in ("health", "all"):
-        runs = [anyio.run(run_health, args.streams, args.seconds, args.stream_interval) for _ in range(args.repeat)]
-        print(report_health(runs))
+        for n in args.streams or [500]:
+            runs = [anyio.run(run_health, n, args.seconds, args.stream_interval) for _ in range(args.repeat)]
+            print(report_health(runs), flush=True)
+    if args.what in ("throughput", "all"):
+        rows = {n: [anyio.run(run_throughput, n, args.seconds) for _ in range(args.repeat)]
+                for n in args.streams or [100, 500]}
+        ttft = [anyio.run(run_ttft, args.load, args.ttft_seconds) for _ in range(args.repeat)]
+        print(report_throughput(rows, ttft))
     return 0
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--streams: must be integers >= 1, comma-separated; got {text!r}")
+    return counts
 
 
 if __name__ == "__main__":

@@ -347,6 +347,31 @@ def usage_chunk(request: Completion, rid: str, created: int, tokens: int) -> dic
             "usage": usage(request.prompt_tokens, tokens)}
 
 
+class TokenEvents:
+    """The server-sent events of one stream's tokens, byte for byte what `sse(chunk(...))` writes,
+    from the chunk's JSON around its text, encoded once per stream: a token then costs the encoding
+    of its text, not a dict and a json.dumps of it (with hundreds of streams, a step's tokens are
+    most of a serving process's work). A chat stream's first event names the role, so it is built
+    whole."""
+
+    __slots__ = ("request", "rid", "created", "head", "tail")
+
+    def __init__(self, request: Completion, rid: str, created: int) -> None:
+        self.request, self.rid, self.created = request, rid, created
+        placeholder = json.dumps("text")
+        # The text is the last string of a token event (only nulls follow it), whatever the id or model.
+        head, _, tail = sse(chunk(request, rid, created, "text")).decode().rpartition(placeholder)
+        self.head, self.tail = head.encode(), tail.encode()
+
+    def encode(self, texts: list[str], first: bool = False) -> bytes:
+        """The events of `texts`, one per text, in one piece of bytes to write; `first`: the
+        stream's first event is among them."""
+        events = [self.head + json.dumps(text).encode() + self.tail for text in texts]
+        if first and texts and self.request.kind == CHAT:
+            events[0] = sse(chunk(self.request, self.rid, self.created, texts[0], first=True))
+        return b"".join(events)
+
+
 def error(message: str, kind: str, code: str, param: str | None = None, **extra: Any) -> dict:
     """OpenAI's error body."""
     return {"error": {"message": message, "type": kind, "param": param, "code": code, **extra}}

@@ -299,14 +299,14 @@ class EventStream:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         parsed, rid, created = self.parsed, self.rid, self.created
         text = api.StopText(parsed.stop)
+        tokens = api.TokenEvents(parsed, rid, created)
         first = True
         try:
             async for pieces in _batches(self.handle, text, self.interval):
-                # An event per token by default; with a stream interval, one per write (SGLang's).
+                # An event per token by default, every token that came since the last write in one
+                # write; with a stream interval, one event per write (SGLang's).
                 texts = pieces if self.interval == 1 else ["".join(pieces)]
-                events = [api.chunk(parsed, rid, created, piece, first=first and i == 0)
-                          for i, piece in enumerate(texts)]
-                await send({"type": "http.response.body", "body": b"".join(map(api.sse, events)), "more_body": True})
+                await send({"type": "http.response.body", "body": tokens.encode(texts, first), "more_body": True})
                 first = False
         except RequestCancelled as err:
             events = [api.error(str(err), "server_error", err.reason)]

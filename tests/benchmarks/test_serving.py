@@ -8,7 +8,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from benchmarks.serving import FLOOD, FLOODER, QUIET, overtaken, prompt
+from benchmarks.serving import FLOOD, FLOODER, QUIET, _counts, overtaken, prompt, prompt_index, token_events
 
 pytest.importorskip("starlette", reason="the serving benchmark needs the serve extra: pip install -e '.[serve]'")
 
@@ -53,3 +53,47 @@ def test_the_health_benchmark_holds_its_streams_open_while_it_probes():
     assert (r["streams"], r["peak_streams"], r["open_after_probe"]) == (8, 8, 8)
     assert r["idle"]["probes"] >= 1 and r["busy"]["probes"] >= 1 and r["tokens_per_s"] > 0
     assert "8 streams open" in report_health([r])
+
+
+def test_token_events_count_each_event_once_wherever_the_stream_is_cut():
+    from scheduler.runtime import api
+
+    request = api.Completion(api.COMPLETION, "llama-3-8b", "hi", 2, 16, stream=True)
+    stream = api.TokenEvents(request, "cmpl-1", 3).encode(list("abcde")) + api.sse(
+        api.chunk(request, "cmpl-1", 3, None, "length")) + api.sse("[DONE]")
+    for size in range(1, len(stream) + 1):
+        total, tail = 0, b""
+        for at in range(0, len(stream), size):
+            count, tail = token_events(tail, stream[at:at + size])
+            total += count
+        assert total == 5, size
+
+
+def test_prompt_index_reads_back_the_unique_number_and_stream_counts_parse():
+    assert prompt_index(prompt(64, unique=321)) == 321
+    assert _counts("100,500") == [100, 500]
+    for bad in ("", "0", "a,1"):
+        with pytest.raises(Exception, match="--streams"):
+            _counts(bad)
+
+
+def test_the_ttft_runs_load_is_a_fraction_of_what_the_simulated_pool_finishes_under_a_flood():
+    from benchmarks.serving import capacity_rate, steady
+
+    capacity = capacity_rate()
+    text, rate, simulation = steady(0.5, 2.0)
+    assert 10 < capacity < 1000 and rate == pytest.approx(capacity / 2)
+    assert f"rate = {rate}" in text and len(simulation.workload) > 0
+
+
+@pytest.mark.slow
+def test_the_throughput_benchmark_counts_streamed_tokens_and_the_servers_cpu():
+    import anyio
+
+    from benchmarks.serving import report_throughput, run_throughput, run_ttft
+
+    r = anyio.run(run_throughput, 8, 0.5)
+    assert r["streams"] == 8 and r["tokens"] > 0 and r["cpu_s"] > 0 and r["ended"].get("cancelled", 0) == 0
+    t = anyio.run(run_ttft, 0.2, 1.0)
+    assert t["finished"] == t["requests"] > 0 and t["added_p50_ms"] > 0
+    assert "8 " in report_throughput({8: [r]}, [t]) and "added" in report_throughput({8: [r]}, [t])

@@ -94,6 +94,20 @@ def test_responses_and_chunks_have_openais_shape():
     assert api.sse("[DONE]") == b"data: [DONE]\n\n"
 
 
+TEXTS = ["a", "", "text", '"', "\\", "\n", "é", "😀", "two words", '"text"']
+
+
+@pytest.mark.parametrize("kind", [api.COMPLETION, api.CHAT])
+@pytest.mark.parametrize("model,rid", [("llama-3-8b", "cmpl-0f"), ('text "text"', "text")])
+def test_token_events_are_the_bytes_of_each_tokens_chunk_one_event_per_token(kind, model, rid):
+    request = api.Completion(kind, model, "hi", 2, 16, stream=True)
+    events = api.TokenEvents(request, rid, 7)
+    per_token = [api.sse(api.chunk(request, rid, 7, text, first=i == 0)) for i, text in enumerate(TEXTS)]
+    assert events.encode(TEXTS, first=True) == b"".join(per_token)
+    assert events.encode(TEXTS[1:]) == b"".join(api.sse(api.chunk(request, rid, 7, t)) for t in TEXTS[1:])
+    assert events.encode([]) == b""
+
+
 def test_an_unknown_model_is_a_404_model_not_found():
     with pytest.raises(api.BadRequest) as err:
         parse({"prompt": "x", "model": "gpt-5"})

@@ -262,3 +262,22 @@ async def test_a_worker_that_reports_nonsense_leaves_the_pool():
         async with runtime.submit(Request("r1", "a", 6, 5)) as handle:
             assert len(await handle.collect()) == 5
     assert list(scheduler.workers) == [1] and handle.outcome == "finished"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio may shuffle the tasks it wakes together
+async def test_a_first_token_is_handed_over_before_the_decoding_requests_tokens_of_its_step():
+    scheduler, workers = small_pool(step_s=0.001, speed=1.0)
+    worker, seen = workers[0], []
+
+    async def read(handle) -> None:
+        async for _ in handle:
+            seen.append((handle.id, worker.steps))  # the step whose token woke it: the next one has not ended
+
+    async with Runtime(scheduler, workers) as runtime, anyio.create_task_group() as task_group:
+        task_group.start_soon(read, runtime.submit(Request("old", "a", 4, 6)))
+        with anyio.fail_after(5):
+            while not seen:
+                await anyio.sleep(0)
+        task_group.start_soon(read, runtime.submit(Request("new", "b", 4, 2)))
+    step = next(s for rid, s in seen if rid == "new")
+    assert [rid for rid, s in seen if s == step] == ["new", "old"]  # the decode set comes first in the report

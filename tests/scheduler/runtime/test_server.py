@@ -17,7 +17,7 @@ from server_helpers import TEST_CONFIG, client, config, running_server, sse_even
 from scheduler.actions import Rejected, RejectReason
 from scheduler.runtime import RequestRejected, synthetic_token
 from scheduler.runtime import api
-from scheduler.runtime.server import _batches, refusal
+from scheduler.runtime.server import EventStream, _batches, refusal
 
 pytestmark = pytest.mark.anyio
 TOKENS = [synthetic_token(i) for i in range(40)]
@@ -73,6 +73,44 @@ class OneAtATime:
 async def test_batches_send_the_first_token_at_once_then_every_interval_tokens(interval, writes):
     text = api.StopText()
     assert [pieces async for pieces in _batches(OneAtATime("abcdef"), text, interval)] == writes
+
+
+class PiledUp:
+    """A handle's consumer side that finds all its tokens waiting when it first wakes, then the end."""
+
+    reason = "length"
+
+    def __init__(self, tokens) -> None:
+        self.waiting = list(tokens)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> str:
+        if not self.waiting:
+            raise StopAsyncIteration
+        return self.waiting.pop(0)
+
+    def buffered(self) -> list[str]:
+        tokens, self.waiting = self.waiting, []
+        return tokens
+
+
+@pytest.mark.parametrize("kind", [api.COMPLETION, api.CHAT])
+async def test_tokens_that_piled_up_go_out_in_one_write_still_one_event_per_token(kind):
+    request = api.Completion(kind, "llama-3-8b", "hi", 2, 16, stream=True)
+    sent = []
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    await EventStream(PiledUp(TOKENS[:4]), request, "cmpl-1", 3)._stream(send)
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
+    assert len(bodies) == 2  # the four tokens, then the end
+    assert bodies[0] == b"".join(api.sse(api.chunk(request, "cmpl-1", 3, token, first=i == 0))
+                                 for i, token in enumerate(TOKENS[:4]))
+    events = sse_events(b"".join(bodies).decode())
+    assert len(events) == 6 and events[4]["choices"][0]["finish_reason"] == "length" and events[5] == "[DONE]"
 
 
 async def test_a_whole_completion_and_a_chat_completion():
