@@ -145,6 +145,14 @@ class Admission:
         self._tokens = [_bucket(q.tokens_per_s, q.token_burst, 1.0) for q in self._quotas]
         self.max_queued = max_queued
         self.max_queued_tokens = max_queued_tokens
+        # tenants with a cap or a bucket; for the others (and no pool cap) there is nothing to check
+        self._limited = [any(v is not None for v in (q.max_queued, q.max_queued_tokens, q.requests_per_s,
+                                                      q.tokens_per_s)) for q in self._quotas]
+        self._pool_capped = max_queued is not None or max_queued_tokens is not None
+
+    def limits(self, tenant: int) -> bool:
+        """Whether any cap or rate limit applies to `tenant`'s requests (else `check` admits)."""
+        return self._pool_capped or self._limited[tenant]
 
     def check(self, request: Request, tenant: int, now: float, queued: QueueTotals) -> Refusal | None:
         """Refuse, or admit and draw from the tenant's buckets."""
@@ -159,17 +167,16 @@ class Admission:
         one tenant what the others have queued)."""
         quota = self._quotas[tenant]
         prompt = request.prompt_tokens
-        caps = (  # what would wait with this request, computed only for the caps that are set
-            (quota.max_queued, lambda: queued.requests[tenant] + 1, "the tenant's queued requests"),
-            (quota.max_queued_tokens, lambda: queued.tokens[tenant] + prompt, "the tenant's queued prompt tokens"),
-        )
-        for cap, would_be, what in caps:
-            if cap is not None and would_be() > cap:
-                return RejectReason.QUEUE_FULL, f"{what} would be {would_be()}, over the cap of {cap}", None
-        pool = ((self.max_queued, lambda: sum(queued.requests) + 1, "requests"),
-                (self.max_queued_tokens, lambda: sum(queued.tokens) + prompt, "prompt tokens"))
-        for cap, would_be, what in pool:
-            if cap is not None and would_be() > cap:
+        # what would wait with this request, computed only for the caps that are set
+        if quota.max_queued is not None and (would_be := queued.requests[tenant] + 1) > quota.max_queued:
+            return (RejectReason.QUEUE_FULL, f"the tenant's queued requests would be {would_be}, over the cap of "
+                    f"{quota.max_queued}", None)
+        if quota.max_queued_tokens is not None and (would_be := queued.tokens[tenant] + prompt) > quota.max_queued_tokens:
+            return (RejectReason.QUEUE_FULL, f"the tenant's queued prompt tokens would be {would_be}, over the cap "
+                    f"of {quota.max_queued_tokens}", None)
+        for cap, total, what in ((self.max_queued, lambda: sum(queued.requests) + 1, "requests"),
+                                 (self.max_queued_tokens, lambda: sum(queued.tokens) + prompt, "prompt tokens")):
+            if cap is not None and total() > cap:
                 return RejectReason.QUEUE_FULL, f"the pool's queue is full (a cap on queued {what}); retry later", None
         return None
 

@@ -16,13 +16,14 @@ from .errors import ProtocolError
 
 
 class BatchMirror:
-    __slots__ = ("_context", "_decoding", "_plan", "_decoders")
+    __slots__ = ("_context", "_decoding", "_plan", "_decoders", "_chunks")
 
     def __init__(self) -> None:
         self._context: dict[Hashable, int] = {}  # running request -> tokens cached, in admission order
         self._decoding: set[Hashable] = set()
         self._plan: StepPlan | None = None
         self._decoders: list[Hashable] = []  # the decode set of the plan in flight
+        self._chunks: tuple[ScheduledItem, ...] = ()  # its chunks, until a report has applied them
 
     def step(self, plan: StepPlan) -> tuple[ScheduledItem, ...]:
         """Apply a plan; every request its first step computes: the decode set, then the chunks."""
@@ -35,6 +36,7 @@ class BatchMirror:
             raise ProtocolError(f"mirror of worker {plan.worker}: {len(self._decoders)} decoding, "
                                 f"the plan says {plan.decodes}; it missed a plan or a report")
         self._plan = plan
+        self._chunks = plan.chunks
         decodes = tuple(ScheduledItem(rid, 1, self._context[rid], True) for rid in self._decoders)
         return decodes + plan.chunks
 
@@ -55,19 +57,23 @@ class BatchMirror:
             result.append(Emitted(rid, outputs.steps, False))
             if rid in finished:
                 result.append(finished[rid])
-        for chunk in self._plan.chunks if outputs.steps and self._plan.chunks else ():
+        joined = []  # prompts completed by the report's first step, decoding in its later ones
+        for chunk in self._chunks if outputs.steps else ():
             rid = chunk.request_id
             if rid not in self._context:
                 continue  # cancelled while its step ran
             self._context[rid] = chunk.context + chunk.num_tokens
             if rid in emitted:
                 result.append(emitted[rid])
+                self._context[rid] += emitted[rid].count - 1
                 self._decoding.add(rid)
+                joined.append(rid)
             if rid in finished:
                 result.append(finished[rid])
+        self._chunks = ()
         for rid in finished:
             self.drop(rid)
-        self._decoders = [rid for rid in decoders if rid in self._decoding]
+        self._decoders = [rid for rid in decoders + joined if rid in self._decoding]
         return result
 
     def drop(self, rid: Hashable) -> None:

@@ -271,7 +271,7 @@ class Scheduler:
         tenant = self._tenant_index.get(request.tenant) if _hashable(request.tenant) else None
         duplicate = _hashable(request.id) and request.id in self._live
         refusal = refuse_reason(request, tenant is not None, duplicate, len(self._workers), self.max_sequence_tokens)
-        if refusal is None:
+        if refusal is None and self.admission.limits(tenant):
             queued = QueueTotals(self.ledger.queued, self.ledger.queued_tokens)
             refusal = self.admission.check(request, tenant, now, queued)
         if refusal is not None:
@@ -317,7 +317,8 @@ class Scheduler:
         step = StepBuilder(worker, self.config.max_num_batched_tokens, self.config.max_num_seqs,
                            self._isolation(worker) if self._isolates else None)
         preempted = self._preempt_for_share(worker, step, queue, now)
-        preempted += [self._preempt(victim) for victim in step.grow_decodes(self.policy.victim)]
+        if not step.grow_decodes():
+            preempted += [self._preempt(victim) for victim in step.preempt_to_grow(self.policy.victim)]
         step.continue_prefills()
         admitted = self._admit_selected(step, queue, worker, now)
         if step.deferred:  # over-share prefills take what the admissions left, then their tenants admit
@@ -325,7 +326,7 @@ class Scheduler:
             admitted += self._admit_selected(step, queue, worker, now)
         if self._isolates:
             worker.note_prefill(step.chunks)
-        repeat = step.repeat(queue)
+        repeat, worker.growth = step.repeat(queue)
         decode = worker.decode
         plan = StepPlan(worker_id, step.items(), decode.size, decode.context, repeat, tuple(admitted),
                         tuple(preempted), tuple(worker.released))
@@ -344,20 +345,32 @@ class Scheduler:
         if chunks is None:
             raise ProtocolError(f"worker {worker_id}: complete() called with no plan in flight")
         self._check_result(worker, chunks, result)
+        steps = result.steps
         if result.final:
             worker.inflight = None
         else:
-            worker.repeat -= result.steps
-        decoded = worker.advance_decodes(result.steps)  # their output service: the ledger reads the set's clock
+            worker.repeat -= steps
+            worker.inflight = []  # the chunks are done with: later reports are of decodes alone
+        emitted: list[Emitted] = []
         finished: list[Finished] = []
+        if chunks and steps > 1:  # the prefill step, then decode steps with the prompts it completed
+            decoded = worker.advance_decodes(1)
+            self._advance_chunks(worker, chunks, frozenset(), now, emitted, finished, steps - 1)
+            worker.advance_decodes(steps - 1)
+            chunks = ()
+        else:
+            decoded = worker.advance_decodes(steps)  # their output service: the ledger reads the set's clock
         for seq, reason in self._decode_set_ends(worker, result.eos):
             finished.append(self._finish(seq, reason, now))
-        emitted: list[Emitted] = []
+        self._advance_chunks(worker, chunks, result.eos, now, emitted, finished)
+        self._debug_check()
+        return StepOutputs(steps, decoded, tuple(emitted), tuple(finished))
+
+    def _advance_chunks(self, worker: WorkerState, chunks, eos: frozenset, now: float, emitted: list[Emitted],
+                        finished: list[Finished], decoded_after: int = 0) -> None:
         for seq, tokens in chunks:
             if seq.state is RUNNING:  # a request cancelled while its step ran is simply dropped
-                self._advance_chunk(seq, worker, tokens, result.eos, now, emitted, finished)
-        self._debug_check()
-        return StepOutputs(result.steps, decoded, tuple(emitted), tuple(finished))
+                self._advance_chunk(seq, worker, tokens, eos, now, emitted, finished, decoded_after)
 
     def drain_decisions(self) -> list[Decision]:
         """The decision records made since the last drain, oldest first; [] unless the scheduler
@@ -534,8 +547,10 @@ class Scheduler:
         return PrefixCacheStats(0, 0, 0) if cache is None else PrefixCacheStats(cache.queries, cache.hits, len(cache))
 
     def decode_growth(self, worker_id: int) -> DecodeGrowth:
-        """How the worker's decode set grows into new KV blocks over a run of steps from now."""
-        return self._worker(worker_id).decode.growth()
+        """How the decodes of the worker's plan in flight grow into new KV blocks over its run
+        (those of a prompt its first step completes included); right after a plan."""
+        worker = self._worker(worker_id)
+        return worker.decode.growth() if worker.growth is None else worker.growth
 
     def waits_on(self, request_id: Hashable) -> int | None:
         """The worker whose queue a queued request waits in; None: the pool's queue (or not queued)."""
@@ -771,8 +786,9 @@ class Scheduler:
             self.ledger.cached_tokens[seq.tenant] += cached
 
     def _advance_chunk(self, seq: Sequence, worker: WorkerState, tokens: int, eos: frozenset, now: float,
-                       emitted: list[Emitted], finished: list[Finished]) -> None:
-        """A prefill chunk of `tokens` was computed; if it completed the prefill, a token was sampled."""
+                       emitted: list[Emitted], finished: list[Finished], decoded_after: int = 0) -> None:
+        """A prefill chunk of `tokens` was computed; if it completed the prefill, a token was sampled
+        (and `decoded_after` more, in the decode steps of the same report, which it joins)."""
         seq.computed += tokens
         worker.publish(seq)
         tenant = seq.tenant
@@ -787,7 +803,7 @@ class Scheduler:
         first = seq.first_token_time is None
         if first:
             seq.first_token_time = now
-        emitted.append(Emitted(seq.id, 1, first))
+        emitted.append(Emitted(seq.id, 1 + decoded_after, first))
         if seq.id in eos:
             finished.append(self._finish(seq, FinishReason.EOS, now))
         elif seq.generated >= seq.request.max_new_tokens:

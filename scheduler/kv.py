@@ -7,6 +7,7 @@ requests that hold them and kept after, until evicted.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import OrderedDict
@@ -88,7 +89,7 @@ class DecodeGrowth:
         if self.batch == 0:
             return math.inf
         full, left = divmod(free, self.batch)
-        rest = max(r for r in range(self.block_size) if self._prefix[r] <= left)
+        rest = bisect.bisect_right(self._prefix, left) - 1  # the prefix sums never fall
         return full * self.block_size + rest + 1
 
 

@@ -2,12 +2,13 @@
 
 A `StepBuilder` is the step's budget (tokens, sequence slots) with the moves that spend it, which
 the core calls in this order (`Scheduler.plan`): `grow_decodes` (the decode set decodes one token
-each, in bulk; when too few KV blocks are free it yields the victims to preempt, one at a time),
-`continue_prefills` (running prefills, chunked), then `select` / `commit` for each new admission
-in the policy's order (chunked to what is left), then `continue_prefills(over_share=True)`. The builder takes KV blocks through the worker
-(`scheduler.worker`), which alone takes and gives them back; the core does the bookkeeping of each
-admission and preemption between the calls, so later choices see the blocks earlier ones took or
-freed. The builder holds no policy code: the victim is a function it is given, and who is over
+each, in bulk; when too few KV blocks are free, `preempt_to_grow` yields the victims to preempt,
+one at a time), `continue_prefills` (running prefills, chunked), then `select` / `commit` for each
+new admission in the policy's order (chunked to what is left), then
+`continue_prefills(over_share=True)`; `repeat` says how many steps the plan may run. The builder
+takes KV blocks through the worker (`scheduler.worker`), which alone takes and gives them back; the
+core does the bookkeeping of each admission and preemption between the calls, so later choices see
+the blocks earlier ones took or freed. The builder holds no policy code: the victim is a function it is given, and who is over
 its fair share a `StepIsolation` it is given (`scheduler.isolation`): under-share tenants' running
 prefills go first, then the admissions, then the over-share tenants' prefills with what is left,
 at most `over_tokens` of them, and no more than fills the step to `latency_tokens`; a full
@@ -20,6 +21,7 @@ from typing import Callable, Iterator, Sequence as Seq
 
 from .actions import ScheduledItem
 from .isolation import Standing
+from .kv import DecodeGrowth
 from .policies.base import WaitQueue
 from .request import Sequence
 from .worker import WorkerState
@@ -80,20 +82,27 @@ class StepBuilder:
         self.deferred: list[Sequence] = []  # over-share prefills, chunked after the admissions
         self.shielded = False  # room was made for under-share tenants: no full tenant takes it back
 
-    def grow_decodes(self, victim: Callable[[Seq[Sequence]], Sequence]) -> Iterator[Sequence]:
-        """Give every decode the block of its next token. When too few are free, take the members
-        out and grow each in running order, yielding `victim(running)` until it fits: the caller
-        takes each victim off the worker (freeing its blocks) before asking for the next. Then the
-        decodes spend one token each."""
+    def grow_decodes(self) -> bool:
+        """Give every decode the block of its next token, and spend a token of the step on each;
+        False (taking nothing) when too few blocks are free: then `preempt_to_grow`."""
         worker = self.worker
         if worker.decode.size and not worker.reserve_decode_step():
-            members = worker.decodes_out()
-            for seq in members:
-                while seq in worker.running and not worker.grow(seq):
-                    self.seqs += 1
-                    self.preempted += 1
-                    yield victim(list(worker.running))
-            worker.decodes_in(members)
+            return False
+        self.tokens -= worker.decode.size
+        return True
+
+    def preempt_to_grow(self, victim: Callable[[Seq[Sequence]], Sequence]) -> Iterator[Sequence]:
+        """Take the decode set's members out and grow each in running order, yielding
+        `victim(running)` until it fits: the caller takes each victim off the worker (freeing its
+        blocks) before asking for the next. Then the decodes spend one token each."""
+        worker = self.worker
+        members = worker.decodes_out()
+        for seq in members:
+            while seq in worker.running and not worker.grow(seq):
+                self.seqs += 1
+                self.preempted += 1
+                yield victim(list(worker.running))
+        worker.decodes_in(members)
         self.tokens -= worker.decode.size
 
     def continue_prefills(self, over_share: bool = False) -> None:
@@ -178,26 +187,54 @@ class StepBuilder:
         # a tenant with more requests queued than the headroom has slots is backlogged, not arriving
         return self.isolation.standing.holds_headroom(max(self.isolation.slot_headroom, 1))
 
-    def repeat(self, queue: WaitQueue) -> int:
-        """How many identical steps the plan may run before any decision could differ (DESIGN,
-        Multi-step).
+    def repeat(self, queue: WaitQueue) -> tuple[int, DecodeGrowth | None]:
+        """How many steps the plan may run before any decision could differ (DESIGN, Multi-step),
+        and how its decodes grow into new KV blocks over them (None for one step).
 
-        Only a step of the decode set alone repeats (no prefill waits, so no chunk is cut short),
-        and only while: no member reaches max_new_tokens before the last step, the blocks the
-        members grow into are free (so no preemption), and no queued request could be admitted
-        (the queue is empty, or every sequence slot is taken; a request that arrives later is the
-        driver's to cut the run for). EOS is the driver's to cut too.
+        A step of decodes alone repeats, and so does a step whose prefill chunks each complete a
+        prompt that goes on decoding (no other prefill waits): its later steps are decodes of all.
+        Only while: no member reaches max_new_tokens before the last step, the blocks the members
+        grow into are free (so no preemption), and no queued request could be admitted (the queue
+        is empty, or every sequence slot is taken; a request that arrives later is the driver's to
+        cut the run for). EOS is the driver's to cut too.
         """
         worker = self.worker
         decode = worker.decode
-        if self.preempted or self.chunks or worker.prefilling or not decode.size:
-            return 1
-        if len(queue) and self.seqs > 0:
-            return 1  # the head is blocked by KV, and the policy's order may change under it
-        steps = decode.steps_to_length()
+        if self.preempted or (len(queue) and self.seqs > 0):
+            return 1, None  # with a queue: the head is blocked by KV, and the order may change under it
+        if not self.chunks:
+            if worker.prefilling or not decode.size:
+                return 1, None
+            steps, growth = decode.steps_to_length(), decode.growth()
+        else:
+            joining = self._joining()
+            if joining is None:
+                return 1, None
+            steps, growth = joining
         if steps <= 1:
-            return 1
-        return min(steps, decode.growth().max_steps(worker.available))
+            return 1, None
+        steps = min(steps, growth.max_steps(worker.available))
+        return (steps, growth) if steps > 1 else (1, None)
+
+    def _joining(self) -> tuple[int | float, DecodeGrowth] | None:
+        """When every running prefill completes in this step's chunks and goes on decoding: the
+        steps until a member of the decode set they join reaches max_new_tokens, and how that set
+        grows (a new member with c tokens cached needs a block at step 2 when c fills its last
+        one, then every block_size steps); None otherwise."""
+        worker = self.worker
+        if len(self.chunks) != len(worker.prefilling):
+            return None
+        decode = worker.decode
+        steps = decode.steps_to_length()
+        by_offset = list(decode.growth().by_offset)
+        size = len(by_offset)
+        for seq, tokens in self.chunks:
+            left = seq.request.max_new_tokens - seq.generated  # its first sample is one of them
+            if tokens != seq.remaining or left <= 1:
+                return None
+            steps = min(steps, left)
+            by_offset[(1 - seq.target) % size] += 1
+        return steps, DecodeGrowth(by_offset)
 
     def items(self) -> tuple[ScheduledItem, ...]:
         return tuple(ScheduledItem(seq.id, tokens, seq.computed, tokens == seq.remaining)

@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import Hashable
 
 from .decodeset import DecodeSet
-from .kv import BlockPool, PrefixCache
+from .kv import BlockPool, DecodeGrowth, PrefixCache
 from .policies.base import WaitQueue
 from .request import RequestState, Sequence
 
 
 class WorkerState:
-    __slots__ = ("id", "pool", "cache", "running", "prefilling", "decode", "queue", "inflight", "repeat",
+    __slots__ = ("id", "pool", "cache", "running", "prefilling", "decode", "queue", "inflight", "repeat", "growth",
                  "released", "dropped", "seqs_of", "prompt_of", "steps", "_counted", "_prefill", "_match")
 
     def __init__(self, worker_id: int, pool: BlockPool, queue: WaitQueue | None, decode: DecodeSet,
@@ -38,6 +38,7 @@ class WorkerState:
         self.queue = queue  # None: the worker serves the pool's queue
         self.inflight: list[tuple[Sequence, int]] | None = None  # the plan's chunks, while in flight
         self.repeat = 1  # the in-flight plan's repeat
+        self.growth: DecodeGrowth | None = None  # how its decodes grow over its run (repeat > 1)
         self.released: list[Hashable] = []  # requests ended here since the last plan
         self.dropped: set[Hashable] = set()  # requests of the plan in flight cancelled since
         self.seqs_of: dict[int, int] = {}  # tenant -> its requests running here (tenants with one or more)

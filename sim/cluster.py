@@ -14,7 +14,6 @@ import dataclasses
 import heapq
 import itertools
 import math
-import operator
 
 import numpy as np
 
@@ -115,17 +114,22 @@ class SimWorker:
 
     def account(self, run: StepRun) -> None:
         steps, plan = run.steps, run.plan
-        durations = run.durations()
-        busy = sum(durations)
-        if run.growth is None:
+        if steps == 1:
+            busy = run.ends[0] - run.start
+            self.busy_s += busy
             self.kv_block_seconds += run.kv_used * busy
-        else:  # blocks in use grow as the decodes fill theirs
-            used = itertools.accumulate((run.growth.at_step(i) for i in range(1, steps)), initial=run.kv_used)
-            self.kv_block_seconds += sum(map(operator.mul, used, durations))
-        self.busy_s += busy
+        else:  # step by step, as stepping one at a time adds them; blocks in use grow as the decodes fill theirs
+            used, growth = run.kv_used, run.growth
+            busy_s, kv_block_seconds = self.busy_s, self.kv_block_seconds
+            for i, busy in enumerate(run.durations()):
+                if i:
+                    used += growth.at_step(i)
+                busy_s += busy
+                kv_block_seconds += used * busy
+            self.busy_s, self.kv_block_seconds = busy_s, kv_block_seconds
         self.steps += steps
         self.seq_steps += (plan.decodes + len(plan.chunks)) * steps
-        self.token_steps += plan.num_tokens + (steps - 1) * plan.decodes
+        self.token_steps += plan.num_tokens + (steps - 1) * (plan.decodes + len(plan.chunks))
         self.preemptions += len(plan.preempted)
 
     def stats(self) -> WorkerStats:
@@ -161,6 +165,8 @@ class Simulation:
         # Workers that arrivals may have to wake (idle) or cut (running past the next boundary).
         self._idle = {worker.id: worker for worker in self.workers}
         self._long_runs: dict[int, SimWorker] = {}
+        self._pool_cuts: dict[int, float] = {}  # workers whose runs were cut for the pool's queue: their ends
+        self._pool_queue = config.policy.placement == "global"  # every worker serves the pool's queue
         for worker in self.workers:
             self.scheduler.add_worker(worker.id, blocks, 0.0)
         # Plain lists, written into the records at the end: per-request bookkeeping indexes them
@@ -180,6 +186,9 @@ class Simulation:
         self._samples: list[tuple[float, list[float], list[bool]]] = []
         self._last_event = 0.0
         self._sync_before_decisions = config.fast_forward and self.scheduler.reads_service
+        # Placement may read every worker's prefix cache, which a run's first step adds to.
+        self._sync_before_arrivals = (config.fast_forward and config.scheduler.enable_prefix_caching
+                                      and config.cluster.workers > 1)
         # (time, worker) whenever a worker went idle while requests waited in the queue it serves:
         # never under late binding if the core is work-conserving.
         self.idle_while_waiting: list[tuple[float, int]] = []
@@ -219,7 +228,8 @@ class Simulation:
         prefix = wl.prefixes[i] if wl.prefixes is not None else None
         request = Request(i, self.tenant_names[wl.tenant[i]], int(wl.prompt_tokens[i]), int(wl.max_new_tokens[i]),
                           prefix=prefix)
-        if self._sync_before_decisions and self.scheduler.num_queued(wl.tenant[i]) == 0:
+        if self._sync_before_arrivals or (
+                self._sync_before_decisions and self.scheduler.num_queued(wl.tenant[i]) == 0):
             self._sync()  # the tenant becomes backlogged: the policy reads service (VTC's lift)
         verdict = self.scheduler.submit(request, now)
         if self.trace is not None:
@@ -236,21 +246,40 @@ class Simulation:
         """A request joined the queue `worker_id` serves (None: the global queue): wake idle workers
         and cut runs that go past the next step boundary (the others plan at it anyway)."""
         if worker_id is None:
-            ids = sorted(self._idle.keys() | self._long_runs.keys())
-        else:
-            ids = [worker_id] if worker_id in self._idle or worker_id in self._long_runs else []
-        for wid in ids:
-            worker = self.workers[wid]
-            if worker.run is None:
-                self._start_step(worker)
-            elif self.scheduler.has_free_slot(wid):
-                self._cut(worker)
+            for wid in sorted(self._idle):
+                self._start_step(self.workers[wid])
+            self._cut_for_pool_queue()
+        elif worker_id in self._idle:
+            self._start_step(self._idle[worker_id])
+        elif worker_id in self._long_runs and self.scheduler.has_free_slot(worker_id):
+            self._cut(self._long_runs[worker_id])
+
+    def _cut_for_pool_queue(self) -> None:
+        """While the pool's queue waits, the first step to end among the workers with a free slot
+        must end a run, so that its worker plans there and admits what it can, as stepping one at
+        a time would; the next is cut once that plan leaves requests waiting (`_start_step`).
+        Cutting every run at once would plan steps that admit nothing."""
+        if not self._long_runs or not self.scheduler.has_waiting(next(iter(self._long_runs))):
+            return  # every worker serves the pool's queue
+        first = None
+        for worker in self._long_runs.values():
+            if self.scheduler.has_free_slot(worker.id):
+                end = worker.run.ends[self._cut_step(worker.run) - 1]
+                if first is None or (end, worker.id) < first[:2]:
+                    first = (end, worker.id, worker)
+        if first is not None and (not self._pool_cuts or first[0] < min(self._pool_cuts.values())):
+            self._pool_cuts[first[1]] = first[0]
+            self._cut(first[2])
+
+    def _cut_step(self, run: StepRun) -> int:
+        """The step of the run that ends first from now (and after its last report)."""
+        steps = bisect.bisect_left(run.ends, self.loop.now, 0, run.steps) + 1
+        return max(steps, run.reported + 1)  # the final report needs a step of its own
 
     def _cut(self, worker: SimWorker) -> None:
         """End the worker's run at the first step boundary from now, so its next plan sees the queue."""
         run = worker.run
-        steps = bisect.bisect_left(run.ends, self.loop.now, 0, run.steps) + 1
-        steps = max(steps, run.reported + 1)  # the final report needs a step of its own
+        steps = self._cut_step(run)
         if steps < run.steps:
             run.steps = steps
             worker.version += 1
@@ -261,6 +290,7 @@ class Simulation:
         now = self.loop.now
         if self._sync_before_decisions and self.scheduler.next_plan_reads_service(worker.id):
             self._sync()
+        self._pool_cuts.pop(worker.id, None)
         plan = self.scheduler.plan(worker.id, now)
         if self.trace is not None:
             self.trace.step_started(worker.id, plan, now, self.scheduler.kv_usage(worker.id).used, worker.kv_blocks_total)
@@ -270,6 +300,8 @@ class Simulation:
             self._idle[worker.id] = worker
             if self.scheduler.has_waiting(worker.id):
                 self.idle_while_waiting.append((now, worker.id))
+                if self._pool_queue:
+                    self._cut_for_pool_queue()  # what it could not admit, the next worker may
             return
         for rid in plan.admitted:
             if math.isnan(self._admit[rid]):  # its first admission
@@ -287,18 +319,28 @@ class Simulation:
         if steps == 1:
             durations = [worker.cost.plan_step_time(plan)]
         else:
-            durations = worker.cost.plan_step_times(plan, steps).tolist()
+            durations = worker.cost.plan_step_times(plan, steps)
         kv_used = self.scheduler.kv_usage(worker.id).used
         worker.run = StepRun(plan, now, durations, kv_used, growth, worker.version)
         self.loop.at(worker.run.ends[-1], self._finish_step, worker, worker.version)
         if plan.preempted:
             self._queue_grew(self.scheduler.waits_on(plan.preempted[0]))
+        elif self._pool_queue and self.scheduler.has_waiting(worker.id):
+            self._cut_for_pool_queue()  # what it did not admit, the next worker may
 
     def _steps(self, worker: SimWorker, plan: StepPlan) -> int:
-        """Steps to run: the plan's repeat, cut at the first EOS (the worker knows true lengths)."""
+        """Steps to run: the plan's repeat, cut at the first EOS (the worker knows true lengths),
+        that of a prompt its first step completes included."""
         if plan.repeat == 1 or not self.config.fast_forward:
             return 1
-        return min(plan.repeat, worker.steps_to_eos())
+        steps = min(plan.repeat, worker.steps_to_eos())
+        for item in plan.chunks:
+            steps = min(steps, self._steps_to_eos(item.request_id))
+        return steps
+
+    def _steps_to_eos(self, rid: int) -> int:
+        """Steps of a run until the request, whose prompt its first step completes, samples EOS."""
+        return self._output_tokens[rid] - self.scheduler.generated(rid)
 
     def _finish_step(self, worker: SimWorker, version: int) -> None:
         if version != worker.version:
@@ -325,7 +367,7 @@ class Simulation:
         """Report steps run.reported..upto-1 of the worker's run: the end of the run, or progress."""
         run, now = worker.run, self.loop.now
         done = run.reported
-        eos = self._chunk_eos(run.plan) if final else []
+        eos = self._chunk_eos(run.plan, upto) if final and not done else []
         worker.clock += upto - done
         if final:
             eos += worker.eos_now()  # a run is cut at its first EOS, so they all fall on its last step
@@ -335,7 +377,9 @@ class Simulation:
             if upto - done == 1:
                 self._itl.add_one(run.ends[done] - (run.ends[done - 1] if done else run.start), outputs.decoded)
             else:
-                self._itl.add(np.array(run.durations(done, upto)), outputs.decoded)
+                self._itl.add(run.durations(done, upto), outputs.decoded)
+        if not done and upto > 1 and run.plan.chunks:  # the prompts its first step completed decode after it
+            self._itl.add(run.durations(1, upto), len(outputs.emitted))
         first_end = run.ends[done]
         if self.trace is not None and (outputs.emitted or outputs.finished):
             self.trace.step_outputs(worker.id, outputs, first_end, now)
@@ -355,11 +399,12 @@ class Simulation:
             if generated is not None:  # it goes on decoding
                 worker.decodes_until(rid, self._output_tokens[rid] - generated)
 
-    def _chunk_eos(self, plan: StepPlan) -> list[int]:
-        """Requests whose last prefill chunk samples their last token."""
+    def _chunk_eos(self, plan: StepPlan, steps: int) -> list[int]:
+        """Requests whose last prefill chunk samples their last token, or whose decode steps after
+        it in a run of `steps` do (the run is cut at the first EOS, so it falls on its last step)."""
         generated, true_length = self.scheduler.generated, self._output_tokens
         return [item.request_id for item in plan.chunks
-                if item.samples and generated(item.request_id) + 1 >= true_length[item.request_id]]
+                if item.samples and generated(item.request_id) + steps >= true_length[item.request_id]]
 
     def _sample(self) -> None:
         self._sync()

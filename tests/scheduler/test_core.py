@@ -529,13 +529,13 @@ def test_eos_on_a_request_not_in_the_step(make_scheduler, make_request):
         complete_full(s, 0, StepResult(1, frozenset({"stranger"})), 2.0)
 
 
-@pytest.mark.parametrize("steps", [0, 2, 1.0])
-def test_steps_beyond_the_plans_repeat(make_scheduler, make_request, steps):
+@pytest.mark.parametrize("beyond", [lambda repeat: 0, lambda repeat: repeat + 1, lambda repeat: 1.0])
+def test_steps_beyond_the_plans_repeat(make_scheduler, make_request, beyond):
     s = make_scheduler()
     s.submit(make_request(1), 0.0)
-    plan_full(s, 0, 1.0)
+    plan = plan_full(s, 0, 1.0)
     with pytest.raises(WorkerError, match="steps"):
-        complete_full(s, 0, StepResult(steps), 2.0)
+        complete_full(s, 0, StepResult(beyond(plan.repeat)), 2.0)
 
 
 # ----- debug checks -------------------------------------------------------------------------------

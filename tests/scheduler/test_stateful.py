@@ -352,8 +352,9 @@ class Machine(RuleBasedStateMachine):
             assert item.samples == (item.context + item.num_tokens == seq.target), (item, seq)
         if idle_with_work:
             assert plan, f"worker {worker} runs nothing but returned an empty plan while {len(queue)} requests wait"
-        if plan.repeat > 1:  # only a batch of pure decodes that nothing could change repeats
-            assert all(item.num_tokens == 1 and item.samples for item in plan.items), plan
+        if plan.repeat > 1:  # only a batch that samples for all and that nothing could change repeats
+            assert all(item.samples for item in plan.items), plan
+            assert all(item.num_tokens == 1 for item in plan.items[:plan.decodes]), plan
             assert len(plan.items) == len(state.running) and not plan.preempted, plan
             assert len(queue) == 0 or len(state.running) == config.max_num_seqs, plan
             for item in plan.items:
