@@ -449,8 +449,7 @@ class Scheduler:
         step = dict(worker.seqs_of)  # a token per decode, and the prefill it has been computing
         for seq in worker.prefilling:
             step[seq.tenant] -= 1
-        for tenant in step:
-            step[tenant] += worker.recent_prefill(tenant)
+        worker.add_recent_prefill(step)
         queued = {t: ledger.queued[t] for t in self._backlogged}
         held = Holdings(worker.seqs_of, worker.prompt_of, step, queued, {t: ledger.queued_tokens[t] for t in queued})
         capacity = Capacity(config.max_num_seqs - config.headroom_seqs,

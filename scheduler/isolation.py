@@ -72,33 +72,49 @@ class Capacity:
 
 class Standing:
     """Who is over share and who is full on a worker, for one plan; `admitted` keeps it current as
-    the plan admits requests (the shares stay those the plan started with)."""
+    the plan admits requests (the shares stay those the plan started with). Who is full is worked
+    out when first asked (a plan with slots and KV to spare never asks)."""
 
-    __slots__ = ("_seqs", "_kv", "_seq_share", "_kv_share", "_claim", "_queued", "over", "full")
+    __slots__ = ("_tenants", "_seqs", "_kv", "_queued", "_queued_tokens", "_step", "_seq_share", "_kv_share",
+                 "_capacity", "_weights", "over", "_full")
 
     def __init__(self, held: Holdings, capacity: Capacity, weights: Seq[float]) -> None:
-        tenants = set(held.seqs) | set(held.queued)
-        self._claim = {t: held.step.get(t, 0) / weights[t] for t in tenants}
-        self._seqs = {t: held.seqs.get(t, 0) for t in tenants}
-        self._kv = {t: held.kv.get(t, 0) for t in tenants}
+        # copies: the plan's admissions change them (and the worker's own counts, which held reads)
+        self._tenants = tenants = set(held.seqs) | set(held.queued)
+        self._seqs, self._kv = dict(held.seqs), dict(held.kv)
         self._queued = {t: n for t, n in held.queued.items() if n > 0}
-        seq_demand = {t: self._seqs[t] + held.queued.get(t, 0) for t in tenants}
-        kv_demand = {t: self._kv[t] + held.queued_tokens.get(t, 0) for t in tenants}
-        if len(tenants) < 2:  # alone: its share of each is its demand, up to the capacity
-            self._seq_share = {t: min(d, capacity.seqs) for t, d in seq_demand.items()}
-            self._kv_share = {t: min(d, capacity.kv) for t, d in kv_demand.items()}
+        self._queued_tokens = dict(held.queued_tokens)
+        self._step = held.step
+        self._capacity, self._weights = capacity, weights
+        self._full: set[int] | None = None
+        if len(tenants) < 2:  # alone: never over share
             self.over: set[int] = set()
-            self.full = {t for t in tenants if self._is_full(t)}
             return
-        self._seq_share = max_min_shares(capacity.seqs, seq_demand, weights)
-        self._kv_share = max_min_shares(capacity.kv, kv_demand, weights)
         split = capacity.step / sum(weights[t] for t in tenants)
-        self.over = {t for t in tenants if held.queued.get(t, 0) and held.step.get(t, 0) > split * weights[t]}
-        self.full = {t for t in tenants if self._is_full(t)}
+        queued = held.queued
+        self.over = {t for t, step in held.step.items() if queued.get(t, 0) and step > split * weights[t]}
+
+    @property
+    def full(self) -> set[int]:
+        """Tenants at or above their max-min share of the worker's slots or of its KV."""
+        if self._full is None:
+            tenants, capacity = self._tenants, self._capacity
+            seqs, kv, queued, tokens = self._seqs, self._kv, self._queued, self._queued_tokens
+            # what each asks for: held and queued, which admissions move from one to the other
+            seq_demand = {t: seqs.get(t, 0) + queued.get(t, 0) for t in tenants}
+            kv_demand = {t: kv.get(t, 0) + tokens.get(t, 0) for t in tenants}
+            if len(tenants) < 2:  # alone: its share of each is its demand, up to the capacity
+                self._seq_share = {t: min(d, capacity.seqs) for t, d in seq_demand.items()}
+                self._kv_share = {t: min(d, capacity.kv) for t, d in kv_demand.items()}
+            else:
+                self._seq_share = max_min_shares(capacity.seqs, seq_demand, self._weights)
+                self._kv_share = max_min_shares(capacity.kv, kv_demand, self._weights)
+            self._full = {t for t in tenants if self._is_full(t)}
+        return self._full
 
     def claim(self, tenant: int) -> float:
         """What the tenant's running requests ask of the next step, per unit of weight."""
-        return self._claim.get(tenant, 0.0)
+        return self._step.get(tenant, 0) / self._weights[tenant]
 
     def holds_headroom(self, arriving: int) -> bool:
         """Whether the headroom is held back from full tenants: no tenant that is not full has
@@ -107,7 +123,7 @@ class Standing:
         return all(tenant in self.full or queued <= arriving for tenant, queued in self._queued.items())
 
     def _is_full(self, tenant: int) -> bool:
-        seqs, kv = self._seqs[tenant], self._kv[tenant]
+        seqs, kv = self._seqs.get(tenant, 0), self._kv.get(tenant, 0)
         return (seqs > 0 and seqs >= self._seq_share[tenant]) or (kv > 0 and kv >= self._kv_share[tenant])
 
     def admitted(self, tenant: int, prompt_tokens: int) -> None:
@@ -118,5 +134,7 @@ class Standing:
             self._queued[tenant] -= 1
         else:
             self._queued.pop(tenant, None)
-        if tenant in self._seq_share and self._is_full(tenant):
-            self.full.add(tenant)
+        if tenant in self._queued_tokens:
+            self._queued_tokens[tenant] -= prompt_tokens
+        if self._full is not None and tenant in self._seq_share and self._is_full(tenant):
+            self._full.add(tenant)

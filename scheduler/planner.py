@@ -140,8 +140,10 @@ class StepBuilder:
             seq = queue.peek_among(lambda tenant: not self._keeps_out(tenant), cached)
             if seq is None:
                 return None
-        reserve = isolation.kv_headroom if seq.tenant in isolation.standing.full and self._holds_headroom() else 0
-        return seq if self.worker.fits(seq, reserve) else None
+        if self.worker.fits(seq, isolation.kv_headroom):
+            return seq  # it fits with the headroom kept, so whether its tenant is full does not matter
+        full = seq.tenant in isolation.standing.full and self._holds_headroom()
+        return seq if not full and self.worker.fits(seq) else None
 
     def commit(self, seq: Sequence) -> None:
         """Run `seq` (popped from its queue) on the worker, with the chunk of its prompt that fits."""
@@ -175,8 +177,8 @@ class StepBuilder:
         share and the step has no prefill left for it or its running prefills wait for what the
         admissions leave."""
         isolation = self.isolation
-        if tenant in isolation.standing.full and (
-                self.shielded or (self.seqs <= isolation.slot_headroom and self._holds_headroom())):
+        if (self.shielded or self.seqs <= isolation.slot_headroom) and tenant in isolation.standing.full and (
+                self.shielded or self._holds_headroom()):
             return True
         if tenant not in isolation.standing.over:
             return False

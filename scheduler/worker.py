@@ -179,6 +179,14 @@ class WorkerState:
             recent = self.recent_prefill(tenant) + 0.5 * n if tenant in self._prefill else float(n)
             self._prefill[tenant] = (recent, self.steps)
 
+    def add_recent_prefill(self, step: dict[int, float]) -> None:
+        """Add each tenant's recent prefill per step to its entry in `step` (what `recent_prefill`
+        gives, read for those tenants only, over whichever of the two is smaller)."""
+        prefill = self._prefill
+        tenants = [t for t in prefill if t in step] if len(prefill) < len(step) else [t for t in step if t in prefill]
+        for tenant in tenants:
+            step[tenant] += self.recent_prefill(tenant)
+
     def recent_prefill(self, tenant: int) -> float:
         value, step = self._prefill.get(tenant, (0.0, 0))
         age = self.steps - step

@@ -166,6 +166,11 @@ class Simulation:
         self._idle = {worker.id: worker for worker in self.workers}
         self._long_runs: dict[int, SimWorker] = {}
         self._pool_cuts: dict[int, float] = {}  # workers whose runs were cut for the pool's queue: their ends
+        # Heaps of (time, worker id, entry, run), stale entries skipped: long runs with a free slot
+        # by the step they would be cut at, and runs by the end of their first unreported step.
+        self._cuttable: list[tuple[float, int, int, StepRun]] = []
+        self._unreported: list[tuple[float, int, int, StepRun]] = []
+        self._entries = itertools.count()
         self._pool_queue = config.policy.placement == "global"  # every worker serves the pool's queue
         for worker in self.workers:
             self.scheduler.add_worker(worker.id, blocks, 0.0)
@@ -261,15 +266,29 @@ class Simulation:
         Cutting every run at once would plan steps that admit nothing."""
         if not self._long_runs or not self.scheduler.has_waiting(next(iter(self._long_runs))):
             return  # every worker serves the pool's queue
-        first = None
-        for worker in self._long_runs.values():
-            if self.scheduler.has_free_slot(worker.id):
-                end = worker.run.ends[self._cut_step(worker.run) - 1]
-                if first is None or (end, worker.id) < first[:2]:
-                    first = (end, worker.id, worker)
+        first = self._first_cuttable()
         if first is not None and (not self._pool_cuts or first[0] < min(self._pool_cuts.values())):
-            self._pool_cuts[first[1]] = first[0]
-            self._cut(first[2])
+            end, worker = first
+            self._pool_cuts[worker.id] = end
+            self._cut(worker)
+
+    def _first_cuttable(self) -> tuple[float, SimWorker] | None:
+        """The long run with a free slot whose step ends first from now (ties to the lower worker
+        id), and that end. A heap of the runs at the step they would be cut at, moved on lazily
+        as time passes."""
+        heap = self._cuttable
+        while heap:
+            end, wid, _, run = heap[0]
+            worker = self.workers[wid]
+            if worker.run is not run or wid not in self._long_runs:
+                heapq.heappop(heap)  # it ended, or it was cut
+                continue
+            now_end = run.ends[self._cut_step(run) - 1]
+            if now_end != end:
+                heapq.heapreplace(heap, (now_end, wid, next(self._entries), run))
+                continue
+            return end, worker
+        return None
 
     def _cut_step(self, run: StepRun) -> int:
         """The step of the run that ends first from now (and after its last report)."""
@@ -321,8 +340,12 @@ class Simulation:
         else:
             durations = worker.cost.plan_step_times(plan, steps)
         kv_used = self.scheduler.kv_usage(worker.id).used
-        worker.run = StepRun(plan, now, durations, kv_used, growth, worker.version)
-        self.loop.at(worker.run.ends[-1], self._finish_step, worker, worker.version)
+        worker.run = run = StepRun(plan, now, durations, kv_used, growth, worker.version)
+        self.loop.at(run.ends[-1], self._finish_step, worker, worker.version)
+        if steps > 1:
+            self._due(worker, run)
+            if self._pool_queue and self.scheduler.has_free_slot(worker.id):
+                heapq.heappush(self._cuttable, (run.ends[0], worker.id, next(self._entries), run))
         if plan.preempted:
             self._queue_grew(self.scheduler.waits_on(plan.preempted[0]))
         elif self._pool_queue and self.scheduler.has_waiting(worker.id):
@@ -355,13 +378,22 @@ class Simulation:
     def _sync(self) -> None:
         """Tell the core of every step that ended by now in runs still going, as stepping one at a
         time would have: decisions that read service (VTC counters) must see it."""
-        now = self.loop.now
-        for worker in self.workers:
+        now, heap, due = self.loop.now, self._unreported, []
+        while heap and heap[0][0] <= now:  # runs whose first unreported step ended by now
+            _, wid, _, run = heapq.heappop(heap)
+            if self.workers[wid].run is run and run.reported < run.steps - 1:
+                due.append(wid)
+        for wid in sorted(set(due)):  # in worker order, as before (the policy adds up what they report)
+            worker = self.workers[wid]
             run = worker.run
-            if run is not None and run.steps > 1:
-                done = min(run.steps_done(now), run.steps - 1)
-                if done > run.reported:
-                    self._report(worker, done, final=False)
+            self._report(worker, min(run.steps_done(now), run.steps - 1), final=False)
+            self._due(worker, run)
+
+    def _due(self, worker: SimWorker, run: StepRun) -> None:
+        """When `_sync` next has steps of the run to report: the end of its first unreported step
+        but the last (which its final report reports)."""
+        if run.reported < run.steps - 1:
+            heapq.heappush(self._unreported, (run.ends[run.reported], worker.id, next(self._entries), run))
 
     def _report(self, worker: SimWorker, upto: int, final: bool) -> None:
         """Report steps run.reported..upto-1 of the worker's run: the end of the run, or progress."""
