@@ -117,6 +117,14 @@ def add_serve(commands) -> None:
                        help="multiplies the cost model's step times: 1 real time, 0 no waiting")
     serve.add_argument("--allow-demo-keys", dest="allow_demo_keys", action="store_true",
                        help="serve the public demo keys (key-alice, key-bob) on a non-loopback address")
+    serve.add_argument("--trace", type=Path, metavar="PATH",
+                       help="record a timeline trace while serving and write it here at shutdown (Chrome "
+                            "trace-event JSON, for Perfetto or chrome://tracing)")
+    serve.add_argument("--trace-window", dest="trace_window", metavar="START:END",
+                       help="keep only the trace's steps, samples and requests in these seconds since the "
+                            "server started (default 0:600, after which the trace stops growing)")
+    serve.add_argument("--trace-requests", dest="trace_requests", type=integer, metavar="N",
+                       help="keep only the first N requests' slices and flows in the trace")
 
 
 def add_calibrate(commands) -> None:

@@ -156,9 +156,10 @@ def run_tokenizer(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .serve import run as serve  # imported on demand: it needs the `serve` extra
+    from .serve import run as serve, trace_file  # imported on demand: it needs the `serve` extra
 
-    return serve(args.config, args.host, args.port, args.speed, args.allow_demo_keys)
+    trace = trace_file(args.trace, trace_spec(args))
+    return serve(args.config, args.host, args.port, args.speed, args.allow_demo_keys, trace)
 
 
 def run_costmodel(args: argparse.Namespace) -> int:

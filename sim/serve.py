@@ -4,7 +4,10 @@ This module owns the serving configuration (a simulator config plus a `[serve]` 
 model name, limits, timeouts, the metrics key) and what it assembles: a Scheduler and one
 `SimulatedWorker` per configured worker, priced by the simulator's cost model.
 `scheduler.runtime.serving` runs them (the runtime, the HTTP app, hypercorn). The demo keys are
-public, so the command refuses to serve them beyond loopback unless told to.
+public, so the command refuses to serve them beyond loopback unless told to. `--trace` records the
+timeline trace while serving, bounded by a window of time (by default the server's first
+`DEFAULT_TRACE_WINDOW` seconds: a server runs until stopped, and a trace keeps a few KB per step),
+and writes it at shutdown.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from scheduler.placement import make_placement, placement_rng
 from scheduler.policies import make_policy
 from scheduler.request import SLO, Tenant
 from scheduler.runtime.driver import DEFAULT_STREAM_BUFFER
+from scheduler.runtime.trace_file import TraceFile
 from scheduler.runtime.worker import SimulatedWorker
 
 from .config import DEFAULT_CONFIG, SimConfig, config_from_dict, latency_budgets, read_toml
+from .trace import TraceSpec
 from .validation import INTEGER, MAX_COUNT, NUMBER, STRING, TABLE, at_least, check_keys, in_range
 from .workload import check_quota_admits
 
@@ -50,6 +55,9 @@ SECONDS_KEYS = ("read_timeout_s", "keep_alive_timeout_s")
 SERVE_SCHEMA = {"api_keys": TABLE, "default_tenant": STRING, "model": STRING, "metrics_key": STRING,
                 **dict.fromkeys(INTEGER_KEYS, INTEGER), **dict.fromkeys(SECONDS_KEYS, NUMBER)}
 SERVE_KEYS = tuple(SERVE_SCHEMA)
+# What a server's trace keeps without --trace-window: its first ten minutes. Memory then stays
+# bounded however long it serves (a step costs about 3 KB of trace with two tenants).
+DEFAULT_TRACE_WINDOW = (0.0, 600.0)
 # A serving config's tenants need no traffic: serving takes real requests. These fill what the
 # simulator's schema requires.
 NO_TRAFFIC = {"rate": 0.0, "prompt_tokens": 1, "output_tokens": 1}
@@ -174,7 +182,7 @@ def build_pool(config: SimConfig, speed: float = 1.0) -> tuple[Scheduler, dict[i
     return scheduler, {wid: SimulatedWorker(cost, blocks, speed) for wid in range(config.cluster.workers)}
 
 
-def service(config: ServeConfig, speed: float = 1.0):
+def service(config: ServeConfig, speed: float = 1.0, trace: TraceFile | None = None):
     """What `scheduler.runtime.serving` serves for this config (needs the `serve` extra)."""
     from scheduler.runtime.api import Limits
     from scheduler.runtime.server import ServerConfig
@@ -184,20 +192,36 @@ def service(config: ServeConfig, speed: float = 1.0):
     server = ServerConfig(Limits(config.model, config.max_tokens, config.default_max_tokens), config.api_keys,
                           config.default_tenant, config.max_body_bytes, config.read_timeout_s,
                           config.keep_alive_timeout_s, config.metrics_key, config.stream_interval)
-    return Service(scheduler, workers, server, config.stream_buffer)
+    return Service(scheduler, workers, server, config.stream_buffer, trace)
+
+
+def trace_file(path: Path | None, spec: TraceSpec | None) -> TraceFile | None:
+    """What `--trace PATH` records (the flags' values checked by sim.cli.trace_spec), checked before
+    serving: a path that cannot be written, or a request count that a late window would waste."""
+    if path is None or spec is None:
+        return None
+    window = spec.window or DEFAULT_TRACE_WINDOW
+    if spec.requests is not None and window[0] > 0:
+        raise ConfigError(f"--trace-requests: keeps the first {spec.requests} requests from the server's start, "
+                          f"so with --trace-window starting at {window[0]:g} s it would keep requests that end "
+                          "before the window; allowed: a --trace-window that starts at 0, or no --trace-requests")
+    traced = TraceFile(path, window, spec.requests)
+    traced.check()
+    return traced
 
 
 # ----- the command ------------------------------------------------------------------------------
 
 
-def run(config_path: Path | None, host: str, port: int, speed: float, allow_demo_keys: bool = False) -> int:
-    """`fairbatch serve`: serve until SIGINT or SIGTERM."""
+def run(config_path: Path | None, host: str, port: int, speed: float, allow_demo_keys: bool = False,
+        trace: TraceFile | None = None) -> int:
+    """`fairbatch serve`: serve until SIGINT or SIGTERM (then write the trace, if asked for one)."""
     try:
         from scheduler.runtime import serving
     except ImportError:
         raise ConfigError("serve: needs the 'serve' extra: pip install -e '.[serve]'") from None
     config = load_serve_config(config_path)
-    served = service(config, speed)
+    served = service(config, speed, trace)
     sock = serving.listen(host, port)
     try:
         check_demo_keys(config, sock.getsockname()[0], host, allow_demo_keys)
@@ -206,8 +230,11 @@ def run(config_path: Path | None, host: str, port: int, speed: float, allow_demo
         raise
     # This process's /metrics leaves out the *_created series (the process start, repeated per series).
     prometheus_client.disable_created_metrics()
-    serving.run(served, sock, lambda url: print(banner(config, url, speed), file=sys.stderr, flush=True))
+    serving.run(served, sock, lambda url: print(banner(config, url, speed, trace), file=sys.stderr, flush=True))
     print("fairbatch: stopped", file=sys.stderr, flush=True)
+    if trace is not None:
+        print(f"fairbatch: wrote {trace.path}: open it in https://ui.perfetto.dev or chrome://tracing",
+              file=sys.stderr, flush=True)
     return 0
 
 
@@ -227,11 +254,17 @@ def mask(key: str) -> str:
     return f"{key[:shown]}…{key[-shown:]}" if shown else "…"
 
 
-def banner(config: ServeConfig, url: str, speed: float) -> str:
+def banner(config: ServeConfig, url: str, speed: float, trace: TraceFile | None = None) -> str:
     cluster, policy = config.sim.cluster, config.sim.policy
     keys = ", ".join(f"{mask(key)} ({tenant})" for key, tenant in config.api_keys.items()) or "none"
     default = f"; default tenant {config.default_tenant}" if config.default_tenant else ""
     metrics = f"key {mask(config.metrics_key)}" if config.metrics_key else "open to whoever reaches it"
-    return (f"fairbatch: serving {config.model} at {url} on {cluster.workers} simulated {cluster.gpu} "
+    text = (f"fairbatch: serving {config.model} at {url} on {cluster.workers} simulated {cluster.gpu} "
             f"worker(s), policy {policy.policy}, speed {speed:g}\n"
             f"fairbatch: API keys: {keys}{default}; /metrics: {metrics}")
+    if trace is not None:
+        start, end = trace.window or (0.0, math.inf)
+        requests = "every request" if trace.requests is None else f"the first {trace.requests} requests"
+        text += (f"\nfairbatch: tracing seconds {start:g} to {end:g} of serving, {requests}, "
+                 f"to {trace.path} at shutdown")
+    return text

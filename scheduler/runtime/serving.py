@@ -1,8 +1,10 @@
 """A serving process: a `Runtime` and the HTTP app on hypercorn, on a socket bound beforehand.
 
 `serve` runs on asyncio or trio (whichever anyio runs it on) until its shutdown trigger returns or
-it is cancelled, and shuts down gracefully either way. `run` is the blocking entry point of a
-command: it serves until SIGINT or SIGTERM. Needs the `serve` extra (starlette, hypercorn).
+it is cancelled, and shuts down gracefully either way; a service with a `TraceFile` records the
+timeline trace meanwhile and writes it when serving ends, however it ends. `run` is the blocking
+entry point of a command: it serves until SIGINT or SIGTERM. Needs the `serve` extra (starlette,
+hypercorn).
 """
 
 from __future__ import annotations
@@ -24,17 +26,20 @@ from scheduler.metrics import Metrics
 
 from .driver import DEFAULT_STREAM_BUFFER, Runtime
 from .server import Server, ServerConfig
+from .trace_file import TraceFile
 from .worker import Worker
 
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """What a process serves: a scheduler, its workers, and the HTTP settings."""
+    """What a process serves: a scheduler, its workers, the HTTP settings, and where its timeline
+    trace goes (None: no trace)."""
 
     scheduler: Scheduler
     workers: Mapping[int, Worker]
     server: ServerConfig
     stream_buffer: int = DEFAULT_STREAM_BUFFER
+    trace: TraceFile | None = None
 
 
 async def serve(service: Service, sock: socket.socket, *, registry: CollectorRegistry | None = None,
@@ -42,12 +47,18 @@ async def serve(service: Service, sock: socket.socket, *, registry: CollectorReg
                 task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
     """Serve on a listening socket (see `listen`); report `(url, runtime)` through task_status."""
     registry = registry if registry is not None else CollectorRegistry()
-    metrics = Metrics(registry, [tenant.name for tenant in service.scheduler.tenants])
-    async with Runtime(service.scheduler, service.workers, metrics=metrics,
-                       stream_buffer=service.stream_buffer) as runtime:
-        app = Server(runtime, service.server, registry).app()
-        task_status.started((url_of(sock), runtime))
-        await _hypercorn(app, sock, shutdown, service.server)
+    tenants = [tenant.name for tenant in service.scheduler.tenants]
+    trace = None if service.trace is None else service.trace.recorder(tenants, service.workers)
+    try:
+        async with Runtime(service.scheduler, service.workers, metrics=Metrics(registry, tenants),
+                           stream_buffer=service.stream_buffer, trace=trace) as runtime:
+            app = Server(runtime, service.server, registry).app()
+            task_status.started((url_of(sock), runtime))
+            await _hypercorn(app, sock, shutdown, service.server)
+    finally:
+        if trace is not None:  # after the runtime has ended what was live, so every request is closed
+            # A blocking write, and no await: it runs under a cancellation too, and nothing is left to serve.
+            service.trace.write(trace)
 
 
 def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
@@ -71,7 +82,13 @@ def url_of(sock: socket.socket) -> str:
 
 def run(service: Service, sock: socket.socket, on_ready: Callable[[str], None] = print) -> None:
     """Serve until SIGINT or SIGTERM, then drain gracefully; `on_ready(url)` once listening."""
-    anyio.run(_serve_until_signal, service, sock, on_ready)
+    try:
+        anyio.run(_serve_until_signal, service, sock, on_ready)
+    except* ConfigError as errors:  # a trace that cannot be written at shutdown: one line, not a task group's traceback
+        error = errors.exceptions[0]
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise error from None
 
 
 async def _serve_until_signal(service: Service, sock: socket.socket, on_ready: Callable[[str], None]) -> None:
