@@ -2,6 +2,7 @@
 
     python -m benchmarks.speed [standard|large|core|fastforward|all] [--quick] [--sizes N,N,...]
                                [--requests N]
+    python -m benchmarks.speed against OTHER_CHECKOUT [--sizes N,..] [--requests N] [--pairs 3]
 
 standard     Vidur's workload (Llama-3-8B on one A100-80GB, fcfs, Poisson 10 req/s, 512 prompt and
              128 output tokens, max_new_tokens 128) at 1k and 10k requests (`--sizes 1000,10000,
@@ -15,6 +16,10 @@ core         the core alone: us per plan + complete pair in steady decode (a req
              requests and tenants, fcfs and vtc, and as a share of the simulated step it plans.
 fastforward  the standard workload at 10k with fast_forward on and off: wall, events, speed-up, and
              whether summaries and per-request records are identical.
+against      a change's before and after: the standard workload (100k) and the large pool (20k) run
+             in this checkout and in another (the code before the change), alternating, --pairs
+             times each: median walls, speed-up, events, peak RSS, and whether both give the same
+             results to the bit.
 
 Wall times (time.perf_counter) cover building the simulation (workload generation included) and
 running it; imports, config parsing and metrics are left out. Each simulation of `standard` and
@@ -65,16 +70,24 @@ REPEAT_BUDGET_S = 3.0  # a child repeats a run while its runs took less than thi
 # ----- configs -------------------------------------------------------------------------------------
 
 def standard_config(requests: int, fast_forward: bool = True) -> SimConfig:
-    return config_from_dict({
+    return config_from_dict(standard_table(requests, fast_forward))
+
+
+def standard_table(requests: int, fast_forward: bool = True) -> dict[str, Any]:
+    return {
         "seed": 0, "requests": requests, "fast_forward": fast_forward,
         "cluster": {"workers": 1, "gpu": "a100-80gb", "model": "llama-3-8b"},
         "scheduler": {"policy": "fcfs", "placement": "global"},
         "tenants": [{"name": "vidur", "rate": 10.0, "prompt_tokens": 512, "output_tokens": 128,
                      "max_new_tokens": 128}],
-    })
+    }
 
 
 def large_config(requests: int, pool_rate: float, workers: int = 64, tenants: int = 1_000) -> SimConfig:
+    return config_from_dict(large_table(requests, pool_rate, workers, tenants))
+
+
+def large_table(requests: int, pool_rate: float, workers: int = 64, tenants: int = 1_000) -> dict[str, Any]:
     """`tenants` tenants with weights 1, 2 or 4 and lognormal rate shares summing to pool_rate, arriving
     for requests / pool_rate seconds (about `requests` requests: a request count would make the
     workload generator draw that many arrivals for every tenant)."""
@@ -82,13 +95,13 @@ def large_config(requests: int, pool_rate: float, workers: int = 64, tenants: in
     weights = rng.choice([1.0, 2.0, 4.0], size=tenants)
     shares = rng.lognormal(0.0, 1.0, size=tenants)
     rates = pool_rate * shares / shares.sum()
-    return config_from_dict({
+    return {
         "seed": 0, "duration_s": requests / pool_rate,
         "cluster": {"workers": workers, "gpu": "h100", "model": "llama-3-8b"},
         "scheduler": {"policy": "vtc", "placement": "global"},
         "tenants": [{"name": f"t{i}", "weight": float(w), "rate": float(r), "prompt_tokens": 512,
                      "output_tokens": 128, "max_new_tokens": 128} for i, (w, r) in enumerate(zip(weights, rates))],
-    })
+    }
 
 
 def saturation_config(requests: int) -> SimConfig:
@@ -271,6 +284,81 @@ def fastforward(requests: int = 10_000) -> dict[str, Any]:
             "off_events": runs[False]["events"], "identical": not differences, "differences": differences}
 
 
+# A run in another checkout: this program runs with that checkout as its working directory, so it
+# imports that checkout's code; it needs only what every version has (config_from_dict, Simulation).
+AGAINST_CHILD = """
+import hashlib, json, resource, sys, time
+from sim.cluster import Simulation
+from sim.config import config_from_dict
+config = config_from_dict(json.loads(sys.argv[1]))
+start = time.perf_counter()
+simulation = Simulation(config)
+data = simulation.run()
+wall = time.perf_counter() - start
+digest = hashlib.sha256()
+for part in (data.records, data.itl_values, data.itl_weights, data.timeline.service):
+    digest.update(part.tobytes())
+print(json.dumps({"wall_s": wall, "events": simulation.loop._seq, "digest": digest.hexdigest()[:16],
+                  "workers": [[w.busy_s, w.kv_block_seconds, w.steps, w.token_steps] for w in data.workers],
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6}))
+"""
+
+
+def run_in(tree: Path, table: dict[str, Any]) -> dict[str, Any]:
+    """Simulate `table` with the code of the checkout at `tree`, in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", AGAINST_CHILD, json.dumps(table)], cwd=tree, capture_output=True,
+                         text=True)
+    if out.returncode:
+        raise RuntimeError(f"the run in {tree} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def against(tree: Path, tables: dict[str, dict[str, Any]], pairs: int = 3) -> list[dict[str, Any]]:
+    """Each table run in this checkout and in `tree`, alternating, `pairs` times: median walls,
+    their ratio (before / after) and whether both gave the same results to the bit (per-request
+    records, inter-token gaps, service over time, the workers' busy and KV block-seconds)."""
+    rows = []
+    for label, table in tables.items():
+        runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+        for _ in range(pairs):
+            runs["after"].append(run_in(ROOT, table))
+            runs["before"].append(run_in(tree, table))
+        before, after = (statistics.median(r["wall_s"] for r in runs[k]) for k in ("before", "after"))
+        rows.append({"workload": label, "before_s": before, "after_s": after, "speedup": before / after,
+                     "before_events": runs["before"][0]["events"], "after_events": runs["after"][0]["events"],
+                     "before_rss_mb": max(r["rss_mb"] for r in runs["before"]),
+                     "after_rss_mb": max(r["rss_mb"] for r in runs["after"]),
+                     "identical": len({r["digest"] for r in runs["before"] + runs["after"]}) == 1,
+                     "workers_off": _largest_difference(runs["before"][0]["workers"], runs["after"][0]["workers"])})
+    return rows
+
+
+def _largest_difference(x: list[list[float]], y: list[list[float]]) -> float:
+    """The largest relative difference between two runs' worker figures (0.0: equal to the bit)."""
+    pairs = [(a, b) for u, v in zip(x, y) for a, b in zip(u, v)]
+    if len(x) != len(y) or any(len(u) != len(v) for u, v in zip(x, y)):
+        return math.inf
+    return max((abs(a - b) / max(abs(a), abs(b)) for a, b in pairs if a != b), default=0.0)
+
+
+def against_tables(sizes: Sequence[int], large_requests: int, quick: bool) -> dict[str, dict[str, Any]]:
+    tables = {f"standard {n:,}": standard_table(n) for n in sizes}
+    kwargs = {"workers": 4, "tenants": 50} if quick else {}
+    rate = 0.9 * saturation(300 if quick else 2_000) * kwargs.get("workers", 64)
+    tables[f"large {large_requests:,}"] = large_table(large_requests, rate, **kwargs)
+    return tables
+
+
+def report_against(tree: Path, rows: list[dict[str, Any]]) -> str:
+    body = table(["workload", "before s", "after s", "speed-up", "events before", "events after", "RSS MB before",
+                  "RSS MB after", "records", "workers' busy, KV s"],
+                 [[r["workload"], r["before_s"], r["after_s"], r["speedup"], r["before_events"], r["after_events"],
+                   r["before_rss_mb"], r["after_rss_mb"], "identical" if r["identical"] else "DIFFERENT",
+                   "identical" if r["workers_off"] == 0 else f"{r['workers_off']:.1e} apart"] for r in rows])
+    return "\n".join([f"against: this checkout (after) and {tree} (before), alternating, medians; records: "
+                      "per-request records, inter-token gaps and service over time, to the bit", body])
+
+
 def _differences(x: Any, y: Any, path: str) -> list[str]:
     """Paths where two summaries differ (floats compared with rtol 1e-9)."""
     if isinstance(x, dict) and isinstance(y, dict):
@@ -396,12 +484,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(_child(json.loads(argv[1]))))
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n")[0])
-    parser.add_argument("which", nargs="?", default="all", choices=("standard", "large", "core", "fastforward", "all"))
+    parser.add_argument("which", nargs="?", default="all",
+                        choices=("standard", "large", "core", "fastforward", "against", "all"))
+    parser.add_argument("tree", nargs="?", type=Path, help="against: another checkout (the code before a change)")
+    parser.add_argument("--pairs", type=int, default=3, help="against: runs of each checkout (default 3)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--sizes", help="standard: comma-separated request counts (default 1000,10000)")
     parser.add_argument("--requests", type=int, help="large: requests (default 20000); fastforward: (default 10000)")
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.which == "against":
+        if args.tree is None or not (args.tree / "sim" / "cluster.py").is_file():
+            parser.error(f"against: give another checkout of fairbatch (a folder with sim/cluster.py), got {args.tree}")
+        if args.pairs < 1:
+            parser.error(f"--pairs: must be >= 1, got {args.pairs}")
+    elif args.tree is not None:
+        parser.error(f"a checkout to compare with is for 'against' only, got {args.tree}")
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([100, 300] if quick else [1_000, 10_000])
     sections = ["standard", "large", "core", "fastforward"] if args.which == "all" else [args.which]
     for name in sections:
@@ -417,6 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         {"running": 16, "queued": 100, "tenants": 10}, steps=50))
             else:
                 text = report_core(core())
+        elif name == "against":
+            sizes_against = sizes if args.sizes else ([300] if quick else [100_000])
+            tables = against_tables(sizes_against, args.requests or (500 if quick else 20_000), quick)
+            text = report_against(args.tree, against(args.tree, tables, 1 if quick else args.pairs))
         else:
             text = report_fastforward(fastforward(args.requests or (300 if quick else 10_000)))
         print(f"{text}\n({name}: {time.perf_counter() - start:.1f} s)\n", flush=True)

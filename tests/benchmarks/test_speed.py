@@ -1,6 +1,9 @@
 """The speed benchmarks return well-formed results on tiny sizes (no timing assertions)."""
 
 import math
+import shutil
+
+import pytest
 
 from benchmarks import speed
 
@@ -65,3 +68,28 @@ def test_quick_command_line_prints_every_table(capsys):
     assert speed.main(["core", "--quick"]) == 0
     out = capsys.readouterr().out
     assert "core:" in out and "running" in out
+
+
+def test_against_runs_both_checkouts_and_says_whether_their_results_are_the_same(tmp_path):
+    # this checkout against itself: the same results to the bit; a changed cost model is caught
+    tables = {"standard 40": speed.standard_table(40)}
+    [same] = speed.against(speed.ROOT, tables, pairs=1)
+    assert same["identical"] and same["workers_off"] == 0.0 and positive(same["before_s"], same["after_s"])
+    assert same["before_events"] == same["after_events"] > 0
+    other = tmp_path / "other"
+    for part in ("scheduler", "sim"):
+        shutil.copytree(speed.ROOT / part, other / part, ignore=shutil.ignore_patterns("__pycache__"))
+    costmodel = other / "sim" / "costmodel.py"
+    text = costmodel.read_text()
+    assert "return (\n            self._constant_step_s" in text
+    costmodel.write_text(text.replace("return (\n            self._constant_step_s",
+                                      "return 1e-6 + (\n            self._constant_step_s"))
+    [changed] = speed.against(other, tables, pairs=1)
+    assert not changed["identical"]
+    assert "DIFFERENT" in speed.report_against(other, [changed])
+
+
+def test_against_refuses_a_folder_that_is_not_a_checkout(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        speed.main(["against", str(tmp_path)])
+    assert "give another checkout of fairbatch" in capsys.readouterr().err
