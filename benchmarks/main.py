@@ -1,6 +1,7 @@
 """The `fairbatch` command line: `simulate` a configuration, print the `costmodel` sanity report,
 `bench` (the benchmark suite in benchmarks/cli.py), `serve` (the HTTP server, sim/serve.py),
-`calibrate` the cost model and write the serving `tokenizer` as a Hugging Face tokenizer folder.
+`calibrate` the cost model, write the serving `tokenizer` as a Hugging Face tokenizer folder, and
+`compile` the hot modules (an opt-in build, sim/compiled.py).
 
 This module owns the argument parser and the dispatch of each command to the function that runs it
 (sim/cli.py for the simulator's commands). It sits on the top floor, above the simulator and the
@@ -16,7 +17,7 @@ from typing import Sequence
 
 from scheduler.errors import ConfigError
 from scheduler.placement import PLACEMENTS
-from sim import cli
+from sim import cli, compiled
 from sim.hardware import GPUS, MODELS
 
 # The --gpu and --model choices, from the catalogues so that they never list a stale name.
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     why = commands.add_parser("explain", help="tell one request's story from a run's decision file")
     why.add_argument("run", type=Path, metavar="RUN", help="the file `simulate --decisions` wrote (or its folder)")
     why.add_argument("request_id", metavar="REQUEST_ID", help="the request's id (its index in the workload)")
+    build = commands.add_parser("compile", help="compile the core's and the simulator's hot modules with mypyc "
+                                                "(pip install -e '.[compile]'), or remove that build")
+    build.add_argument("--clean", action="store_true", help="remove the compiled build: back to pure Python")
     cost = commands.add_parser("costmodel", help="print the cost model's sanity figures")
     cost.add_argument("--gpu", default="h100", help=GPU_HELP)
     cost.add_argument("--model", default="llama-3-8b", help=MODEL_HELP)
@@ -142,7 +146,8 @@ def add_calibrate(commands) -> None:
 
 
 COMMANDS = {"serve": cli.run_serve, "tokenizer": cli.run_tokenizer, "calibrate": cli.run_calibrate,
-            "costmodel": cli.run_costmodel, "simulate": cli.run_simulate, "explain": cli.run_explain}
+            "costmodel": cli.run_costmodel, "simulate": cli.run_simulate, "explain": cli.run_explain,
+            "compile": cli.run_compile}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cli import main as bench  # imported on demand: the other commands do not need the suite
 
         return bench(argv[1:])
+    stale = compiled.stale()
+    if stale:  # Python imports the build, not the edited source
+        print(f"fairbatch: warning: the compiled build of {', '.join(stale)} is older than the source; "
+              "run `fairbatch compile` again, or `fairbatch compile --clean`", file=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

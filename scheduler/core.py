@@ -17,6 +17,7 @@ from typing import Hashable, Iterable, Sequence as Seq
 from . import invariants
 from .actions import Admitted, Emitted, Finished, Rejected, RejectReason, StepOutputs, StepPlan, WorkerRemoved
 from .admission import Admission, QueueTotals, refuse_reason
+from .config import SchedulerConfig, check_int
 from .errors import ConfigError, ProtocolError, WorkerError
 from .events import StepResult
 from .outcomes import FinishReason
@@ -34,7 +35,6 @@ from .worker import WorkerState
 
 RUNNING = RequestState.RUNNING
 QUEUED = RequestState.QUEUED
-CACHE_ISOLATION = ("none", "tenant")  # who may hit whose cached blocks: anyone, or the same tenant only
 # What drivers, metrics and benchmarks may use of a Scheduler: the contract and the queries, each
 # returning a value or a read-only view. The rest (worker states, live sequences, the ledger, the
 # policy and placement objects) is the core's own and its tests'; tests/test_query_api.py checks.
@@ -46,100 +46,6 @@ PUBLIC_API = frozenset({
     "tenant_service", "tenant_tokens", "prefix_cache_stats", "cached_tokens", "num_waiting", "num_running", "max_sequence_tokens",
     "drain_decisions",
 })
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerConfig:
-    max_num_batched_tokens: int = 4096  # tokens computed per step, prefill chunks and decodes together
-    max_num_seqs: int = 256  # requests running on one worker at once
-    block_size: int = 16  # tokens per KV block
-    max_model_len: int | None = None  # longest prompt + max_new_tokens admitted; None: what a worker's KV holds
-    kv_watermark: float = 0.01  # fraction of a worker's blocks kept free when admitting
-    service_weights: tuple[float, float] = (1.0, 2.0)  # (w_p, w_q): cost of a prompt / output token
-    max_queued: int | None = None  # requests waiting in all queues together; None: no cap
-    max_queued_tokens: int | None = None  # prompt tokens waiting in all queues together
-    enable_prefix_caching: bool = True  # full prompt blocks shared by content and kept after, as in vLLM
-    cache_isolation: str = "none"  # "tenant": no tenant hits another's blocks (vLLM's cache_salt)
-    # Isolation inside the step, for policies that share by weight (scheduler.isolation, planner).
-    isolation: bool = True  # off: every mechanism below is off
-    fair_prefill: bool = True  # under-share tenants' prefill first, over-share prefill after the admissions
-    over_share_prefill_tokens: int | None = None  # cap on over-share prefill tokens per step; None: what is left
-    slot_headroom: int | None = None  # the last free slots kept from a tenant at its share; None: max_num_seqs // 64
-    kv_headroom: float = 0.02  # the last fraction of KV blocks kept from a tenant at its fair share
-    latency_budget_tokens: int | None = None  # step tokens while an under-share first token waits; 0: no
-    # limit; None: a quarter of max_num_batched_tokens (1,024 of 4,096: see README, Isolation)
-    share_preempt_after_s: float | None = None  # preempt over-share requests for an under-share one waiting longer; None: never
-    debug_checks: bool = False  # check every invariant after every call (slow; for tests)
-
-    def __post_init__(self) -> None:
-        for key in ("max_num_batched_tokens", "max_num_seqs", "block_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"scheduler.{key}: must be an integer >= 1, got {value!r}")
-        if self.max_num_seqs > self.max_num_batched_tokens:
-            raise ConfigError(
-                f"scheduler.max_num_seqs: must be <= max_num_batched_tokens ({self.max_num_batched_tokens}) so "
-                f"every running request can decode each step, got {self.max_num_seqs}"
-            )
-        if not 0 <= self.kv_watermark < 1:
-            raise ConfigError(f"scheduler.kv_watermark: must be in [0, 1), got {self.kv_watermark!r}")
-        if len(self.service_weights) not in (2, 3):
-            raise ConfigError("scheduler.service_weights: must be two or three numbers >= 0 ([w_p, w_q] or "
-                              f"[w_p, w_q, w_cached]), got {self.service_weights!r}")
-        if not isinstance(self.enable_prefix_caching, bool):
-            raise ConfigError(f"scheduler.enable_prefix_caching: must be true or false, got {self.enable_prefix_caching!r}")
-        if self.cache_isolation not in CACHE_ISOLATION:
-            raise ConfigError(f"scheduler.cache_isolation: unknown {self.cache_isolation!r}; allowed: "
-                              + ", ".join(CACHE_ISOLATION))
-        ServiceWeights(*self.service_weights)  # checks each
-        self._check_isolation()
-        for key in ("max_queued", "max_queued_tokens", "max_model_len"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"scheduler.{key}: must be an integer >= 1 or unset, got {value!r}")
-
-    @property
-    def headroom_seqs(self) -> int:
-        """The slot headroom: as set, or one slot in 64 (4 of vLLM's default 256)."""
-        return self.max_num_seqs // 64 if self.slot_headroom is None else self.slot_headroom
-
-    @property
-    def step_latency_budget(self) -> int:
-        """The latency budget: as set, or a quarter of max_num_batched_tokens."""
-        budget = self.latency_budget_tokens
-        return self.max_num_batched_tokens // 4 if budget is None else budget
-
-    def _check_isolation(self) -> None:
-        for key in ("isolation", "fair_prefill"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"scheduler.{key}: must be true or false, got {getattr(self, key)!r}")
-        tokens = self.max_num_batched_tokens
-        if self.slot_headroom is not None:
-            _check_int("slot_headroom", self.slot_headroom, 0, self.max_num_seqs - 1,
-                       "max_num_seqs - 1: a tenant at its fair share still gets a slot; or unset")
-        if self.latency_budget_tokens is not None:
-            _check_int("latency_budget_tokens", self.latency_budget_tokens, 0, tokens,
-                       "max_num_batched_tokens; 0: off; or unset")
-        if self.over_share_prefill_tokens is not None:
-            _check_int("over_share_prefill_tokens", self.over_share_prefill_tokens, 0, tokens,
-                       "max_num_batched_tokens, or unset")
-        free = 1 - self.kv_watermark
-        if not _is_number(self.kv_headroom) or not 0 <= self.kv_headroom < min(0.5, free):
-            raise ConfigError(f"scheduler.kv_headroom: must be in [0, {min(0.5, free):g}) (at most half the KV, "
-                              f"and less than what kv_watermark leaves), got {self.kv_headroom!r}")
-        bound = self.share_preempt_after_s
-        if bound is not None and (not _is_number(bound) or not 0 <= bound < math.inf):
-            raise ConfigError(f"scheduler.share_preempt_after_s: must be a number of seconds >= 0, or unset (never), "
-                              f"got {bound!r}")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_int(key: str, value: object, low: int, high: int, high_is: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(f"scheduler.{key}: must be an integer in [{low}, {high}] ({high_is}), got {value!r}")
 
 
 class PoolView:
@@ -259,7 +165,7 @@ class Scheduler:
         if len(budgets) != len(self.tenants):
             raise ConfigError(f"latency_budgets: one per tenant ({len(self.tenants)}), got {len(budgets)}")
         for tenant, budget in zip(self.tenants, budgets):
-            _check_int(f"latency_budget_tokens of tenant {tenant.name!r}", budget, 0, high,
+            check_int(f"latency_budget_tokens of tenant {tenant.name!r}", budget, 0, high,
                        "max_num_batched_tokens; 0: off")
         return budgets
 
@@ -268,14 +174,17 @@ class Scheduler:
     def submit(self, request: Request, now: float) -> Admitted | Rejected:
         self._advance(now)
         self.counts.submitted += 1
-        tenant = self._tenant_index.get(request.tenant) if _hashable(request.tenant) else None
+        name = getattr(request, "tenant")  # the caller's value, whatever its type, until checked
+        tenant = self._tenant_index.get(name) if _hashable(name) else None
         duplicate = _hashable(request.id) and request.id in self._live
         refusal = refuse_reason(request, tenant is not None, duplicate, len(self._workers), self.max_sequence_tokens)
-        if refusal is None and self.admission.limits(tenant):
-            queued = QueueTotals(self.ledger.queued, self.ledger.queued_tokens)
-            refusal = self.admission.check(request, tenant, now, queued)
         if refusal is not None:
             return self._reject(request, tenant, *refusal)
+        assert tenant is not None  # refuse_reason refuses an unknown tenant
+        if self.admission.limits(tenant):
+            limited = self.admission.check(request, tenant, now, QueueTotals(self.ledger.queued, self.ledger.queued_tokens))
+            if limited is not None:
+                return self._reject(request, tenant, *limited)
         seq = Sequence(request, tenant, next(self._order), now)
         if request.prefix is not None and self.config.enable_prefix_caching:
             salt = tenant if self.config.cache_isolation == "tenant" else None
@@ -357,7 +266,7 @@ class Scheduler:
             decoded = worker.advance_decodes(1)
             self._advance_chunks(worker, chunks, frozenset(), now, emitted, finished, steps - 1)
             worker.advance_decodes(steps - 1)
-            chunks = ()
+            chunks = []
         else:
             decoded = worker.advance_decodes(steps)  # their output service: the ledger reads the set's clock
         for seq, reason in self._decode_set_ends(worker, result.eos):
@@ -437,8 +346,8 @@ class Scheduler:
     def _isolation(self, worker: WorkerState) -> StepIsolation:
         """This step's isolation rules (scheduler.isolation), with the worker's standing to measure."""
         config = self.config
-        over_tokens = config.over_share_prefill_tokens
-        over_tokens = math.inf if over_tokens is None or not config.fair_prefill else over_tokens
+        cap = config.over_share_prefill_tokens
+        over_tokens: float = math.inf if cap is None or not config.fair_prefill else cap
         return StepIsolation(lambda: self._standing(worker), lambda standing: self._latency_tokens(worker, standing),
                              config.fair_prefill, over_tokens, config.headroom_seqs,
                              int(worker.pool.total * config.kv_headroom))
@@ -446,7 +355,7 @@ class Scheduler:
     def _standing(self, worker: WorkerState) -> Standing:
         """Who is over share and who is full on the worker now (scheduler.isolation)."""
         config, ledger = self.config, self.ledger
-        step = dict(worker.seqs_of)  # a token per decode, and the prefill it has been computing
+        step: dict[int, float] = dict(worker.seqs_of)  # a token per decode, and the prefill it has been computing
         for seq in worker.prefilling:
             step[seq.tenant] -= 1
         worker.add_recent_prefill(step)
@@ -571,7 +480,7 @@ class Scheduler:
     def request_status(self, request_id: Hashable) -> RequestStatus | None:
         """A live request's state, worker and progress, as a snapshot; None when it is not live."""
         seq = self._live.get(request_id)
-        if seq is None:
+        if seq is None or seq.state is None:
             return None
         return RequestStatus(seq.state, seq.tenant, seq.worker, seq.generated, seq.preemptions)
 
@@ -627,8 +536,7 @@ class Scheduler:
         return self._max_sequence_tokens
 
     def _pool_changed(self) -> None:
-        self._own_queues = {wid: self._workers[wid].queue for wid in sorted(self._workers)
-                            if self._workers[wid].queue is not None}
+        self._own_queues = {wid: queue for wid in sorted(self._workers) if (queue := self._workers[wid].queue) is not None}
         held = min((w.pool.admissible_tokens for w in self._workers.values()), default=0)
         limit = self.config.max_model_len
         self._max_sequence_tokens = held if limit is None else min(held, limit)
@@ -677,13 +585,19 @@ class Scheduler:
     def _queue_served_by(self, worker: WorkerState) -> WaitQueue:
         return self._pool_queue if worker.queue is None else worker.queue
 
+    def _worker_of(self, seq: Sequence) -> WorkerState:
+        """The worker a running request runs on."""
+        assert seq.worker is not None
+        return self._workers[seq.worker]
+
     def _queue_of(self, seq: Sequence) -> WaitQueue:
         # A queued request bound to no worker waits in the pool's queue, one bound waits in its worker's.
-        return self._pool_queue if seq.worker is None else self._workers[seq.worker].queue
+        queue = None if seq.worker is None else self._workers[seq.worker].queue
+        return self._pool_queue if queue is None else queue
 
     def _enqueue(self, seq: Sequence, arrival: bool) -> None:
         # A preempted request stays in its worker's own queue, if it has one; arrivals are placed.
-        worker = None if arrival else self._workers.get(seq.worker)
+        worker = None if arrival or seq.worker is None else self._workers.get(seq.worker)
         queue = worker.queue if worker is not None and worker.queue is not None else self._place(seq)
         tenant = seq.tenant
         self.ledger.queued[tenant] += 1
@@ -719,7 +633,7 @@ class Scheduler:
     def _preempt(self, seq: Sequence, worker: WorkerState | None = None) -> Hashable:
         """Free a running request's KV and queue it again; it will be recomputed from scratch."""
         if self._decisions is not None:
-            self._decisions.preempting(seq, self._workers[seq.worker] if worker is None else worker, self.now,
+            self._decisions.preempting(seq, self._worker_of(seq) if worker is None else worker, self.now,
                                       worker is not None)
         self._leave_worker(seq, worker=worker)
         seq.computed = 0
@@ -731,7 +645,7 @@ class Scheduler:
 
     def _leave_worker(self, seq: Sequence, ended: bool = False, worker: WorkerState | None = None) -> None:
         """Take a running request off its worker (given while that worker is being removed)."""
-        worker = worker or self._workers[seq.worker]
+        worker = worker or self._worker_of(seq)
         worker.remove(seq)
         if ended:  # a preempted request is reported in its plan's `preempted`, not here
             worker.released.append(seq.id)
@@ -745,9 +659,9 @@ class Scheduler:
         del self._live[seq.id]
 
     def _check_result(self, worker: WorkerState, chunks, result: StepResult) -> None:
-        if not isinstance(result.steps, int) or not 1 <= result.steps <= worker.repeat:
-            raise WorkerError(
-                f"worker {worker.id}: ran {result.steps!r} steps of a plan that allows 1 to {worker.repeat}")
+        steps = getattr(result, "steps")  # the worker's value, whatever its type, until checked
+        if not isinstance(steps, int) or not 1 <= steps <= worker.repeat:
+            raise WorkerError(f"worker {worker.id}: ran {steps!r} steps of a plan that allows 1 to {worker.repeat}")
         if not result.final and (result.eos or result.steps >= worker.repeat):
             raise WorkerError(f"worker {worker.id}: a progress report must leave steps to run and name no EOS")
         if not result.eos:
@@ -768,7 +682,7 @@ class Scheduler:
     def _decode_set_ends(self, worker: WorkerState, eos: frozenset) -> list[tuple[Sequence, FinishReason]]:
         """Members that sampled EOS or reached max_new_tokens, in admission order."""
         decode = worker.decode
-        ends = {}
+        ends: dict[Sequence, FinishReason] = {}
         for rid in eos:
             seq = self._live.get(rid)
             if seq is not None and seq.decoding_on is decode:

@@ -19,7 +19,7 @@ from .errors import ConfigError, ProtocolError
 class BlockPool:
     __slots__ = ("total", "free", "block_size", "watermark")
 
-    def __init__(self, total: int, block_size: int, watermark: float = 0.01) -> None:
+    def __init__(self, total: object, block_size: object, watermark: float = 0.01) -> None:
         if not isinstance(total, int) or total < 1:
             raise ConfigError(f"kv_blocks: must be an integer >= 1, got {total!r}")
         if not isinstance(block_size, int) or block_size < 1:

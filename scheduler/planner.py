@@ -17,7 +17,7 @@ tenant does not take the last `slot_headroom` slots or the last `kv_headroom` bl
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence as Seq
+from typing import Callable, Iterable, Iterator, Sequence as Seq
 
 from .actions import ScheduledItem
 from .isolation import Standing
@@ -109,8 +109,10 @@ class StepBuilder:
         """Chunks of the running prefills, in admission order, while tokens are left: those of
         under-share tenants (or all, without fair prefill); then, called after the admissions,
         those of over-share tenants, which the first call set aside."""
+        prefills: Iterable[Sequence]
         if over_share:  # the smallest claims on the step first, so the largest gets what is left
-            prefills = sorted(self.deferred, key=lambda seq: self.isolation.standing.claim(seq.tenant))
+            standing = self._isolation().standing
+            prefills = sorted(self.deferred, key=lambda seq: standing.claim(seq.tenant))
             self.deferred = []
         else:
             prefills = self.worker.prefilling
@@ -176,7 +178,7 @@ class StepBuilder:
         the headroom, held for arrivals (or were made by preempting for the others), or it is over
         share and the step has no prefill left for it or its running prefills wait for what the
         admissions leave."""
-        isolation = self.isolation
+        isolation = self._isolation()
         if (self.shielded or self.seqs <= isolation.slot_headroom) and tenant in isolation.standing.full and (
                 self.shielded or self._holds_headroom()):
             return True
@@ -187,7 +189,13 @@ class StepBuilder:
 
     def _holds_headroom(self) -> bool:
         # a tenant with more requests queued than the headroom has slots is backlogged, not arriving
-        return self.isolation.standing.holds_headroom(max(self.isolation.slot_headroom, 1))
+        isolation = self._isolation()
+        return isolation.standing.holds_headroom(max(isolation.slot_headroom, 1))
+
+    def _isolation(self) -> StepIsolation:
+        # what the isolation rules' moves read: only a step with them makes those moves
+        assert self.isolation is not None
+        return self.isolation
 
     def repeat(self, queue: WaitQueue) -> tuple[int, DecodeGrowth | None]:
         """How many steps the plan may run before any decision could differ (DESIGN, Multi-step),
@@ -202,6 +210,7 @@ class StepBuilder:
         """
         worker = self.worker
         decode = worker.decode
+        steps: int | float
         if self.preempted or (len(queue) and self.seqs > 0):
             return 1, None  # with a queue: the head is blocked by KV, and the order may change under it
         if not self.chunks:
@@ -215,8 +224,8 @@ class StepBuilder:
             steps, growth = joining
         if steps <= 1:
             return 1, None
-        steps = min(steps, growth.max_steps(worker.available))
-        return (steps, growth) if steps > 1 else (1, None)
+        steps = min(steps, growth.max_steps(worker.available))  # finite: the set has members
+        return (int(steps), growth) if steps > 1 else (1, None)
 
     def _joining(self) -> tuple[int | float, DecodeGrowth] | None:
         """When every running prefill completes in this step's chunks and goes on decoding: the

@@ -10,11 +10,14 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Hashable
+from typing import TYPE_CHECKING, Hashable
 
 from .errors import ConfigError, ProtocolError
 from .prefix import Prefix
 from .outcomes import FinishReason
+
+if TYPE_CHECKING:
+    from .decodeset import DecodeSet
 
 
 class RequestState(enum.Enum):
@@ -147,7 +150,7 @@ class Sequence:
         self._blocks = 0  # KV blocks held (outside the decode set)
         self.worker: int | None = None
         self.preemptions = 0
-        self.decoding_on = None  # the DecodeSet advancing it, while it decodes
+        self.decoding_on: DecodeSet | None = None  # the set advancing it, while it decodes
         self.joined = 0  # that set's clock when it joined
         self.join_id = 0  # which join it is, for the set's lazily cleaned heap
         self.hashes: tuple[int, ...] = ()  # its prompt's full KV blocks' hashes (with prefix caching)

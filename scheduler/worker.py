@@ -70,6 +70,7 @@ class WorkerState:
         # Evict idle cached blocks, least recently released first, when the free ones are too few.
         short = blocks - self.pool.free
         if short > 0:
+            assert self.cache is not None  # only idle cached blocks make up for too few free ones
             self.cache.evict(short)
             self.pool.release(short)
         self.pool.allocate(blocks)
@@ -91,6 +92,7 @@ class WorkerState:
         self._match = None
         cached = match[1]
         if cached:
+            assert self.cache is not None
             self.cache.hold(seq.hashes[:cached])
         blocks = self.pool.blocks_for(seq.target)
         self._take(blocks - cached)
@@ -211,5 +213,6 @@ class WorkerState:
             self.prompt_of[tenant] -= seq.request.prompt_tokens
         self.pool.release(seq.blocks - seq.cached)
         if seq.cached:
+            assert self.cache is not None
             self.cache.release(seq.hashes[:seq.cached])
         seq.blocks = seq.cached = 0

@@ -162,6 +162,12 @@ def run_serve(args: argparse.Namespace) -> int:
     return serve(args.config, args.host, args.port, args.speed, args.allow_demo_keys, trace)
 
 
+def run_compile(args) -> int:
+    from . import compiled  # the build tool, needed only here
+
+    return compiled.main(args.clean)
+
+
 def run_costmodel(args: argparse.Namespace) -> int:
     print(sanity_table(args.gpu, args.model, args.tensor_parallel))
     return 0

@@ -14,6 +14,7 @@ import dataclasses
 import heapq
 import itertools
 import math
+from typing import Hashable
 
 import numpy as np
 
@@ -120,6 +121,7 @@ class SimWorker:
             self.kv_block_seconds += run.kv_used * busy
         else:  # step by step, as stepping one at a time adds them; blocks in use grow as the decodes fill theirs
             used, growth = run.kv_used, run.growth
+            assert growth is not None  # a run of more than one step knows how it grows
             busy_s, kv_block_seconds = self.busy_s, self.kv_block_seconds
             for i, busy in enumerate(run.durations()):
                 if i:
@@ -131,6 +133,11 @@ class SimWorker:
         self.seq_steps += (plan.decodes + len(plan.chunks)) * steps
         self.token_steps += plan.num_tokens + (steps - 1) * (plan.decodes + len(plan.chunks))
         self.preemptions += len(plan.preempted)
+
+    def running(self) -> StepRun:
+        """The run in execution (the worker is not idle)."""
+        assert self.run is not None
+        return self.run
 
     def stats(self) -> WorkerStats:
         return WorkerStats(self.busy_s, self.steps, self.seq_steps, self.token_steps, self.kv_block_seconds,
@@ -177,7 +184,10 @@ class Simulation:
         # Plain lists, written into the records at the end: per-request bookkeeping indexes them
         # one element at a time, where numpy is slow.
         n = len(self.workload)
-        self._output_tokens = self.workload.output_tokens.tolist()  # true lengths
+        wl = self.workload
+        self._arrival, self._tenant = wl.arrival_s.tolist(), wl.tenant.tolist()
+        self._prompt_tokens, self._max_new_tokens = wl.prompt_tokens.tolist(), wl.max_new_tokens.tolist()
+        self._output_tokens = wl.output_tokens.tolist()  # true lengths
         self._generated = [0] * n  # written when a request ends
         self._admit = [math.nan] * n  # first admission
         self._worker = [-1] * n  # last worker
@@ -231,10 +241,10 @@ class Simulation:
         wl, now = self.workload, self.loop.now
         self._last_event = now
         prefix = wl.prefixes[i] if wl.prefixes is not None else None
-        request = Request(i, self.tenant_names[wl.tenant[i]], int(wl.prompt_tokens[i]), int(wl.max_new_tokens[i]),
-                          prefix=prefix)
+        tenant = self._tenant[i]
+        request = Request(i, self.tenant_names[tenant], self._prompt_tokens[i], self._max_new_tokens[i], prefix=prefix)
         if self._sync_before_arrivals or (
-                self._sync_before_decisions and self.scheduler.num_queued(wl.tenant[i]) == 0):
+                self._sync_before_decisions and self.scheduler.num_queued(tenant) == 0):
             self._sync()  # the tenant becomes backlogged: the policy reads service (VTC's lift)
         verdict = self.scheduler.submit(request, now)
         if self.trace is not None:
@@ -244,8 +254,8 @@ class Simulation:
             self._reason[i] = verdict.reason.code
         else:
             self._queue_grew(self.scheduler.waits_on(i))
-        if i + 1 < len(wl):
-            self.loop.at(float(wl.arrival_s[i + 1]), self._arrive, i + 1)
+        if i + 1 < len(self._arrival):
+            self.loop.at(self._arrival[i + 1], self._arrive, i + 1)
 
     def _queue_grew(self, worker_id: int | None = None) -> None:
         """A request joined the queue `worker_id` serves (None: the global queue): wake idle workers
@@ -297,7 +307,7 @@ class Simulation:
 
     def _cut(self, worker: SimWorker) -> None:
         """End the worker's run at the first step boundary from now, so its next plan sees the queue."""
-        run = worker.run
+        run = worker.running()
         steps = self._cut_step(run)
         if steps < run.steps:
             run.steps = steps
@@ -356,10 +366,10 @@ class Simulation:
         that of a prompt its first step completes included."""
         if plan.repeat == 1 or not self.config.fast_forward:
             return 1
-        steps = min(plan.repeat, worker.steps_to_eos())
+        steps = min(plan.repeat, worker.steps_to_eos())  # an int: the repeat is
         for item in plan.chunks:
-            steps = min(steps, self._steps_to_eos(item.request_id))
-        return steps
+            steps = min(steps, self._steps_to_eos(item.request_id))  # type: ignore[arg-type]  # the sim's ids
+        return steps  # type: ignore[return-value]
 
     def _steps_to_eos(self, rid: int) -> int:
         """Steps of a run until the request, whose prompt its first step completes, samples EOS."""
@@ -369,10 +379,11 @@ class Simulation:
         if version != worker.version:
             return  # this run was cut short; its new finish event is the one that counts
         self._last_event = self.loop.now
-        worker.account(worker.run)
+        run = worker.running()
+        worker.account(run)
         if self.trace is not None:
-            self.trace.step_finished(worker.id, self.loop.now, worker.run.steps)
-        self._report(worker, worker.run.steps, final=True)
+            self.trace.step_finished(worker.id, self.loop.now, run.steps)
+        self._report(worker, run.steps, final=True)
         self._start_step(worker)
 
     def _sync(self) -> None:
@@ -385,7 +396,7 @@ class Simulation:
                 due.append(wid)
         for wid in sorted(set(due)):  # in worker order, as before (the policy adds up what they report)
             worker = self.workers[wid]
-            run = worker.run
+            run = worker.running()
             self._report(worker, min(run.steps_done(now), run.steps - 1), final=False)
             self._due(worker, run)
 
@@ -397,7 +408,7 @@ class Simulation:
 
     def _report(self, worker: SimWorker, upto: int, final: bool) -> None:
         """Report steps run.reported..upto-1 of the worker's run: the end of the run, or progress."""
-        run, now = worker.run, self.loop.now
+        run, now = worker.running(), self.loop.now
         done = run.reported
         eos = self._chunk_eos(run.plan, upto) if final and not done else []
         worker.clock += upto - done
@@ -421,22 +432,22 @@ class Simulation:
             self._outcome[rid] = FINISHED
             self._generated[rid] = output.output_tokens
             worker.eos_at.pop(rid, None)
-        for output in outputs.emitted:  # the last chunk of a prefill sampled a token
-            rid = output.request_id
-            if output.first:
+        for sampled in outputs.emitted:  # the last chunk of a prefill sampled a token
+            rid = sampled.request_id
+            if sampled.first:
                 self._first_token[rid] = first_end
             else:  # the first token after a recompute
                 self._itl.add_one(first_end - self._last_token[rid], 1)
             generated = self.scheduler.generated(rid)
             if generated is not None:  # it goes on decoding
-                worker.decodes_until(rid, self._output_tokens[rid] - generated)
+                worker.decodes_until(rid, self._output_tokens[rid] - generated)  # type: ignore[arg-type]
 
-    def _chunk_eos(self, plan: StepPlan, steps: int) -> list[int]:
+    def _chunk_eos(self, plan: StepPlan, steps: int) -> list[Hashable]:
         """Requests whose last prefill chunk samples their last token, or whose decode steps after
         it in a run of `steps` do (the run is cut at the first EOS, so it falls on its last step)."""
         generated, true_length = self.scheduler.generated, self._output_tokens
         return [item.request_id for item in plan.chunks
-                if item.samples and generated(item.request_id) + steps >= true_length[item.request_id]]
+                if item.samples and generated(item.request_id) + steps >= true_length[item.request_id]]  # type: ignore[operator]
 
     def _sample(self) -> None:
         self._sync()

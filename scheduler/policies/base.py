@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Collection, Iterable, Sequence as Seq
+from typing import Any, Callable, ClassVar, Collection, Iterator, Sequence as Seq
 
 from ..request import Sequence, Tenant
 from ..service import Ledger
@@ -64,7 +64,7 @@ class WaitQueue(ABC):
     def __len__(self) -> int: ...
 
     @abstractmethod
-    def __iter__(self) -> Iterable[Sequence]: ...
+    def __iter__(self) -> Iterator[Sequence]: ...
 
 
 class KeyedQueue(WaitQueue):

@@ -78,7 +78,7 @@ def test_against_runs_both_checkouts_and_says_whether_their_results_are_the_same
     assert same["before_events"] == same["after_events"] > 0
     other = tmp_path / "other"
     for part in ("scheduler", "sim"):
-        shutil.copytree(speed.ROOT / part, other / part, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(speed.ROOT / part, other / part, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     costmodel = other / "sim" / "costmodel.py"
     text = costmodel.read_text()
     assert "return (\n            self._constant_step_s" in text

@@ -8,6 +8,7 @@ watermark, and `debug_checks=True` so every call also runs `invariants.check`.
 from __future__ import annotations
 
 import pytest
+import mirrored
 from mirrored import FullPlan, complete_full, plan_full
 
 from scheduler.actions import Emitted, Finished
@@ -16,6 +17,12 @@ from scheduler.events import StepResult
 from scheduler.request import Request, RequestState, Sequence, Tenant
 
 TENANTS = (Tenant("a"), Tenant("b"), Tenant("c", weight=2.0))
+
+
+@pytest.fixture(autouse=True)
+def _forget_mirrors():
+    yield
+    mirrored.forget_all()
 
 SMALL_CONFIG = dict(max_num_batched_tokens=16, max_num_seqs=4, block_size=4, kv_watermark=0.0, debug_checks=True)
 

@@ -3,7 +3,6 @@ that streams every request's tokens sees them."""
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 from scheduler.actions import ScheduledItem, StepPlan
@@ -11,12 +10,19 @@ from scheduler.batch import BatchMirror
 from scheduler.core import Scheduler
 from scheduler.events import StepResult
 
-_MIRRORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# id(scheduler) -> (the scheduler, its mirrors by worker). Not a weak mapping: a compiled Scheduler
+# takes no weak references. The scheduler is held so that its id is not reused; forget_all() (after
+# every test) lets them go.
+_MIRRORS: dict[int, tuple[Scheduler, dict[int, BatchMirror]]] = {}
 
 
 def mirror_of(scheduler: Scheduler, worker: int) -> BatchMirror:
     """The batch mirror of one worker of `scheduler` (tests see every item through it)."""
-    return _MIRRORS.setdefault(scheduler, {}).setdefault(worker, BatchMirror())
+    return _MIRRORS.setdefault(id(scheduler), (scheduler, {}))[1].setdefault(worker, BatchMirror())
+
+
+def forget_all() -> None:
+    _MIRRORS.clear()
 
 
 @dataclass(frozen=True)
@@ -56,4 +62,4 @@ def cancel_full(scheduler: Scheduler, rid, now: float) -> bool:
 
 def forget_worker(scheduler: Scheduler, worker: int) -> None:
     """The worker left the pool: a worker added later under its id starts with a fresh mirror."""
-    _MIRRORS.get(scheduler, {}).pop(worker, None)
+    _MIRRORS.get(id(scheduler), (scheduler, {}))[1].pop(worker, None)
