@@ -29,7 +29,8 @@ from .placement import Placement, make_placement
 from .isolation import Capacity, Holdings, Standing
 from .planner import StepBuilder, StepIsolation
 from .policies import Policy, WaitQueue, make_policy
-from .request import Request, RequestState, Sequence, Tenant
+from .request import Request, RequestState, Tenant
+from .sequence import Sequence
 from .service import Ledger, ServiceWeights
 from .worker import WorkerState
 

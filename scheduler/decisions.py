@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Hashable
 
 from .policies.base import Policy, WaitQueue
-from .request import Sequence
+from .sequence import Sequence
 from .worker import WorkerState
 
 HEAD_SCAN = 4096  # queued requests a record looks at to find every tenant's first one

@@ -23,7 +23,7 @@ import math
 from typing import Callable, Iterator
 
 from .kv import DecodeGrowth
-from .request import Sequence
+from .sequence import Sequence
 
 
 class DecodingTenants:

@@ -23,7 +23,7 @@ from .actions import ScheduledItem
 from .isolation import Standing
 from .kv import DecodeGrowth
 from .policies.base import WaitQueue
-from .request import Sequence
+from .sequence import Sequence
 from .worker import WorkerState
 
 

@@ -20,7 +20,8 @@ from typing import Hashable
 from .decodeset import DecodeSet
 from .kv import BlockPool, DecodeGrowth, PrefixCache
 from .policies.base import WaitQueue
-from .request import RequestState, Sequence
+from .request import RequestState
+from .sequence import Sequence
 
 
 class WorkerState:

@@ -24,7 +24,7 @@ from scheduler.errors import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 # The modules every event goes through (what profiles of the standard workload and the large pool
 # show); the rest (configs, policies, results) check user input or run once per simulation.
-MODULES = ("scheduler/core.py", "scheduler/decodeset.py", "scheduler/kv.py", "scheduler/planner.py",
+MODULES = ("scheduler/core.py", "scheduler/sequence.py", "scheduler/decodeset.py", "scheduler/kv.py", "scheduler/planner.py",
            "scheduler/worker.py", "scheduler/isolation.py", "sim/engine.py", "sim/cluster.py")
 INSTALL = "pip install -e '.[compile]'"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -367,7 +368,7 @@ def _capacity(cm: RooflineCostModel) -> str:
         f"  {label:<42}{value:>12}" for label, value in rows)
 
 
-def _table(title: str, head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(title: str, head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     lines = [title] + ["  " + "".join(f"{cell:>10}" for cell in row) for row in (head, *rows)]
     return "\n".join(lines)
 

@@ -12,7 +12,8 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Collection, Iterator, Sequence as Seq
 
-from ..request import Sequence, Tenant
+from ..request import Tenant
+from ..sequence import Sequence
 from ..service import Ledger
 
 

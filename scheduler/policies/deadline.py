@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ConfigError
-from ..request import Sequence
+from ..sequence import Sequence
 from .base import KeyedQueue, Policy, WaitQueue
 
 

@@ -41,7 +41,7 @@ from collections import deque
 from typing import Callable, Iterator
 
 from ..errors import ConfigError
-from ..request import Sequence
+from ..sequence import Sequence
 from .vtc import VTC, VTCQueue
 
 

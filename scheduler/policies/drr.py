@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 
 from ..errors import ConfigError
-from ..request import Sequence
+from ..sequence import Sequence
 from .base import Policy, TenantQueue
 
 

@@ -10,7 +10,7 @@ it waits at most for the requests that arrive in that window (finitely many at a
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..request import Sequence
+from ..sequence import Sequence
 from .base import KeyedQueue, Policy
 
 

@@ -20,7 +20,7 @@ ledger, the results and the metrics count, and a decode step charges nothing.
 
 from __future__ import annotations
 
-from ..request import Sequence
+from ..sequence import Sequence
 from .base import LazyMinHeap, Policy, TenantQueue
 
 

@@ -14,7 +14,8 @@ from mirrored import FullPlan, complete_full, plan_full
 from scheduler.actions import Emitted, Finished
 from scheduler.core import Scheduler, SchedulerConfig
 from scheduler.events import StepResult
-from scheduler.request import Request, RequestState, Sequence, Tenant
+from scheduler.request import Request, RequestState, Tenant
+from scheduler.sequence import Sequence
 
 TENANTS = (Tenant("a"), Tenant("b"), Tenant("c", weight=2.0))
 

@@ -4,7 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.decodeset import DecodeSet, DecodingTenants
-from scheduler.request import Request, Sequence
+from scheduler.request import Request
+from scheduler.sequence import Sequence
 
 BLOCK = 4
 

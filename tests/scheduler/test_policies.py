@@ -11,7 +11,8 @@ from scheduler.events import StepResult
 from scheduler.policies import FCFS, POLICIES, VTC, KeyedQueue, make_policy
 from scheduler.policies.base import LazyMinHeap
 from scheduler.policies.vtc import VTCQueue
-from scheduler.request import Request, RequestState, Sequence
+from scheduler.request import Request, RequestState
+from scheduler.sequence import Sequence
 from scheduler.service import Ledger, ServiceWeights
 
 A, B, C = 0, 1, 2  # tenant indices; C has weight 2

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from scheduler.errors import ConfigError, ProtocolError
-from scheduler.request import SLO, TERMINAL, TRANSITIONS, Request, RequestState, Sequence, Tenant
+from scheduler.request import SLO, TERMINAL, TRANSITIONS, Request, RequestState, Tenant
+from scheduler.sequence import Sequence
 
 Q, R, F, C, X = (RequestState.QUEUED, RequestState.RUNNING, RequestState.FINISHED, RequestState.CANCELLED,
                  RequestState.REJECTED)

@@ -7,7 +7,8 @@ from mirrored import complete_full, plan_full
 from scheduler.actions import Emitted
 from scheduler.decodeset import DecodeSet
 from scheduler.events import StepResult
-from scheduler.request import Request, Sequence, Tenant
+from scheduler.request import Request, Tenant
+from scheduler.sequence import Sequence
 from scheduler.service import Ledger, ServiceWeights
 
 TENANTS = (Tenant("a"), Tenant("b"), Tenant("c", weight=2.0))
