@@ -57,8 +57,9 @@ class StepPlan:
     `samples` completes it): each computes one token in every step, `decodes` of them with
     `decode_context` tokens cached in total, so a plan's size does not grow with the batch.
     `chunks`: the step's prefill chunks (new requests, ongoing prefills, recompute).
-    `repeat`: how many identical steps may run before the core must be asked again (only a step
-    of decodes alone repeats).
+    `repeat`: how many steps the plan may run before the core must be asked again. A plan of
+    decodes alone repeats as it is; a plan whose chunks each complete a prompt that goes on
+    decoding runs its first step as planned, then decodes of all of them (`decodes + len(chunks)`).
     """
 
     worker: int
@@ -80,7 +81,8 @@ class StepPlan:
 
 @dataclass(frozen=True, slots=True)
 class Emitted:
-    """`count` new output tokens of a request were produced by the step that just completed."""
+    """`count` new output tokens of a request were produced by the steps just reported: a prefill
+    chunk's sampled token, and in a run that goes on decoding after it, one per later step."""
 
     request_id: Hashable
     count: int
@@ -101,7 +103,8 @@ class StepOutputs:
     Each of the plan's `decoded` decode-set requests (those still running when the report came)
     sampled one token in each of the report's `steps` steps; those tokens are counted, not listed.
     `emitted`: tokens sampled by prefill chunks (a request's first token, and its first after a
-    recompute). `finished`: requests that ended, from the decode set and from chunks.
+    recompute), with the decode steps that followed them in the same report. `finished`: requests
+    that ended, from the decode set and from chunks.
     """
 
     steps: int
