@@ -270,12 +270,12 @@ class Simulation:
             self._cut(self._long_runs[worker_id])
 
     def _cut_for_pool_queue(self) -> None:
-        """While the pool's queue waits, the first step to end among the workers with a free slot
-        must end a run, so that its worker plans there and admits what it can, as stepping one at
-        a time would; the next is cut once that plan leaves requests waiting (`_start_step`).
-        Cutting every run at once would plan steps that admit nothing."""
+        """While the pool's queue waits, the worker with a free slot whose step ends first must
+        plan when that step ends, as stepping one at a time would: its run is cut there, unless a
+        run cut before ends sooner. The next is cut once that plan leaves requests waiting
+        (`_start_step`). Cutting every run at once would plan steps that admit nothing."""
         if not self._long_runs or not self.scheduler.has_waiting(next(iter(self._long_runs))):
-            return  # every worker serves the pool's queue
+            return  # every worker serves the pool's queue: one worker's answer is all of theirs
         first = self._first_cuttable()
         if first is not None and (not self._pool_cuts or first[0] < min(self._pool_cuts.values())):
             end, worker = first
