@@ -8,8 +8,9 @@ caching does: a block's hash is the hash of its parent's and of the tokens it ho
 share a block only if they share everything before it too. A salt starts the chain: the tenant
 under per-tenant cache isolation (vLLM's `cache_salt`), so no tenant can hit another's blocks.
 
-Hashes are Python's `hash` of tuples of ints, which is the same in every process (only str and
-bytes hashing is randomised), so runs stay reproducible.
+Hashes are Python's `hash` of tuples of ints, which is the same in every process (str and bytes
+hashing is randomised, and before Python 3.12 so is None's, which is its address), so runs stay
+reproducible.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 CHAIN_ROOT = 0x5EED_F00D  # the parent of a chain's first block
+NO_SALT = -1  # the salt of a chain no tenant owns (tenants are indices >= 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ def block_hashes(prefix: Prefix, prompt_tokens: int, block_size: int, salt: int 
     """Chained hashes of the prompt's full blocks of `block_size` tokens (a last partial block has
     none: only full blocks are cached and hit)."""
     ids, unit = prefix.ids, prefix.tokens_per_id
-    parent = hash((CHAIN_ROOT, salt))
+    parent = hash((CHAIN_ROOT, NO_SALT if salt is None else salt))
     hashes = []
     if unit > 1 and unit % block_size == 0:  # blocks inside an id (Mooncake's 512): the id, the offset
         per = unit // block_size

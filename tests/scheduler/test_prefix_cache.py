@@ -4,6 +4,10 @@ is shared, counted once, evicted least recently released first; isolation keeps 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,6 +59,17 @@ def test_coarse_ids_map_onto_the_pools_blocks():
 
 def test_a_salt_separates_chains():
     assert block_hashes(Prefix(SYSTEM), 12, 4, salt=0) != block_hashes(Prefix(SYSTEM), 12, 4, salt=1)
+
+
+def test_block_hashes_are_the_same_in_every_process():
+    # Python randomises the hashes of str per process, and (before 3.12) hashes None by its
+    # address: the chains must use neither, or routing by cached blocks differs from run to run.
+    program = ("from scheduler.prefix import Prefix, block_hashes; p = Prefix(tuple(range(64)), 1); "
+               "print(block_hashes(p, 64, 16), block_hashes(p, 64, 16, salt=3), "
+               "block_hashes(Prefix((7, 8), 512), 1024, 16))")
+    runs = {subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "random")}
+    assert len(runs) == 1
 
 
 @pytest.mark.parametrize("ids,unit,prompt", [((1, 2), 1, 3), ((1,), 512, 513), ((1, 2, 3), 512, 1024)])
