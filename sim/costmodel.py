@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
 
 from scheduler.errors import ConfigError
 from sim.hardware import GPUSpec, ModelSpec, get_gpu, get_model
@@ -122,20 +121,13 @@ class RooflineCostModel:
         contexts = steps * context_sum + num_seqs * steps * (steps - 1) / 2
         return steps * self._constant_step_s(num_seqs, num_seqs) + self._s_per_kv_token * contexts
 
-    def decode_step_times(self, num_seqs: int, context_sum: float, steps: int) -> np.ndarray:
-        """Per-step seconds of the run `decode_run_time` prices, as a float64 array of `steps`."""
-        if not self._check_run(num_seqs, context_sum, steps):
-            return np.zeros(max(steps, 0))
-        contexts = context_sum + num_seqs * np.arange(steps, dtype=np.float64)
-        return self._constant_step_s(num_seqs, num_seqs) + self._s_per_kv_token * contexts
-
-    def _decode_step_list(self, num_seqs: int, context_sum: int, steps: int) -> list[float]:
-        """`decode_step_times` of whole token counts as a list, without numpy (a run is short, where
-        numpy's per-call cost exceeds the work; integer contexts are exact in both, so the floats agree)."""
+    def decode_step_times(self, num_seqs: int, context_sum: float, steps: int) -> list[float]:
+        """Per-step seconds of the run `decode_run_time` prices: each the `step_time` of its step,
+        to the bit (a list, not an array: a run is short, where numpy's per-call cost exceeds the work)."""
         if not self._check_run(num_seqs, context_sum, steps):
             return [0.0] * max(steps, 0)
         constant, per_token = self._constant_step_s(num_seqs, num_seqs), self._s_per_kv_token
-        return [constant + per_token * float(context_sum + num_seqs * i) for i in range(steps)]
+        return [constant + per_token * (context_sum + num_seqs * i) for i in range(steps)]
 
     def plan_step_time(self, plan: "StepPlan") -> float:
         """Seconds of one step of a StepPlan."""
@@ -152,13 +144,13 @@ class RooflineCostModel:
         """Per-step seconds of a run of `steps` steps of a StepPlan: its decodes repeated, or its
         prefill step and then decodes of all (each chunk completes a prompt that goes on decoding)."""
         if not plan.chunks:
-            return self._decode_step_list(plan.decodes, plan.decode_context + plan.decodes, steps)
+            return self.decode_step_times(plan.decodes, plan.decode_context + plan.decodes, steps)
         if not all(item.samples for item in plan.chunks):
             raise ValueError("plan_step_times: a plan with a chunk that completes no prompt does not repeat")
         decodes = plan.decodes + len(plan.chunks)
         cached = plan.decode_context + plan.decodes + sum(item.context + item.num_tokens for item in plan.chunks)
         first = self.plan_step_time(plan)
-        return [first] + self._decode_step_list(decodes, cached + decodes, steps - 1)
+        return [first] + self.decode_step_times(decodes, cached + decodes, steps - 1)
 
     @property
     def kv_capacity_tokens(self) -> int:

@@ -163,13 +163,10 @@ class WeightedSamples:
             self._merge()
 
     def add(self, values: Sequence[float], weight: int) -> None:
-        """Count every value in `values` `weight` times (a short list costs less than an array)."""
-        if isinstance(values, np.ndarray) and len(values) > 64:
-            self._values.append(values)
-            self._weights.append(np.full(len(values), weight, dtype=np.int64))
-        else:
-            self._one_values.extend(values)
-            self._one_weights.extend([weight] * len(values))
+        """Count every value in `values` `weight` times (kept in lists until the next merge: a run's
+        gaps are few, where an array each would cost more)."""
+        self._one_values.extend(values)
+        self._one_weights.extend([weight] * len(values))
         self._pending += len(values)
         if self._pending >= self._merge_every:
             self._merge()

@@ -208,19 +208,18 @@ def test_decode_run_time_equals_the_loop(cm, num_seqs, context_sum, steps):
 @given(workers, st.integers(1, 512), st.floats(0, 4e6, allow_nan=False), st.integers(1, 300))
 def test_decode_step_times_are_the_steps_of_the_run(cm, num_seqs, context_sum, steps):
     times = cm.decode_step_times(num_seqs, context_sum, steps)
-    assert isinstance(times, np.ndarray) and times.shape == (steps,) and times.dtype == np.float64
-    assert math.isclose(times.sum(), cm.decode_run_time(num_seqs, context_sum, steps), rel_tol=1e-9)
-    expected = [cm.step_time(num_seqs, 0.0, context_sum + i * num_seqs, num_seqs) for i in (0, steps - 1)]
-    np.testing.assert_allclose(times[[0, -1]], expected, rtol=1e-12)
-    assert np.all(np.diff(times) > 0)  # each step reads num_seqs more KV tokens
+    assert math.isclose(sum(times), cm.decode_run_time(num_seqs, context_sum, steps), rel_tol=1e-9)
+    # each the step's own time to the bit, as stepping one at a time prices it (fast-forward relies on it)
+    assert times == [cm.step_time(num_seqs, 0.0, context_sum + i * num_seqs, num_seqs) for i in range(steps)]
+    assert all(b > a for a, b in zip(times, times[1:]))  # each step reads num_seqs more KV tokens
 
 
 def test_empty_decode_runs():
     cm = cost()
     assert cm.decode_run_time(0, 0, 10) == 0.0
     assert cm.decode_run_time(8, 1000, 0) == 0.0
-    assert cm.decode_step_times(0, 0, 5).tolist() == [0.0] * 5
-    assert cm.decode_step_times(8, 1000, 0).shape == (0,)
+    assert cm.decode_step_times(0, 0, 5) == [0.0] * 5
+    assert cm.decode_step_times(8, 1000, 0) == []
 
 
 @pytest.mark.parametrize("args", [(-1, 0, 1), (1, -1, 1), (1, 0, -1)])

@@ -1,6 +1,7 @@
 """Fast-forward (the core's `repeat`, run as one event) gives the results of stepping one at a time."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,17 @@ def test_fast_forward_equals_single_stepping_on_64_workers_under_vtc(load, block
     slow = Simulation(dataclasses.replace(config, fast_forward=False))
     assert_same((fast, fast.run()), (slow, slow.run()))
     assert fast.loop._seq < slow.loop._seq / 2
+
+
+def test_fast_forward_equals_single_stepping_under_cache_aware_routing():
+    # A run's first step completes prompts whose blocks the prefix cache then holds, and the
+    # router reads every worker's cache at each arrival: the driver reports those steps before
+    # each arrival (without that, at this load the routing differs from single stepping).
+    from sim.config import load_config
+
+    scenario = Path(__file__).resolve().parents[2] / "benchmarks" / "scenarios" / "prefix_shared.toml"
+    config = load_config(scenario, {"requests": 800, "load": 3.0})
+    assert config.policy.placement == "prefix_affinity" and config.scheduler.enable_prefix_caching
+    fast = Simulation(config)
+    slow = Simulation(dataclasses.replace(config, fast_forward=False))
+    assert_same((fast, fast.run()), (slow, slow.run()))

@@ -12,6 +12,7 @@ import math
 import anyio
 import numpy as np
 import pytest
+import trio.lowlevel
 from trio.testing import MockClock
 
 from scheduler.outcomes import Outcome
@@ -39,6 +40,8 @@ async def replay(config, workload) -> dict:
     scheduler, workers = build_pool(config, speed=1.0)
     names = [spec.name for spec in config.tenants]
     seen: dict[int, dict] = {}
+    # times are compared on the virtual clock, which no load on the machine can stretch
+    assert isinstance(trio.lowlevel.current_clock(), MockClock)
     start = anyio.current_time()  # the runtime's time 0
     async with Runtime(scheduler, workers) as runtime:
         async def client(i: int) -> None:
