@@ -10,9 +10,11 @@ and VTC serves a quiet tenant's waiting request before the flooder's queue (orde
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
-from benchmarks.serving import FLOODER, QUIET, counter_samples, overtaken, run_flood
+from benchmarks.serving import FLOOD, FLOODER, QUIET, counter_samples, overtaken, run_flood
 
 OUTCOMES = ("finished", "cancelled", "rejected")
 # Flood requests admitted while one quiet request waited, at most: the simulator's run of the same
@@ -50,7 +52,10 @@ async def test_a_flood_over_http_loses_nothing_and_the_quiet_tenants_go_first():
         for outcome in OUTCOMES:
             seen = sum(1 for r in results if r["tenant"] == tenant and r["outcome"] == outcome)
             assert scraped.get((tenant, outcome), 0) == seen, (tenant, outcome)
-    assert run["kv_used"] == [0] and run["peak_streams"] >= 200
+    # A queue_full rejection came when the flooder's queue held its cap, each of those requests
+    # with its stream open: that many streams were open at once, however fast the machine.
+    cap = next(t["max_queued"] for t in tomllib.loads(FLOOD)["tenants"] if t["name"] == FLOODER)
+    assert run["kv_used"] == [0] and run["peak_streams"] > cap
     # The flooder's queue never goes ahead of a quiet tenant's waiting request.
     assert len(run["admissions"]) == counts["submitted"] - counts["rejected"]
     assert max(overtaken(run["admissions"], QUIET, FLOODER).values()) <= FLOOD_AHEAD_AT_MOST
