@@ -15,9 +15,9 @@ throughput  N clients (100 and 500 by default), each streaming one answer after 
         `fairbatch serve --speed 0` in a child process: the token events they receive per second,
         and per CPU second of the server process (/proc/PID/stat), so per core; then one tenant at
         half the pool's capacity (`--load`) replayed from a child process against an in-process
-        server at `--speed 1`: the clients' TTFT against the TTFT the runtime's core computed
-        (what serving adds, before the submission and after the step), and the simulator's TTFT
-        of the same arrivals.
+        server at `--speed 1`: each request's TTFT as the client saw it, what the runtime adds over
+        the simulated GPU's time, what HTTP adds on either side, and the simulator's TTFT of the
+        same arrivals.
 
 The load clients speak HTTP/1.1 straight on h11, one connection per stream: a pooled client's
 bookkeeping would cost more CPU than the server under test. Every figure here is wall-clock and
@@ -175,9 +175,11 @@ class SSEClient:
                    ("content-type", "application/json"), ("content-length", str(len(payload)))]
         sent = time.perf_counter()
         async with await anyio.connect_tcp(self.host, self.port) as self.sock:  # leaving it hangs up
+            connected = time.perf_counter()
             request = h11.Request(method="POST", target="/v1/completions", headers=headers)
             await self.sock.send(self.conn.send(request) + self.conn.send(h11.Data(data=payload))
                                  + self.conn.send(h11.EndOfMessage()))
+            written = time.perf_counter()
             response = await self.next_event()
             if response.status_code != 200:
                 error = json.loads(b"".join([chunk async for chunk in self.body()]))["error"]
@@ -187,7 +189,8 @@ class SSEClient:
                 if drain:
                     await self.count_tokens(streams)
                     return {"outcome": "drained"}
-                return await self.read_events(sent, hang_up_after) | {"sent": sent}
+                return await self.read_events(sent, hang_up_after) | {"sent": sent, "connected": connected,
+                                                                      "written": written}
             finally:
                 streams.closed()
 
@@ -609,12 +612,37 @@ def replay_in_child(url: str, load: float, seconds: float) -> list[dict]:
     return json.loads(out.stdout)
 
 
+class StepLog:
+    """A simulated worker, passed through, that keeps each step's (start, end) on its GPU's
+    timeline (the event loop's clock)."""
+
+    def __init__(self, worker: Any) -> None:
+        self.inner = worker
+        self.kv_blocks = worker.kv_blocks
+        self.spans: list[tuple[float, float]] = []
+
+    async def step(self, step: Any) -> Any:
+        done = await self.inner.step(step)
+        self.spans.append(self.inner.last_step)
+        return done
+
+
+def gpu_time(spans: np.ndarray, start: float, end: float) -> float:
+    """Seconds of [start, end] that the (start, end) rows of `spans`, apart and in order, cover."""
+    return float(np.sum(np.clip(spans[:, 1], start, end) - np.clip(spans[:, 0], start, end)))
+
+
 async def run_ttft(load: float = 0.5, seconds: float = 20.0) -> dict:
     """STEADY at `load` x the pool's capacity, replayed in real time from a child process against
-    an in-process server (`--speed 1`): each request's TTFT as its client saw it (connect to first
-    token event) against the TTFT its runtime's core computed (submission to the step that produced
-    its first token), split into before the submission and after the step; and the simulator's
-    TTFT of the same arrivals. Both processes read CLOCK_MONOTONIC, so their times compare."""
+    an in-process server (`--speed 1`). Per request: the TTFT its client saw (connect to first token
+    event); the TTFT the runtime gave it (submission to its first token handed to the stream); of
+    that, what the runtime adds over the simulated GPU's time (the part of it during which the GPU
+    ran no step of it or of others, plus the wait from the first token's step ending to its
+    delivery); and what HTTP adds on either side (the request written to its submission; the first
+    token's delivery to the client's receipt). The simulator's TTFT of the same arrivals is shown
+    beside. Both processes read CLOCK_MONOTONIC, so their times compare."""
+    from dataclasses import replace
+
     from prometheus_client import CollectorRegistry
 
     from scheduler.runtime.serving import listen, serve
@@ -622,29 +650,34 @@ async def run_ttft(load: float = 0.5, seconds: float = 20.0) -> dict:
 
     text, rate, simulation = steady(load, seconds)
     records = simulation.run().records
+    served = service(serve_config_from_dict(tomllib.loads(text)), 1.0)
+    logged = {wid: StepLog(worker) for wid, worker in served.workers.items()}
+    (worker,) = logged.values()  # STEADY's pool is one worker
     async with anyio.create_task_group() as task_group:
-        served = partial(serve, service(serve_config_from_dict(tomllib.loads(text)), 1.0), listen("127.0.0.1", 0),
-                         registry=CollectorRegistry())
-        url, runtime = await task_group.start(served)
+        url, runtime = await task_group.start(partial(serve, replace(served, workers=logged), listen("127.0.0.1", 0),
+                                                      registry=CollectorRegistry()))
         runtime.metrics = log = AdmissionLog(runtime.metrics)
         offset = anyio.current_time() - runtime.now()  # the runtime's clock to CLOCK_MONOTONIC
         results = await anyio.to_thread.run_sync(replay_in_child, url, load, seconds)
         task_group.cancel_scope.cancel()
     done = [r for r in results if r["outcome"] == "finished" and r["id"] in log.first]
     ids = np.array([r["id"] for r in done], dtype=int)
-    client = np.array([r["ttft"] for r in done])
     arrival, first = (np.array([log.first[r["id"]][k] for r in done]) + offset for k in (0, 1))
-    sent = np.array([r["sent"] for r in done])
-    simulated = records["first_token"][ids] - records["arrival"][ids]
-    figures = {"client": client, "core": first - arrival, "simulated": simulated, "added": client - (first - arrival),
-               "before": arrival - sent, "after": sent + client - first}
+    sent, written, client = (np.array([r[key] for r in done]) for key in ("sent", "written", "ttft"))
+    spans = np.array(worker.spans)
+    produced = spans[np.searchsorted(spans[:, 1], first, "right") - 1, 1]  # the end of each first token's step
+    gpu = np.array([gpu_time(spans, a, end) for a, end in zip(arrival, produced)])
+    figures = {"client": client, "runtime": first - arrival, "runtime_added": first - arrival - gpu,
+               "simulated": records["first_token"][ids] - records["arrival"][ids],
+               "http_in": arrival - written, "http_out": sent + client - first, "client_out": written - sent}
     return {"load": load, "rate": rate, "requests": len(records), "finished": len(done)} | {
         f"{name}_p{q}_ms": _pct(values, q) * 1e3 for name, values in figures.items() for q in (50, 99)}
 
 
-TTFT_ROWS = (("client", "client's TTFT"), ("core", "the core's (submit to its step)"),
-             ("simulated", "simulator's, same arrivals"), ("added", "added: client's - core's"),
-             ("before", "  connect to submit"), ("after", "  step done to client"))
+TTFT_ROWS = (("client", "client's TTFT"), ("runtime", "the runtime's (submit to delivery)"),
+             ("runtime_added", "  of which the runtime adds"), ("simulated", "simulator's, same arrivals"),
+             ("http_in", "added by HTTP: request to submit"), ("http_out", "  first token to the client"),
+             ("client_out", "client: connect and write"))
 
 
 def report_throughput(runs: dict[int, list[dict]], ttft: list[dict]) -> str:
@@ -662,10 +695,10 @@ def report_throughput(runs: dict[int, list[dict]], ttft: list[dict]) -> str:
     if ttft:
         lines += [f"ttft: {ttft[0]['requests']} requests at {ttft[0]['load']:g} x the pool's capacity "
                   f"({_median(ttft, lambda r: r['rate']):.1f}/s), `--speed 1`, clients in a child process, "
-                  f"{len(ttft)} run(s), medians", f"{'':34} {'p50 ms':>8} {'p99 ms':>8}"]
+                  f"{len(ttft)} run(s), medians", f"{'':36} {'p50 ms':>8} {'p99 ms':>8}"]
         for name, label in TTFT_ROWS:
             p50, p99 = (_median(ttft, lambda r: r[f"{name}_p{q}_ms"]) for q in (50, 99))
-            lines.append(f"{label:34} {p50:8.2f} {p99:8.2f}")
+            lines.append(f"{label:36} {p50:8.2f} {p99:8.2f}")
     return "\n".join(lines)
 
 

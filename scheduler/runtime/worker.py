@@ -92,7 +92,12 @@ class SimulatedWorker:
     simulated GPU's own timeline: it ends its step time after the last one ended, not after the
     event loop got round to starting it, since a real GPU does not wait while the serving process
     streams the last step's tokens (vLLM's engine core runs beside its API server). At most one
-    step's time is made up that way; a step after an idle spell starts when it is asked for."""
+    step's time is made up that way; a step after an idle spell starts when it is asked for.
+    `last_step` is the last step's (start, end) on that timeline (the event loop's clock).
+
+    A step ends on time to well under a millisecond: the event loop's timed waits round up to
+    whole milliseconds (epoll's timeout), so the worker sleeps to within `TIMER_ROUNDING_S` of the
+    end and yields to other tasks from there until the end has come."""
 
     def __init__(self, cost: StepPricer, kv_blocks: int, speed: float = 1.0) -> None:
         if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed < 0:
@@ -104,6 +109,7 @@ class SimulatedWorker:
         self._sampled: dict[Hashable, int] = {}  # tokens each request has sampled, recompute included
         self._length: dict[Hashable, int | None] = {}  # where each request samples EOS
         self._busy_until = -math.inf  # when the simulated GPU ends its last step (the loop's clock)
+        self.last_step: tuple[float, float] | None = None
 
     async def step(self, step: Step) -> StepDone:
         carries_on = any(item.request_id in self._sampled for item in step.items)
@@ -136,4 +142,25 @@ class SimulatedWorker:
         now = anyio.current_time()
         start = max(self._busy_until, now - seconds) if carries_on else now
         self._busy_until = start + seconds
-        await anyio.sleep_until(self._busy_until)
+        self.last_step = (start, self._busy_until)
+        await wait_until(self._busy_until)
+
+
+# asyncio and trio wait with epoll, whose timeout is whole milliseconds rounded up: a timed sleep
+# wakes up to this late.
+TIMER_ROUNDING_S = 0.001
+
+
+async def wait_until(deadline: float) -> None:
+    """Sleep until `deadline` (the event loop's clock), not a millisecond after it: a timed sleep to
+    within TIMER_ROUNDING_S, then yields (other tasks run) until the deadline has passed. On a
+    virtual clock, which only a sleep moves, the rest is a plain timed sleep."""
+    await anyio.sleep_until(deadline - TIMER_ROUNDING_S)
+    now = anyio.current_time()
+    while now < deadline:
+        await anyio.sleep(0)
+        later = anyio.current_time()
+        if later == now:
+            await anyio.sleep_until(deadline)
+            return
+        now = later

@@ -95,5 +95,15 @@ def test_the_throughput_benchmark_counts_streamed_tokens_and_the_servers_cpu():
     r = anyio.run(run_throughput, 8, 0.5)
     assert r["streams"] == 8 and r["tokens"] > 0 and r["cpu_s"] > 0 and r["ended"].get("cancelled", 0) == 0
     t = anyio.run(run_ttft, 0.2, 1.0)
-    assert t["finished"] == t["requests"] > 0 and t["added_p50_ms"] > 0
-    assert "8 " in report_throughput({8: [r]}, [t]) and "added" in report_throughput({8: [r]}, [t])
+    assert t["finished"] == t["requests"] > 0 and 0 <= t["runtime_added_p50_ms"] <= t["runtime_p50_ms"]
+    assert t["runtime_p50_ms"] < t["client_p50_ms"]
+    assert "8 " in report_throughput({8: [r]}, [t]) and "runtime adds" in report_throughput({8: [r]}, [t])
+
+
+def test_gpu_time_counts_the_steps_within_a_window():
+    from benchmarks.serving import gpu_time
+
+    spans = np.array([(0.0, 1.0), (1.0, 2.5), (4.0, 5.0)])
+    assert gpu_time(spans, 0.5, 4.5) == pytest.approx(0.5 + 1.5 + 0.5)
+    assert gpu_time(spans, 2.5, 4.0) == 0.0
+    assert gpu_time(spans, 6.0, 7.0) == 0.0

@@ -11,7 +11,7 @@ from trio.testing import MockClock
 
 from scheduler.actions import ScheduledItem, StepPlan
 from scheduler.runtime import SimulatedWorker
-from scheduler.runtime.worker import Job, Step
+from scheduler.runtime.worker import Job, Step, wait_until
 
 pytestmark = pytest.mark.anyio
 STEP_S = 0.010
@@ -53,3 +53,32 @@ async def test_a_step_after_an_idle_spell_starts_when_it_is_asked_for():
     await anyio.sleep(0.004)
     start, end = await timed(worker, decode("r2", joined=["r2"]))  # nothing it ran before
     assert end - start == pytest.approx(STEP_S)
+
+
+async def test_last_step_is_the_steps_span_on_the_gpus_timeline():
+    worker = SimulatedWorker(FixedCost(STEP_S), kv_blocks=64, speed=1.0)
+    assert worker.last_step is None
+    start, end = await timed(worker, decode("r1", joined=["r1"]))
+    assert worker.last_step == pytest.approx((start, end))
+    await anyio.sleep(0.004)
+    await timed(worker, decode("r1"))
+    assert worker.last_step == pytest.approx((end, end + STEP_S))  # carried on from where the GPU was
+
+
+async def test_a_wait_on_the_virtual_clock_ends_at_its_deadline():
+    start = anyio.current_time()
+    await wait_until(start + 0.0105)
+    assert anyio.current_time() == pytest.approx(start + 0.0105)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_wait_on_the_real_clock_never_ends_before_its_deadline(backend):
+    async def late_by() -> list[float]:
+        lateness = []
+        for offset in (0.0, 0.0004, 0.0013, 0.0021):
+            deadline = anyio.current_time() + offset
+            await wait_until(deadline)
+            lateness.append(anyio.current_time() - deadline)
+        return lateness
+
+    assert min(anyio.run(late_by, backend=backend)) >= 0
