@@ -10,13 +10,25 @@ from __future__ import annotations
 import heapq
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Collection, Iterator, Sequence as Seq
+from typing import Any, Callable, ClassVar, Collection, Iterator, Sequence as Seq, TypeVar
 
 from ..request import Tenant
 from ..sequence import Sequence
 from ..service import Ledger
 
+_Class = TypeVar("_Class")
 
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # no mypyc here, so no compiled build that would read it
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_Class], _Class]:  # type: ignore[misc]
+        return lambda cls: cls
+
+# A compiled build (sim.compiled) compiles the classes below; every policy and queue written in
+# Python, ours or a user's, subclasses them, which a compiled class allows only when it says so.
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
 class WaitQueue(ABC):
     """Queued requests in the order a policy admits them."""
 
@@ -68,6 +80,7 @@ class WaitQueue(ABC):
     def __iter__(self) -> Iterator[Sequence]: ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class KeyedQueue(WaitQueue):
     """A heap ordered by key(seq), then submission order; removal is lazy."""
 
@@ -99,7 +112,8 @@ class KeyedQueue(WaitQueue):
 
     def tenant_heads(self, tenants: Collection[int], limit: int) -> list[Sequence]:
         # Best first through the heap's tree: the entries in key order, each tenant's first kept.
-        heap, wanted, found = self._heap, set(tenants), {}
+        heap, wanted = self._heap, set(tenants)
+        found: dict[int, Sequence] = {}
         frontier, looked = ([(heap[0], 0)] if heap else []), 0
         while frontier and len(found) < len(wanted) and looked < limit:
             entry, i = heapq.heappop(frontier)  # (key, order) decide: orders are unique
@@ -123,8 +137,36 @@ class KeyedQueue(WaitQueue):
         return (entry[2] for entry in self._live.values())
 
 
-class TenantFifos:
-    """Queued requests per tenant, oldest first, for the policies that choose a tenant first."""
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Fifos(ABC):
+    """Queued requests per tenant, each tenant's oldest first, for the policies that choose a
+    tenant first (`TenantQueue`)."""
+
+    @abstractmethod
+    def push(self, seq: Sequence) -> bool:
+        """Queue seq; True when its tenant had nothing queued before."""
+
+    @abstractmethod
+    def head(self, tenant: int) -> Sequence | None:
+        """The tenant's oldest queued request, or None."""
+
+    @abstractmethod
+    def pop(self, tenant: int) -> Sequence:
+        """Take the tenant's oldest queued request."""
+
+    @abstractmethod
+    def remove(self, seq: Sequence) -> None: ...
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Sequence]: ...
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+class TenantFifos(Fifos):
+    """Fifos as heaps by arrival order, with lazy removal."""
 
     def __init__(self) -> None:
         self._fifo: dict[int, list[tuple[int, Sequence]]] = {}
@@ -132,7 +174,6 @@ class TenantFifos:
         self._size = 0
 
     def push(self, seq: Sequence) -> bool:
-        """Queue seq; True when its tenant had nothing queued before."""
         was_empty = self.head(seq.tenant) is None
         heapq.heappush(self._fifo.setdefault(seq.tenant, []), (seq.order, seq))
         self._size += 1
@@ -146,6 +187,8 @@ class TenantFifos:
 
     def pop(self, tenant: int) -> Sequence:
         seq = self.head(tenant)
+        if seq is None:
+            raise IndexError(f"pop: tenant {tenant} has nothing queued")
         heapq.heappop(self._fifo[tenant])
         self._size -= 1
         return seq
@@ -157,10 +200,11 @@ class TenantFifos:
     def __len__(self) -> int:
         return self._size
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Sequence]:
         return (seq for fifo in self._fifo.values() for order, seq in fifo if order not in self._removed)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TenantQueue(WaitQueue):
     """A wait queue that picks a tenant, then admits that tenant's oldest request.
 
@@ -168,7 +212,7 @@ class TenantQueue(WaitQueue):
     """
 
     def __init__(self) -> None:
-        self._fifos = TenantFifos()
+        self._fifos: Fifos = TenantFifos()
 
     @abstractmethod
     def _pick(self) -> int | None:
@@ -222,6 +266,7 @@ class TenantQueue(WaitQueue):
         return iter(self._fifos)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Policy(ABC):
     """Base of every policy. Subclasses set `name` and usually override `new_queue` and `victim`.
 
@@ -270,6 +315,7 @@ class Policy(ABC):
         """`seq` was just admitted to a worker (again, if `seq.preemptions` > 0)."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LazyMinHeap:
     """Min-heap over integer ids whose keys only grow; stale entries are fixed when they surface.
 

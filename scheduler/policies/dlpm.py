@@ -42,6 +42,7 @@ from typing import Callable, Iterator
 
 from ..errors import ConfigError
 from ..sequence import Sequence
+from .base import Fifos
 from .vtc import VTC, VTCQueue
 
 
@@ -60,11 +61,10 @@ class DLPM(VTC):
         return DLPMQueue(self)
 
 
-class OrderedFifos:
+class OrderedFifos(Fifos):
     """Queued requests per tenant in submission order, with out-of-order removal.
 
-    The interface of `base.TenantFifos` (whose head is the same: the oldest live request), kept in
-    a deque per tenant so that a tenant's oldest k requests are its first k live entries. Removal
+    Its head is `base.TenantFifos`'s (the oldest live request); kept in a deque per tenant so that a tenant's oldest k requests are its first k live entries. Removal
     is lazy and keyed by push, so a request removed from the middle and queued again (admitted out
     of order, then preempted) leaves no stale entry that could pass for it.
     """
@@ -75,7 +75,6 @@ class OrderedFifos:
         self._pushes = 0
 
     def push(self, seq: Sequence) -> bool:
-        """Queue seq; True when its tenant had nothing queued before."""
         was_empty = self.head(seq.tenant) is None
         self._pushes += 1
         self._live[seq] = self._pushes

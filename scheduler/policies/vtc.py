@@ -21,9 +21,10 @@ ledger, the results and the metrics count, and a decode step charges nothing.
 from __future__ import annotations
 
 from ..sequence import Sequence
-from .base import LazyMinHeap, Policy, TenantQueue
+from .base import LazyMinHeap, Policy, TenantQueue, mypyc_attr
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VTC(Policy):
     name = "vtc"
     uses_service = True
@@ -87,6 +88,7 @@ class VTC(Policy):
             self._charged[tenant] += cost * self._inverse_weight[tenant]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VTCQueue(TenantQueue):
     """Per-tenant FIFOs, and the tenants with queued requests ordered by counter."""
 
@@ -125,6 +127,7 @@ class VTCQueue(TenantQueue):
         return seq
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LCF(VTC):
     """Least counter first: VTC without the lift, so a tenant returning from idle is owed its idle
     time and starves the others until it has caught up (the baseline of the VTC paper)."""
