@@ -31,7 +31,8 @@ from .planner import StepBuilder, StepIsolation
 from .policies import Policy, WaitQueue, make_policy
 from .request import Request, RequestState, Tenant
 from .sequence import Sequence
-from .service import Ledger, ServiceWeights
+from .ledger import Ledger
+from .service import ServiceWeights
 from .worker import WorkerState
 
 RUNNING = RequestState.RUNNING

@@ -24,6 +24,10 @@ class RequestState(enum.Enum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
 
+    # Members are singletons compared by identity, so identity hashes them: Enum's own __hash__
+    # is a Python function, and every state change looks its state up in TRANSITIONS.
+    __hash__ = object.__hash__
+
 
 # None is the state before submit. RUNNING -> QUEUED is a preemption: the request's KV is freed
 # and it waits to be recomputed (Sequence.preemptions counts them).

@@ -28,7 +28,7 @@ from scheduler.policies import Policy, make_policy
 from scheduler.request import SLO, Request, Tenant
 
 from .config import SimConfig, check_runnable, latency_budgets
-from .costmodel import RooflineCostModel
+from .steptime import StepPrices
 from scheduler.kv import DecodeGrowth
 from .engine import EventLoop
 from .trace import TraceSpec
@@ -72,12 +72,12 @@ class SimWorker:
     """One simulated worker: step times from the cost model, what it executed, and when each of
     its decoding requests will sample EOS (it knows their true output lengths)."""
 
-    __slots__ = ("id", "cost", "run", "version", "clock", "eos_at", "_eos_heap", "busy_s", "steps",
+    __slots__ = ("id", "prices", "run", "version", "clock", "eos_at", "_eos_heap", "busy_s", "steps",
                  "seq_steps", "token_steps", "kv_block_seconds", "kv_blocks_total", "preemptions")
 
-    def __init__(self, worker_id: int, cost: RooflineCostModel, kv_blocks: int) -> None:
+    def __init__(self, worker_id: int, prices: StepPrices, kv_blocks: int) -> None:
         self.id = worker_id
-        self.cost = cost
+        self.prices = prices
         self.run: StepRun | None = None  # None while idle
         self.version = 0  # bumped when a run is cut short, so its old finish event is ignored
         self.clock = 0  # steps executed
@@ -168,7 +168,7 @@ class Simulation:
         self.loop = EventLoop()
         cost = config.cluster.cost_model()
         blocks = config.cluster.kv_blocks(config.scheduler)
-        self.workers = [SimWorker(w, cost, blocks) for w in range(config.cluster.workers)]
+        self.workers = [SimWorker(w, cost.prices, blocks) for w in range(config.cluster.workers)]
         # Workers that arrivals may have to wake (idle) or cut (running past the next boundary).
         self._idle = {worker.id: worker for worker in self.workers}
         self._long_runs: dict[int, SimWorker] = {}
@@ -346,9 +346,9 @@ class Simulation:
             self._long_runs[worker.id] = worker
         growth = self.scheduler.decode_growth(worker.id) if steps > 1 else None
         if steps == 1:
-            durations = [worker.cost.plan_step_time(plan)]
+            durations = [worker.prices.plan_step_time(plan)]
         else:
-            durations = worker.cost.plan_step_times(plan, steps)
+            durations = worker.prices.plan_step_times(plan, steps)
         kv_used = self.scheduler.kv_usage(worker.id).used
         worker.run = run = StepRun(plan, now, durations, kv_used, growth, worker.version)
         self.loop.at(run.ends[-1], self._finish_step, worker, worker.version)

@@ -23,13 +23,16 @@ from scheduler.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 # The modules every event goes through (what profiles of the standard workload and the large pool
-# show), with VTC's policy and the policies' base classes (which the interpreted policies subclass).
-# The rest run once per simulation or check user input: the cost model, the service weights and
-# admission stay interpreted, since a compiled class's typed fields would refuse a value of the
-# wrong type with a TypeError before its own check could name the field.
-MODULES = ("scheduler/core.py", "scheduler/sequence.py", "scheduler/decodeset.py", "scheduler/kv.py", "scheduler/planner.py",
-           "scheduler/worker.py", "scheduler/isolation.py", "scheduler/policies/base.py", "scheduler/policies/vtc.py",
-           "sim/engine.py", "sim/cluster.py")
+# show), with VTC's policy and the policies' base classes (which the interpreted policies subclass)
+# and the ledger fair policies read.
+# The rest run once per simulation or check user input: the cost model (whose step prices are
+# sim/steptime.py's), the service weights and admission stay interpreted, since a compiled class's
+# typed fields would refuse a value of the wrong type with a TypeError before its own check could
+# name the field.
+MODULES = ("scheduler/core.py", "scheduler/sequence.py", "scheduler/decodeset.py", "scheduler/kv.py",
+           "scheduler/planner.py", "scheduler/worker.py", "scheduler/isolation.py", "scheduler/ledger.py",
+           "scheduler/policies/base.py", "scheduler/policies/vtc.py", "sim/engine.py", "sim/cluster.py",
+           "sim/steptime.py")
 INSTALL = "pip install -e '.[compile]'"
 
 

@@ -1,22 +1,24 @@
 """Roofline step time of a batch on one simulated worker.
 
-This module owns how long a step takes and how many KV tokens a worker holds. A worker is a
-tensor-parallel group of GPUs; a step is linear layers + attention + all-reduce + a fixed overhead
-(see DESIGN.md, "Cost model"). A mixture-of-experts model computes with its active parameters
-and reads the weights of the experts a step's tokens touch. It knows nothing about requests:
-callers pass token counts, or a StepPlan, which carries only counts.
+This module owns a worker's shape (GPU, model, tensor parallelism, utilisations), its checks, how
+many KV tokens the worker holds, and the per-unit coefficients of its step time; a step is linear
+layers + attention + all-reduce + a fixed overhead (see DESIGN.md, "Cost model"), priced from those
+coefficients by `sim.steptime.StepPrices`. A mixture-of-experts model computes with its active
+parameters and reads the weights of the experts a step's tokens touch. It knows nothing about
+requests: callers pass token counts, or a StepPlan, which carries only counts.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 
 from scheduler.errors import ConfigError
 from sim.hardware import GPUSpec, ModelSpec, get_gpu, get_model
+from sim.steptime import StepPrices, causal_pairs
 
 if TYPE_CHECKING:
     from scheduler.actions import StepPlan
@@ -32,12 +34,6 @@ LOGIT_BYTES = 4  # vLLM's sampler works on float32 logits
 SMALL_CONTEXT = 128  # context of the "decode@1" figure: small enough that KV reads are negligible
 
 
-def causal_pairs(chunk_tokens: int, context_before: int) -> float:
-    """Causal query-key pairs of a prefill chunk of q tokens after c tokens: q*c + q*(q+1)/2."""
-    q = chunk_tokens
-    return q * context_before + q * (q + 1) / 2
-
-
 @dataclass(frozen=True, slots=True)
 class RooflineCostModel:
     """Step time of one batch on a worker of `tensor_parallel` identical GPUs."""
@@ -50,16 +46,9 @@ class RooflineCostModel:
     step_overhead_s: float = 0.001  # fixed per-step cost (scheduling, launch, sampling)
     allreduce_latency_s: float = 10e-6  # per all-reduce op, only when tensor_parallel > 1
     gpu_memory_utilization: float = 0.9
-    # Per-unit coefficients, fixed at construction so step_time is a handful of multiply-adds:
-    # the simulator calls it once per event.
-    _s_per_token: float = field(init=False, repr=False, compare=False)
-    _s_per_seq: float = field(init=False, repr=False, compare=False)
-    _weight_read_s: float = field(init=False, repr=False, compare=False)
-    _s_per_weight_byte: float = field(init=False, repr=False, compare=False)
-    _s_per_pair: float = field(init=False, repr=False, compare=False)
-    _s_per_kv_token: float = field(init=False, repr=False, compare=False)
-    _allreduce_s_per_token: float = field(init=False, repr=False, compare=False)
-    _fixed_s: float = field(init=False, repr=False, compare=False)
+    # Per-unit coefficients, fixed at construction so a step's price is a handful of multiply-adds:
+    # the simulator prices every step it runs.
+    prices: StepPrices = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._validate()
@@ -70,87 +59,53 @@ class RooflineCostModel:
         # (after attention and after the MLP), each of num_tokens * hidden activations.
         ring = 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / gpu.link_bandwidth
         allreduces = 2 * m.layers if tp > 1 else 0
-        coefficients = {
-            "_s_per_token": 2 * m.per_token_params / flops,
-            "_s_per_seq": 2 * m.lm_head_params / flops,
-            "_weight_read_s": m.weight_bytes_read(1) / bandwidth,
-            "_s_per_weight_byte": 1 / bandwidth,
-            "_s_per_pair": 4 * m.layers * m.heads * m.head_dim / flops,
-            "_s_per_kv_token": m.kv_bytes_per_token / bandwidth,
-            "_allreduce_s_per_token": allreduces * ring,
-            "_fixed_s": self.step_overhead_s + allreduces * self.allreduce_latency_s,
-        }
-        for name, value in coefficients.items():
-            object.__setattr__(self, name, value)
+        s_per_weight_byte = 1 / bandwidth
+
+        def experts_read_s(num_tokens: int) -> float:  # a step of a MoE reads the experts it touches
+            return m.weight_bytes_read(num_tokens) * s_per_weight_byte
+
+        prices = StepPrices(
+            s_per_token=2 * m.per_token_params / flops,
+            s_per_seq=2 * m.lm_head_params / flops,
+            weight_read_s=m.weight_bytes_read(1) / bandwidth,
+            s_per_pair=4 * m.layers * m.heads * m.head_dim / flops,
+            s_per_kv_token=m.kv_bytes_per_token / bandwidth,
+            allreduce_s_per_token=allreduces * ring,
+            fixed_s=self.step_overhead_s + allreduces * self.allreduce_latency_s,
+            experts_read_s=experts_read_s if m.experts else None,
+        )
+        object.__setattr__(self, "prices", prices)
+
+    def __reduce__(self):
+        # A copy is built from the fields, which derives its prices again (they hold a closure for
+        # a MoE and, compiled, are not picklable themselves).
+        return type(self), tuple(getattr(self, f.name) for f in fields(self) if f.init)
 
     @classmethod
     def from_names(cls, gpu: str, model: str, **kwargs) -> RooflineCostModel:
         """Build from catalogue names (`sim.hardware.GPUS` / `MODELS`); kwargs as the fields."""
         return cls(get_gpu(gpu), get_model(model), **kwargs)
 
+    # Pricing steps is StepPrices' (sim.steptime); these read it for callers holding the model.
     def step_time(self, num_tokens: int, prefill_attn_pairs: float, decode_context: float, num_seqs: int) -> float:
-        """Seconds for one step computing `num_tokens` tokens of `num_seqs` sequences; 0.0 when
-        there is nothing to run.
-
-        prefill_attn_pairs: sum of `causal_pairs` over the step's prefill chunks.
-        decode_context: sum over decoding sequences of the KV tokens each one reads.
-        num_seqs: the sequences in the step (decodes and prefill chunks), each computing logits once.
-        """
-        if num_tokens < 0 or prefill_attn_pairs < 0 or decode_context < 0 or not 0 <= num_seqs <= num_tokens:
-            raise ValueError(
-                "step_time: num_tokens, prefill_attn_pairs and decode_context must be >= 0 and num_seqs "
-                f"in [0, num_tokens], got {num_tokens}, {prefill_attn_pairs}, {decode_context}, {num_seqs}"
-            )
-        if num_tokens == 0:
-            return 0.0
-        return (
-            self._constant_step_s(num_tokens, num_seqs)
-            + self._s_per_pair * prefill_attn_pairs
-            + self._s_per_kv_token * decode_context
-        )
+        """Seconds of one step: `StepPrices.step_time`."""
+        return self.prices.step_time(num_tokens, prefill_attn_pairs, decode_context, num_seqs)
 
     def decode_run_time(self, num_seqs: int, context_sum: float, steps: int) -> float:
-        """Total seconds of `steps` pure-decode steps of `num_seqs` sequences.
-
-        context_sum is the summed context at the first step; it grows by num_seqs each step.
-        Only the KV read term changes between steps, so the total is a constant times `steps`
-        plus an arithmetic series.
-        """
-        if not self._check_run(num_seqs, context_sum, steps):
-            return 0.0
-        contexts = steps * context_sum + num_seqs * steps * (steps - 1) / 2
-        return steps * self._constant_step_s(num_seqs, num_seqs) + self._s_per_kv_token * contexts
+        """Total seconds of a run of pure-decode steps: `StepPrices.decode_run_time`."""
+        return self.prices.decode_run_time(num_seqs, context_sum, steps)
 
     def decode_step_times(self, num_seqs: int, context_sum: float, steps: int) -> list[float]:
-        """Per-step seconds of the run `decode_run_time` prices: each the `step_time` of its step,
-        to the bit (a list, not an array: a run is short, where numpy's per-call cost exceeds the work)."""
-        if not self._check_run(num_seqs, context_sum, steps):
-            return [0.0] * max(steps, 0)
-        constant, per_token = self._constant_step_s(num_seqs, num_seqs), self._s_per_kv_token
-        return [constant + per_token * (context_sum + num_seqs * i) for i in range(steps)]
+        """Per-step seconds of that run: `StepPrices.decode_step_times`."""
+        return self.prices.decode_step_times(num_seqs, context_sum, steps)
 
-    def plan_step_time(self, plan: "StepPlan") -> float:
-        """Seconds of one step of a StepPlan."""
-        tokens, pairs, context = plan.decodes, 0.0, plan.decode_context + plan.decodes
-        for item in plan.chunks:
-            tokens += item.num_tokens
-            if item.is_decode:  # a one-token chunk reads its context like a decode
-                context += item.context + 1
-            else:
-                pairs += causal_pairs(item.num_tokens, item.context)
-        return self.step_time(tokens, pairs, context, plan.decodes + len(plan.chunks))
+    def plan_step_time(self, plan: StepPlan) -> float:
+        """Seconds of one step of a StepPlan: `StepPrices.plan_step_time`."""
+        return self.prices.plan_step_time(plan)
 
-    def plan_step_times(self, plan: "StepPlan", steps: int) -> list[float]:
-        """Per-step seconds of a run of `steps` steps of a StepPlan: its decodes repeated, or its
-        prefill step and then decodes of all (each chunk completes a prompt that goes on decoding)."""
-        if not plan.chunks:
-            return self.decode_step_times(plan.decodes, plan.decode_context + plan.decodes, steps)
-        if not all(item.samples for item in plan.chunks):
-            raise ValueError("plan_step_times: a plan with a chunk that completes no prompt does not repeat")
-        decodes = plan.decodes + len(plan.chunks)
-        cached = plan.decode_context + plan.decodes + sum(item.context + item.num_tokens for item in plan.chunks)
-        first = self.plan_step_time(plan)
-        return [first] + self.decode_step_times(decodes, cached + decodes, steps - 1)
+    def plan_step_times(self, plan: StepPlan, steps: int) -> list[float]:
+        """Per-step seconds of a run of a StepPlan: `StepPrices.plan_step_times`."""
+        return self.prices.plan_step_times(plan, steps)
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -178,30 +133,8 @@ class RooflineCostModel:
 
     def linear_bound(self, num_tokens: int, num_seqs: int) -> str:
         """Which roof governs the linear layers at `num_tokens` of `num_seqs`: "compute" or "memory"."""
-        compute = self._s_per_token * num_tokens + self._s_per_seq * num_seqs
-        return "compute" if compute > self._weight_read(num_tokens) else "memory"
-
-    def _weight_read(self, num_tokens: int) -> float:
-        # Seconds to read the weights a step uses: all of a dense model's, a MoE's touched experts.
-        if not self.model.experts:
-            return self._weight_read_s
-        return self.model.weight_bytes_read(num_tokens) * self._s_per_weight_byte
-
-    def _constant_step_s(self, num_tokens: int, num_seqs: int) -> float:
-        # Everything in a step except attention: linear layers, all-reduce, fixed overhead.
-        compute = self._s_per_token * num_tokens + self._s_per_seq * num_seqs
-        linear = max(compute, self._weight_read(num_tokens))
-        return linear + self._allreduce_s_per_token * num_tokens + self._fixed_s
-
-    @staticmethod
-    def _check_run(num_seqs: int, context_sum: float, steps: int) -> bool:
-        # True when the run has work; a run of no steps or no sequences takes no time.
-        if num_seqs < 0 or context_sum < 0 or steps < 0:
-            raise ValueError(
-                "decode run: num_seqs, context_sum and steps must be >= 0, got "
-                f"{num_seqs}, {context_sum}, {steps}"
-            )
-        return num_seqs > 0 and steps > 0
+        prices = self.prices
+        return "compute" if prices.linear_s(num_tokens, num_seqs) > prices.weight_read(num_tokens) else "memory"
 
     def _validate(self) -> None:
         if not isinstance(self.gpu, GPUSpec):

@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Collection, Iterator, Sequence as Se
 
 from ..request import Tenant
 from ..sequence import Sequence
-from ..service import Ledger
+from ..ledger import Ledger
 
 _Class = TypeVar("_Class")
 

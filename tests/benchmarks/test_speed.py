@@ -79,11 +79,11 @@ def test_against_runs_both_checkouts_and_says_whether_their_results_are_the_same
     other = tmp_path / "other"
     for part in ("scheduler", "sim"):
         shutil.copytree(speed.ROOT / part, other / part, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-    costmodel = other / "sim" / "costmodel.py"
-    text = costmodel.read_text()
-    assert "return (\n            self._constant_step_s" in text
-    costmodel.write_text(text.replace("return (\n            self._constant_step_s",
-                                      "return 1e-6 + (\n            self._constant_step_s"))
+    steptime = other / "sim" / "steptime.py"
+    text = steptime.read_text()
+    assert "return (\n            self.constant_step_s" in text
+    steptime.write_text(text.replace("return (\n            self.constant_step_s",
+                                     "return 1e-6 + (\n            self.constant_step_s"))
     [changed] = speed.against(other, tables, pairs=1)
     assert not changed["identical"]
     assert "DIFFERENT" in speed.report_against(other, [changed])

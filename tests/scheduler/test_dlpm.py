@@ -14,7 +14,8 @@ from scheduler.errors import ConfigError
 from scheduler.policies import DLPM, POLICIES, make_policy
 from scheduler.policies.vtc import VTC
 from scheduler.prefix import Prefix
-from scheduler.service import Ledger, ServiceWeights
+from scheduler.ledger import Ledger
+from scheduler.service import ServiceWeights
 from sim.results import max_service_gap
 from sim.testing import (
     check_conservation, check_service_gap, check_work_conserving, make_workload, run_policy, tenant_specs,

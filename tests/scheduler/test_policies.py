@@ -13,7 +13,8 @@ from scheduler.policies.base import LazyMinHeap
 from scheduler.policies.vtc import VTCQueue
 from scheduler.request import Request, RequestState
 from scheduler.sequence import Sequence
-from scheduler.service import Ledger, ServiceWeights
+from scheduler.ledger import Ledger
+from scheduler.service import ServiceWeights
 
 A, B, C = 0, 1, 2  # tenant indices; C has weight 2
 

@@ -327,6 +327,9 @@ def test_frozen_hashable_and_picklable():
     assert copy == cm and hash(copy) == hash(cm)
     assert copy.step_time(300, 1e5, 1e5, 3) == cm.step_time(300, 1e5, 1e5, 3)
     assert cost(mbu=0.7) != cost()
+    moe = cost("h100", MIXTRAL, tensor_parallel=2)  # its prices read the experts a step touches
+    moe_copy = pickle.loads(pickle.dumps(moe))
+    assert moe_copy == moe and moe_copy.step_time(4096, 0.0, 0.0, 8) == moe.step_time(4096, 0.0, 0.0, 8)
 
 
 # --- the printed report -------------------------------------------------------------------------
@@ -422,12 +425,12 @@ def test_moe_batch_one_decode_reads_two_of_eight_experts():
     table = m.vocab * m.hidden * m.dtype_bytes  # the input embeddings: looked up, not read whole
     assert m.weight_bytes_read(1) == pytest.approx(m.active_params * m.dtype_bytes - table)
     # at a large batch every expert is touched: the read is the whole model but the input table
-    assert cm._weight_read(4096) == pytest.approx((m.weight_bytes - table) / (cm.gpu.hbm_bandwidth * cm.mbu * 2))
+    assert cm.prices.weight_read(4096) == pytest.approx((m.weight_bytes - table) / (cm.gpu.hbm_bandwidth * cm.mbu * 2))
 
 
 def test_moe_prefill_is_priced_by_active_parameters():
     cm = cost("h100", MIXTRAL, tensor_parallel=2)
-    assert cm._s_per_token == pytest.approx(2 * cm.model.per_token_params / (989e12 * 0.6 * 2))
+    assert cm.prices.s_per_token == pytest.approx(2 * cm.model.per_token_params / (989e12 * 0.6 * 2))
     assert cm.model.per_token_params == cm.model.active_params - 2 * 32000 * 4096
     assert cm.linear_bound(8192, 1) == "compute" and cm.linear_bound(1, 1) == "memory"
 

@@ -1,4 +1,4 @@
-"""Tests of scheduler.service: the ledger's output tokens are read in O(1) and equal what was made."""
+"""Tests of scheduler.ledger: the ledger's output tokens are read in O(1) and equal what was made."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,7 +9,8 @@ from scheduler.decodeset import DecodeSet
 from scheduler.events import StepResult
 from scheduler.request import Request, Tenant
 from scheduler.sequence import Sequence
-from scheduler.service import Ledger, ServiceWeights
+from scheduler.ledger import Ledger
+from scheduler.service import ServiceWeights
 
 TENANTS = (Tenant("a"), Tenant("b"), Tenant("c", weight=2.0))
 
