@@ -87,12 +87,14 @@ class Standing:
         self._step = held.step
         self._capacity, self._weights = capacity, weights
         self._full: set[int] | None = None
-        if len(tenants) < 2:  # alone: never over share
-            self.over: set[int] = set()
+        self.over: set[int] = set()
+        step = held.step
+        # only a tenant that computes here and has requests queued can be over share
+        asking = [t for t in self._queued if t in step and step[t] > 0]
+        if len(tenants) < 2 or not asking:  # alone, or none that asks for more computes here
             return
         split = capacity.step / sum(weights[t] for t in tenants)
-        queued = held.queued
-        self.over = {t for t, step in held.step.items() if queued.get(t, 0) and step > split * weights[t]}
+        self.over = {t for t in asking if step[t] > split * weights[t]}
 
     @property
     def full(self) -> set[int]:

@@ -15,13 +15,18 @@ A request's blocks are `seq.blocks`, of which its first `seq.cached` are held th
 
 from __future__ import annotations
 
-from typing import Hashable
+from typing import Final, Hashable
 
 from .decodeset import DecodeSet
 from .kv import BlockPool, DecodeGrowth, PrefixCache
 from .policies.base import WaitQueue
 from .request import RequestState
 from .sequence import Sequence
+
+# A tenant's recent prefill halves each step and is forgotten after this many; HALVES[age] is
+# 0.5 ** age (powers of two, exact), read instead of computing the power at every standing.
+PREFILL_MEMORY: Final = 40
+HALVES: Final = [0.5 ** age for age in range(PREFILL_MEMORY + 1)]
 
 
 class WorkerState:
@@ -193,10 +198,10 @@ class WorkerState:
     def recent_prefill(self, tenant: int) -> float:
         value, step = self._prefill.get(tenant, (0.0, 0))
         age = self.steps - step
-        if age > 40:  # nothing left to speak of
+        if age > PREFILL_MEMORY:  # nothing left to speak of
             self._prefill.pop(tenant, None)
             return 0.0
-        return value * 0.5 ** age
+        return value * HALVES[age]
 
     # ----- giving blocks back -------------------------------------------------------------------
 
